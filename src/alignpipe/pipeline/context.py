@@ -1,0 +1,161 @@
+"""The object a stage's `run(ctx)` receives: params, inputs, outputs, work dir, checkpoints, metrics.
+
+A stage never knows which executor runs it. Everything it reports (progress, metrics) goes to an events
+file (JSON lines) in its attempt directory; the runner tails that file and records it in the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    name: str
+    path: Path
+    id: str
+    manifest: dict[str, Any] | None = None  # None for external inputs
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return (self.manifest or {}).get("summary", {})
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: Path
+
+
+class Checkpoints:
+    """Atomic checkpoints under `<work_dir>/ckpt`: `step-<n>` dirs, complete only once renamed into place.
+
+    save() writes into a temporary sibling and renames it, so a kill at any instant leaves either the old
+    newest checkpoint or the new one, never a half-written one that looks complete.
+    """
+
+    def __init__(self, root: Path, keep: int = 2):
+        self.root = root
+        self.keep = keep
+
+    def _complete(self) -> list[Checkpoint]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            if p.name.startswith("step-") and (p / ".complete").exists():
+                out.append(Checkpoint(int(p.name[5:]), p))
+        return sorted(out, key=lambda c: c.step)
+
+    def latest(self) -> Checkpoint | None:
+        done = self._complete()
+        return done[-1] if done else None
+
+    def save(self, step: int, writer: Callable[[Path], None]) -> Checkpoint:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{step}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        writer(tmp)
+        (tmp / ".complete").write_text(str(step))
+        _fsync_tree(tmp)
+        final = self.root / f"step-{step:09d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(self.root)
+        for old in self._complete()[: -self.keep]:
+            shutil.rmtree(old.path, ignore_errors=True)
+        return Checkpoint(step, final)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+@dataclass
+class StageContext:
+    stage: str
+    uses: str
+    params: BaseModel
+    seed: int
+    inputs: dict[str, InputArtifact]
+    out_root: Path
+    work_dir: Path
+    output_kinds: dict[str, str]
+    events_path: Path | None = None
+    attempt: int = 1
+    run_id: str | None = None
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _last_progress: float = 0.0
+
+    # -- inputs and outputs -------------------------------------------------------------------------------
+    def input_path(self, name: str) -> Path:
+        if name not in self.inputs:
+            raise KeyError(f"stage {self.stage!r} has no input {name!r} (has: {', '.join(self.inputs) or 'none'})")
+        return self.inputs[name].path
+
+    def output_dir(self, name: str = "out") -> Path:
+        """An empty directory to write output `name` into; it is published when run() returns."""
+        if name not in self.output_kinds:
+            raise KeyError(f"stage {self.stage!r} declares no output {name!r} (declares: {', '.join(self.output_kinds)})")
+        d = self.out_root / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def annotate(self, output: str = "out", **fields: Any) -> None:
+        """Attach small JSON facts (metrics, normalization, counts) to an output's manifest `summary`."""
+        self.summaries.setdefault(output, {}).update(fields)
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self.work_dir / "ckpt")
+
+    # -- reporting ------------------------------------------------------------------------------------------
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.events_path is None:
+            return
+        event["t"] = time.time()
+        with open(self.events_path, "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+    def log(self, msg: str) -> None:
+        print(f"[{self.stage}] {msg}", file=sys.stderr, flush=True)
+
+    def log_metrics(self, step: int, **values: float) -> None:
+        clean = {k: float(v) for k, v in values.items()}
+        self._emit({"type": "metrics", "step": int(step), "values": clean})
+
+    def progress(self, done: float, total: float, desc: str = "") -> None:
+        now = time.monotonic()
+        if done < total and now - self._last_progress < 0.25:  # rate-limit; the last tick always goes out
+            return
+        self._last_progress = now
+        self._emit({"type": "progress", "done": done, "total": total, "desc": desc})

@@ -1,0 +1,133 @@
+"""What a stage type is: its params model, inputs, outputs, version and `run(ctx)`.
+
+A built-in stage type is a module in `alignpipe.stages` that ends with
+
+    STAGE = StageDef(name="sft", version="1", params=Params, inputs={...}, outputs={...}, run=run)
+
+A user stage is any `package.module:function`. Decorate it with `@alignpipe.stage(...)` to declare params,
+inputs and outputs; an undecorated function takes free-form params and produces one output named `out`,
+and its implementation version is the hash of its module's source.
+
+Stage modules never import torch at module level: the engine imports them to validate params and compute
+fingerprints, and a no-op rerun must not pay for torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+KINDS = ("model", "dataset", "metrics", "report", "artifact")
+
+
+class StrictParams(BaseModel):
+    """Base for stage params: unknown keys are errors, values are frozen after parsing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FreeParams(BaseModel):
+    """Params of an undecorated user function: anything JSON-serializable."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+@dataclass(frozen=True)
+class InputDef:
+    kind: str = "artifact"
+    required: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    version: str
+    params: type[BaseModel]
+    run: Callable[[Any], None]
+    inputs: dict[str, InputDef] | None = None  # None = any names accepted (undecorated user function)
+    outputs: dict[str, str] = field(default_factory=lambda: {"out": "artifact"})
+    doc: str = ""
+    default_cpus: float = 1.0
+
+    def parse_params(self, raw: dict[str, Any]) -> BaseModel:
+        return self.params.model_validate(raw or {})
+
+
+def stage(
+    *,
+    outputs: dict[str, str] | None = None,
+    inputs: dict[str, InputDef | str] | None = None,
+    params: type[BaseModel] | None = None,
+    version: str | None = None,
+    cpus: float = 1.0,
+) -> Callable[[Callable], Callable]:
+    """Decorator declaring a user function as a stage type (`uses: mypkg.mod:func`)."""
+
+    def wrap(fn: Callable) -> Callable:
+        fn.__alignpipe_stage__ = {  # type: ignore[attr-defined]
+            "outputs": outputs or {"out": "artifact"},
+            "inputs": None if inputs is None else {k: _as_input(v) for k, v in inputs.items()},
+            "params": params or FreeParams,
+            "version": version,
+            "cpus": cpus,
+        }
+        return fn
+
+    return wrap
+
+
+def _as_input(v: InputDef | str) -> InputDef:
+    return v if isinstance(v, InputDef) else InputDef(kind=v)
+
+
+def _source_version(fn: Callable) -> str:
+    try:
+        src = inspect.getsource(inspect.getmodule(fn))  # the whole module: helpers it calls count too
+    except (OSError, TypeError):
+        src = getattr(fn, "__qualname__", repr(fn))
+    return "src-" + hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def stage_from_function(uses: str, fn: Callable) -> StageDef:
+    meta = getattr(fn, "__alignpipe_stage__", None) or {}
+    return StageDef(
+        name=uses,
+        version=meta.get("version") or _source_version(fn),
+        params=meta.get("params", FreeParams),
+        run=fn,
+        inputs=meta.get("inputs"),
+        outputs=meta.get("outputs", {"out": "artifact"}),
+        doc=(fn.__doc__ or "").strip(),
+        default_cpus=meta.get("cpus", 1.0),
+    )
+
+
+class StageLookupError(LookupError):
+    pass
+
+
+def resolve_stage(uses: str) -> StageDef:
+    """Find the StageDef for `uses`: a built-in name or `package.module:function`."""
+    from alignpipe.stages import BUILTINS
+
+    if uses in BUILTINS:
+        return importlib.import_module(BUILTINS[uses]).STAGE
+    if ":" not in uses:
+        known = ", ".join(sorted(BUILTINS))
+        raise StageLookupError(f"unknown stage type {uses!r}; expected one of: {known}, or 'package.module:function'")
+    mod_name, _, fn_name = uses.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise StageLookupError(f"cannot import module {mod_name!r} for stage type {uses!r}: {e}") from None
+    fn = getattr(mod, fn_name, None)
+    if fn is None or not callable(fn):
+        raise StageLookupError(f"module {mod_name!r} has no function {fn_name!r} (stage type {uses!r})")
+    return stage_from_function(uses, fn)
