@@ -118,7 +118,8 @@ def resolve_stage(uses: str) -> StageDef:
     from alignpipe.stages import BUILTINS
 
     if uses in BUILTINS:
-        return importlib.import_module(BUILTINS[uses]).STAGE
+        mod, _, attr = BUILTINS[uses].partition(":")
+        return getattr(importlib.import_module(mod), attr or "STAGE")
     if ":" not in uses:
         known = ", ".join(sorted(BUILTINS))
         raise StageLookupError(f"unknown stage type {uses!r}; expected one of: {known}, or 'package.module:function'")

@@ -1,6 +1,10 @@
-"""Built-in stage types: name -> module. Each module defines `STAGE` (a StageDef) and imports torch lazily."""
+"""Built-in stage types: name -> 'module[:attribute]' holding a StageDef (default attribute STAGE).
+
+Stage modules import torch inside run(), never at module level: the engine imports them to validate params.
+"""
 
 BUILTINS: dict[str, str] = {
-    "example.corpus": "alignpipe.stages.example",
-    "example.count": "alignpipe.stages.example_count",
+    "example.corpus": "alignpipe.stages.example:CORPUS",
+    "example.count": "alignpipe.stages.example:COUNT",
+    "example.report": "alignpipe.stages.example:REPORT",
 }

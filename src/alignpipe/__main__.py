@@ -1,0 +1,3 @@
+from alignpipe.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""The Python API, mirroring the CLI: load/validate/run pipelines, run one stage, query a workspace.
+
+    import alignpipe.api as ap
+    pipe = ap.load("pipeline.yaml")            # or ap.load() for the built-in default
+    result = ap.run(pipe, workspace="ws")      # RunResult: status, run_id, per-stage states
+    ws = ap.Workspace("ws")
+    ws.lineage(ws.resolve("ppo.policy"))
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from alignpipe.pipeline.entry import execute, manual_task
+from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.journal import Journal
+from alignpipe.pipeline.runner import Reporter, RunOptions, Runner, RunResult
+from alignpipe.pipeline.spec import Pipeline, load_pipeline, pipeline_from_dict
+from alignpipe.pipeline.store import Artifact, Store
+
+BUILTIN = {"default": "example.yaml", "example": "example.yaml"}
+
+
+def builtin_path(name: str = "default") -> Path:
+    return Path(str(importlib.resources.files("alignpipe") / "examples" / BUILTIN[name]))
+
+
+def load(path: str | os.PathLike | None = None, *, builtin: str = "default") -> Pipeline:
+    """Load and validate a pipeline file; with no path, the built-in pipeline (workspace under the cwd)."""
+    if path is None:
+        import yaml
+
+        raw = yaml.safe_load(builtin_path(builtin).read_text())
+        return pipeline_from_dict(raw, base_dir=Path.cwd())
+    base = str(Path(path).resolve().parent)
+    if base not in sys.path:  # user stages (`mymodule:func`) next to the spec import like DAG files
+        sys.path.insert(0, base)
+    return load_pipeline(path)
+
+
+def from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Pipeline:
+    return pipeline_from_dict(data, base_dir=base_dir)
+
+
+def run(pipeline: Pipeline | str | os.PathLike | None = None, *, workspace: str | os.PathLike | None = None,
+        from_: str | None = None, until: str | None = None, only: str | None = None, force: tuple[str, ...] = (),
+        wait: bool = False, report: Reporter | None = None) -> RunResult:
+    pipe = pipeline if isinstance(pipeline, Pipeline) else load(pipeline)
+    opts = RunOptions(workspace=str(workspace) if workspace else None, from_=from_, until=until, only=only,
+                      force=tuple(force), wait=wait)
+    return Runner(pipe, opts, report).run()
+
+
+def run_stage(uses: str, *, inputs: dict[str, str], params: dict[str, Any], out: str | os.PathLike,
+              seed: int = 0) -> dict[str, str]:
+    """Manual mode: run one stage on explicit paths; outputs land in `out` with their manifest."""
+    return execute(manual_task(uses, inputs, params, str(out), seed))
+
+
+class Workspace:
+    """Read side of a workspace: artifacts, tags, lineage, verification, gc, runs, status, logs."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.store = Store(self.root)
+        self.journal = Journal(self.root, readonly=True)
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def artifacts(self) -> list[Artifact]:
+        return self.store.all()
+
+    def resolve(self, ref: str) -> str:
+        """An artifact id from an id/prefix, a tag, or a stage name (`stage` or `stage.output`, latest run)."""
+        stage, _, output = ref.partition(".")
+        att = self.journal.last_attempt(stage)
+        if att is not None and att.outputs:
+            outs = att.outputs
+            if output:
+                if output not in outs:
+                    raise UserError(f"stage {stage!r} has no output {output!r}; it has: {', '.join(outs)}")
+                return outs[output]
+            if len(outs) == 1:
+                return next(iter(outs.values()))
+            raise UserError(f"stage {stage!r} has several outputs ({', '.join(outs)}); name one as {stage}.NAME")
+        return self.store.resolve_id(ref)
+
+    def show(self, ref: str) -> Artifact:
+        return self.store.get(self.resolve(ref))
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        return self.store.lineage(self.resolve(ref))
+
+    def tag(self, name: str, ref: str) -> str:
+        return self.store.tag(name, self.resolve(ref))
+
+    def verify(self, ref: str | None = None) -> dict[str, list[str]]:
+        ids = [self.resolve(ref)] if ref else self.store.ids()
+        return {i: self.store.verify(i, full=True) for i in ids}
+
+    def gc(self, dry_run: bool = False) -> dict[str, list[str]]:
+        from alignpipe.pipeline.journal import WorkspaceLock
+
+        with WorkspaceLock(self.root).acquire(wait=False):
+            return self.store.gc(self.journal.referenced_artifacts(), dry_run=dry_run, busy_work=set())
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.journal.runs(limit)
+
+    def status(self, run: str | None = None) -> tuple[str, list[Any]]:
+        run_id = self.journal.resolve_run(run)
+        return run_id, self.journal.attempts(run_id)
+
+    def log(self, stage: str) -> str:
+        att = self.journal.last_attempt(stage)
+        if att is None:
+            raise UserError(f"no stage {stage!r} has run in {self.root}; see `alignpipe status`")
+        if att.log is None:
+            return f"stage {stage!r} was a cache hit in run {att.run_id}; it did not run, so it has no log there\n"
+        return Path(att.log).read_text(errors="replace")
+
+    def metrics(self, fingerprint: str) -> dict[str, list[tuple[int, float]]]:
+        return self.journal.metrics(fingerprint)

@@ -1,0 +1,329 @@
+"""The command line: parse, call alignpipe.api, render. No logic of its own, no torch at start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from alignpipe.pipeline.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="alignpipe: RLHF as one managed computation graph.")
+stage_app = typer.Typer(help="Run one stage outside a pipeline (manual mode).", pretty_exceptions_enable=False)
+app.add_typer(stage_app, name="stage")
+out = Console(highlight=False)
+
+WS_HELP = "workspace directory (default: $ALIGNPIPE_WORKSPACE or ./workspace)"
+
+
+def _ws(ws: Optional[str]) -> Path:
+    return Path(ws or os.environ.get("ALIGNPIPE_WORKSPACE") or "workspace")
+
+
+def _workspace(ws: Optional[str]):
+    from alignpipe.api import Workspace
+
+    return Workspace(_ws(ws))
+
+
+def _dump(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    pipeline: Optional[str] = typer.Argument(None, help="pipeline YAML (default: the built-in pipeline)"),
+    workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help="overrides the spec's workspace"),
+    from_: Optional[str] = typer.Option(None, "--from", help="re-execute STAGE and everything downstream of it"),
+    until: Optional[str] = typer.Option(None, "--until", help="run only STAGE and what it depends on"),
+    only: Optional[str] = typer.Option(None, "--only", help="run only STAGE (its inputs must be cached)"),
+    force: list[str] = typer.Option([], "--force", help="re-execute STAGE even when cached (repeatable)"),
+    example: bool = typer.Option(False, "--example", help="run the engine's tiny example pipeline"),
+    wait: bool = typer.Option(False, "--wait", help="wait for a concurrent run on the workspace to finish"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only failures and the result"),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines events on stdout"),
+) -> None:
+    """Run a pipeline: cached stages are skipped, interrupted ones resume from their checkpoints."""
+    from alignpipe import api
+    from alignpipe.progress import make_reporter
+
+    pipe = api.load(pipeline, builtin="example" if example else "default")
+    reporter = make_reporter(quiet, as_json)
+    try:
+        result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
+                         wait=wait, report=reporter)
+    finally:
+        reporter.close()
+    _print_result(result, quiet, as_json)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_result(result: Any, quiet: bool, as_json: bool) -> None:
+    from alignpipe.pipeline.store import Store
+
+    store = Store(result.workspace)
+    headlines = []
+    for s in result.stages.values():
+        for oid in s.outputs.values():
+            head = store.get(oid).manifest.get("summary", {}).get("headline")
+            if head:
+                headlines.append((s.name, head))
+    if as_json:
+        _dump({"event": "result", "run_id": result.run_id, "status": result.status,
+               "stages": {n: {"state": s.state, "attempts": s.attempts, "outputs": s.outputs, "error": s.error}
+                          for n, s in result.stages.items()}})
+        return
+    for name, head in headlines if not quiet else []:
+        out.print(f"\n[bold]{name}[/]")
+        out.print(Markdown(head))
+    counts: dict[str, int] = {}
+    for s in result.stages.values():
+        counts[s.state] = counts.get(s.state, 0) + 1
+    style = {"done": "green", "failed": "red", "interrupted": "red"}[result.status]
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    out.print(f"[{style}]run {result.run_id} {result.status}[/] ({summary}); workspace {result.workspace}")
+
+
+@app.command()
+def validate(pipeline: str = typer.Argument(..., help="pipeline YAML")) -> None:
+    """Validate a pipeline spec without running anything."""
+    from alignpipe import api
+
+    pipe = api.load(pipeline)
+    out.print(f"[green]ok[/] {pipeline}: {len(pipe.stages)} stages in order {' -> '.join(pipe.order)}")
+
+
+@app.command()
+def artifacts(workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the artifacts in the store."""
+    ws = _workspace(workspace)
+    arts = ws.artifacts()
+    tags: dict[str, list[str]] = {}
+    for t, i in ws.store.tags().items():
+        tags.setdefault(i, []).append(t)
+    if as_json:
+        _dump([{"id": a.id, "kind": a.kind, "producer": a.producer, "created": a.manifest.get("created"),
+                "size": sum(f["size"] for f in a.manifest["files"]), "tags": tags.get(a.id, [])} for a in arts])
+        return
+    t = Table("id", "kind", "stage", "output", "size", "created", "tags", box=None)
+    for a in arts:
+        size = sum(f["size"] for f in a.manifest["files"])
+        t.add_row(a.id[:12], a.kind, str(a.producer.get("stage")), str(a.producer.get("output")), _size(size),
+                  _when(a.manifest.get("created")), ",".join(tags.get(a.id, [])))
+    out.print(t)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+@app.command()
+def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or stage[.output] of the latest run"),
+         workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show an artifact's manifest and path."""
+    a = _workspace(workspace).show(ref)
+    if as_json:
+        _dump({"path": str(a.path), "manifest": a.manifest})
+        return
+    m = a.manifest
+    out.print(f"[bold]{a.id}[/]  {a.kind}\npath: {a.path}")
+    p = m.get("producer", {})
+    out.print(f"producer: stage {p.get('stage')} ({p.get('uses')} v{p.get('version')}) output {p.get('output')}, "
+              f"run {p.get('run_id')}, fingerprint {str(p.get('fingerprint'))[:12]}")
+    for name, inp in m.get("inputs", {}).items():
+        out.print(f"input {name}: {inp['id'][:12]}" + (f" (external {inp['external']})" if inp.get("external") else ""))
+    out.print(f"params: {json.dumps(m.get('params', {}), sort_keys=True)}")
+    if m.get("summary"):
+        out.print(f"summary: {json.dumps({k: v for k, v in m['summary'].items() if k != 'headline'}, sort_keys=True)}")
+    out.print(f"files: {len(m['files'])}, {_size(sum(f['size'] for f in m['files']))}; created {_when(m['created'])}")
+
+
+@app.command()
+def lineage(ref: str = typer.Argument(..., help="artifact id, prefix, tag or stage[.output]"),
+            workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show the upstream graph of an artifact down to its external inputs."""
+    tree = _workspace(workspace).lineage(ref)
+    if as_json:
+        _dump(tree)
+        return
+
+    def walk(node: dict[str, Any], label: str, depth: int) -> None:
+        pad = "  " * depth
+        if node.get("external"):
+            out.print(f"{pad}{label}[dim]external[/] {node['external']} ({node['id'][:12]})")
+        elif node.get("missing"):
+            out.print(f"{pad}{label}[red]missing[/] {node['id'][:12]}")
+        else:
+            out.print(f"{pad}{label}[bold]{node['id'][:12]}[/] {node['kind']} from {node['stage']}.{node['output']} "
+                      f"({node['uses']})")
+            for name, child in node["inputs"].items():
+                walk(child, f"{name} <- ", depth + 1)
+
+    walk(tree, "", 0)
+
+
+@app.command()
+def tag(name: str, ref: str, workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Give an artifact a name (a named version)."""
+    art_id = _workspace(workspace).tag(name, ref)
+    out.print(f"tagged {art_id[:12]} as {name}")
+
+
+@app.command()
+def verify(ref: Optional[str] = typer.Argument(None, help="one artifact (default: all)"),
+           workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Re-hash artifacts and report corruption (exit 1 if any)."""
+    report = _workspace(workspace).verify(ref)
+    bad = {i: p for i, p in report.items() if p}
+    for i, problems in report.items():
+        if problems:
+            out.print(f"[red]corrupt[/] {i[:12]}: " + "; ".join(problems))
+    out.print(f"{len(report) - len(bad)} ok, {len(bad)} corrupt")
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed"),
+       workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Remove artifacts no latest run or tag references (keeping their lineage), and stale work dirs."""
+    res = _workspace(workspace).gc(dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for a in res["artifacts"]:
+        out.print(f"{verb} artifact {a[:12]}")
+    out.print(f"{verb} {len(res['artifacts'])} artifacts, {len(res['refs'])} cache refs, {len(res['work'])} work dirs")
+
+
+@app.command()
+def status(run_ref: Optional[str] = typer.Argument(None, metavar="RUN", help="run id or prefix (default: latest)"),
+           workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """A table of a run's stages: state, duration, attempts, cached, artifact."""
+    ws = _workspace(workspace)
+    run_id, attempts = ws.status(run_ref)
+    stages: dict[str, dict[str, Any]] = {}
+    for a in attempts:
+        s = stages.setdefault(a.stage, {"attempts": 0, "first": a.started})
+        s.update(state=a.status, cached=a.cache_hit, outputs=a.outputs, error=a.error, exit_code=a.exit_code,
+                 ended=a.ended)
+        s["attempts"] += 0 if a.cache_hit else 1
+    for s in stages.values():
+        s["duration"] = (s["ended"] - s["first"]) if s.get("ended") and s.get("first") else None
+    if as_json:
+        _dump({"run_id": run_id, "stages": stages})
+        return
+    t = Table("stage", "state", "duration", "attempts", "cached", "artifact", title=f"run {run_id}", box=None)
+    for name, s in stages.items():
+        dur = f"{s['duration']:.1f}s" if s["duration"] is not None else "-"
+        arts = ",".join(v[:12] for v in s["outputs"].values()) or "-"
+        t.add_row(name, s["state"], dur, str(s["attempts"]), "yes" if s["cached"] else "no", arts)
+    out.print(t)
+    for name, s in stages.items():
+        if s["state"] == "failed" and s.get("error"):
+            out.print(f"[red]{name}[/]: {s['error']}")
+
+
+@app.command()
+def runs(workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """List runs, newest first."""
+    rows = _workspace(workspace).runs()
+    if as_json:
+        _dump(rows)
+        return
+    t = Table("run", "pipeline", "status", "started", "duration", box=None)
+    for r in rows:
+        dur = f"{r['ended'] - r['started']:.1f}s" if r["ended"] else "-"
+        t.add_row(r["id"], r["pipeline"], r["status"], _when(r["started"]), dur)
+    out.print(t)
+
+
+@app.command()
+def logs(stage: str, workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Print the log of a stage's latest attempt."""
+    sys.stdout.write(_workspace(workspace).log(stage))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    outp = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not k:
+            raise UserError(f"{flag} {it!r}: expected NAME=VALUE")
+        outp[k] = v
+    return outp
+
+
+@stage_app.command("run")
+def stage_run(
+    uses: Optional[str] = typer.Argument(None, metavar="TYPE", help="stage type or package.module:function"),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="NAME=PATH (repeatable)"),
+    params: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE, value parsed as YAML (repeatable)"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="directory for the output artifact(s)"),
+    seed: int = typer.Option(0, "--seed"),
+    task: Optional[str] = typer.Option(None, "--task", help="a task description JSON (what executors pass)"),
+) -> None:
+    """Run one stage on explicit paths, or from a task description file."""
+    from alignpipe.pipeline.entry import run_task_file
+
+    if task:
+        raise typer.Exit(run_task_file(task))
+    if not uses or not out_dir:
+        raise UserError("stage run: give TYPE and --out DIR (or --task FILE)")
+    from alignpipe import api
+
+    parsed = {k: yaml.safe_load(v) for k, v in _pairs(params, "--param").items()}
+    outputs = api.run_stage(uses, inputs=_pairs(inputs, "--input"), params=parsed, out=out_dir, seed=seed)
+    for name, art_id in outputs.items():
+        out.print(f"{name}: {art_id[:12]} -> {out_dir if len(outputs) == 1 else Path(out_dir) / name}")
+
+
+def main() -> None:
+    from alignpipe.pipeline.errors import StageFailed
+
+    try:
+        app(standalone_mode=False)
+    except (UserError, StageFailed) as e:
+        from alignpipe.progress import err
+
+        err(str(e))
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,234 @@
+"""Build, load and save the tiny causal LMs, reward models and critics; LoRA wrapping.
+
+Every model this module returns has dropout off (PPO.md item 8): RLHF compares logprobs of the same model
+across forwards (ratio ≡ 1 at the first minibatch), which dropout breaks. Saved artifacts are plain HF
+directories (safetensors + config + tokenizer); a LoRA-wrapped model is merged before saving.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+Arch = Literal["gpt2", "llama"]
+
+# Config fields that hold dropout probabilities in the architectures transformers ships.
+_DROPOUT_FIELDS = (
+    "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "attention_dropout", "hidden_dropout",
+    "dropout", "activation_dropout", "classifier_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
+    "mlp_dropout", "embd_dropout",
+)
+LORA_TARGETS: dict[str, list[str]] = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+@dataclass(frozen=True)
+class LMSpec:
+    """Shape of a tiny causal LM. The defaults give about 0.85M parameters with a 650-token vocabulary."""
+
+    arch: Arch = "gpt2"
+    n_layer: int = 4
+    hidden: int = 128
+    n_head: int = 4
+    max_positions: int = 128
+    intermediate: int | None = None  # MLP width; None = 4·hidden (gpt2) or the SwiGLU-equivalent 8/3·hidden (llama)
+
+
+def build_causal_lm(spec: LMSpec, tokenizer: PreTrainedTokenizerBase, seed: int | None = None) -> PreTrainedModel:
+    """A randomly initialized causal LM for `tokenizer` (vocab size and special ids), dropout off, fp32."""
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise ValueError("the tokenizer needs a pad token distinct from eos: call ensure_pad_token(tokenizer) first")
+    if spec.hidden % spec.n_head:
+        raise ValueError(f"hidden ({spec.hidden}) must be divisible by n_head ({spec.n_head})")
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if spec.arch == "gpt2":
+        config = GPT2Config(
+            n_layer=spec.n_layer, n_embd=spec.hidden, n_head=spec.n_head, n_positions=spec.max_positions,
+            n_inner=spec.intermediate, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids,
+        )
+    elif spec.arch == "llama":
+        config = LlamaConfig(
+            num_hidden_layers=spec.n_layer, hidden_size=spec.hidden, num_attention_heads=spec.n_head,
+            num_key_value_heads=spec.n_head, max_position_embeddings=spec.max_positions,
+            intermediate_size=spec.intermediate or 64 * math.ceil(spec.hidden * 8 / 3 / 64),
+            attention_dropout=0.0, **ids,
+        )
+    else:
+        raise ValueError(f"unknown arch {spec.arch!r}; expected 'gpt2' or 'llama'")
+    with _seeded(seed):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    disable_dropout(model)
+    return model
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Run the block with torch's global RNG seeded, restoring the caller's RNG state afterwards."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout probability in `model` to 0: Dropout modules, float `*drop*` attributes (attention
+    modules copy config.attention_dropout at init) and the config fields, so a reload stays dropout-free."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if "drop" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "to_dict"):
+            for name in _DROPOUT_FIELDS:
+                if isinstance(getattr(config, name, None), float):
+                    setattr(config, name, 0.0)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def load_causal_lm(path: str | Path) -> PreTrainedModel:
+    """A causal LM from a HF directory, fp32, dropout off, in eval mode (call .train() to train)."""
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return disable_dropout(model).eval()
+
+
+def load_reward_model(path: str | Path) -> PreTrainedModel:
+    """A scalar-output sequence classifier (reward model or critic) from a HF directory, dropout off, eval mode."""
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    if model.config.pad_token_id is None:
+        raise ValueError(f"{path}: config.json has no pad_token_id; a reward model needs one to find the last token")
+    return disable_dropout(model).eval()
+
+
+def reward_model_from_causal(lm_path: str | Path) -> PreTrainedModel:
+    """A sequence classifier (num_labels=1) on the backbone of the causal LM in `lm_path`.
+
+    The LM head is dropped; the new score head is initialized N(0, std 1/√(d+1)) (PPO.md item 22, as in
+    openai/lm-human-preferences) so initial scores have unit scale.
+    """
+    with _quiet_transformers():  # "newly initialized: score.weight" is expected here
+        model = AutoModelForSequenceClassification.from_pretrained(str(lm_path), num_labels=1, dtype=torch.float32)
+    if model.config.pad_token_id is None:
+        raise ValueError(f"{lm_path}: config.json has no pad_token_id; run ensure_pad_token on its tokenizer and model")
+    head = score_head(model)
+    d = head.in_features
+    with torch.no_grad():
+        head.weight.normal_(mean=0.0, std=1.0 / math.sqrt(d + 1))
+        if head.bias is not None:
+            head.bias.zero_()
+    return disable_dropout(model).eval()
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def score_head(model: nn.Module) -> nn.Linear:
+    """The scalar head of a (possibly LoRA-wrapped) sequence-classification model."""
+    base = unwrap(model)
+    head = getattr(base, "score", None)
+    if head is None:
+        raise ValueError(f"{type(base).__name__} has no `score` head; expected a *ForSequenceClassification model")
+    # peft's modules_to_save wraps the head; its active copy is what runs.
+    return getattr(head, "modules_to_save", {}).get("default", head) if hasattr(head, "modules_to_save") else head
+
+
+def unwrap(model: nn.Module) -> PreTrainedModel:
+    """The underlying transformers model of a peft-wrapped model (LoRA layers stay injected and active)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def apply_lora(
+    model: PreTrainedModel,
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    target_modules: list[str] | None = None,
+) -> nn.Module:
+    """Wrap `model` with LoRA adapters (peft). Only adapters (and a sequence classifier's score head) train.
+
+    target_modules defaults to all attention and MLP projections of the arch (LORA_TARGETS).
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    model_type = model.config.model_type
+    if target_modules is None:
+        if model_type not in LORA_TARGETS:
+            raise ValueError(f"no default LoRA target modules for model_type {model_type!r}; pass target_modules")
+        target_modules = LORA_TARGETS[model_type]
+    is_classifier = hasattr(model, "score")
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type=TaskType.SEQ_CLS if is_classifier else TaskType.CAUSAL_LM,
+        modules_to_save=["score"] if is_classifier else None,
+        fan_in_fan_out=model_type == "gpt2",  # GPT-2 stores projections as Conv1D (in, out)
+    )
+    return get_peft_model(model, config)
+
+
+def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> Path:
+    """Save a plain HF directory (safetensors weights, config, generation config, tokenizer).
+
+    A LoRA-wrapped model is merged into a copy first, so `model` stays wrapped and trainable and the saved
+    artifact loads with `from_pretrained` without peft.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    if model.config.vocab_size < len(tokenizer):
+        raise ValueError(f"model vocab ({model.config.vocab_size}) is smaller than the tokenizer ({len(tokenizer)})")
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory

@@ -1,0 +1,222 @@
+"""The one stage entrypoint: run one stage from a self-contained task description.
+
+`alignpipe stage run --task task.json` (what the local executor runs in each stage process, and what the Ray
+executor and the exporters call) and `alignpipe stage run TYPE --input n=PATH --param k=v --out DIR` (manual
+mode) both end in `execute(task)`. The task carries everything: stage type, params, seed, input paths and ids,
+where to publish, the work dir for checkpoints. Nothing is read from the pipeline spec or the journal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from alignpipe.pipeline.context import InputArtifact, StageContext
+from alignpipe.pipeline.errors import StageFailed, UserError
+from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
+from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree
+
+TASK_SCHEMA = 1
+
+
+class TaskInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    id: str
+    external: str | None = None  # the URI, when the input is not a store artifact
+
+
+class Task(BaseModel):
+    """A self-contained description of one stage execution (JSON on disk, or a Ray task argument)."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = TASK_SCHEMA
+    stage: str
+    uses: str
+    params: dict[str, Any]
+    seed: int
+    inputs: dict[str, TaskInput]
+    work_dir: str
+    store: str | None = None  # publish into this workspace's store and record the fingerprint
+    out: str | None = None  # manual mode: publish into this directory instead
+    fingerprint: str | None = None
+    run_id: str | None = None
+    pipeline: str | None = None
+    attempt: int = 1
+    events: str | None = None
+    result: str | None = None
+    verify_inputs: str = "full"  # "full" re-hashes input artifacts; "size" checks sizes only
+
+
+def code_version() -> dict[str, Any]:
+    from alignpipe import __version__
+
+    info: dict[str, Any] = {"alignpipe": __version__}
+    src = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        if sha:
+            info["git"] = sha
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+def _lock_work_dir(work_dir: Path, wait_s: float = 60.0) -> int:
+    """Hold the stage's work dir exclusively: an orphaned attempt still writing must not be joined by another."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise StageFailed(f"work dir {work_dir} is held by another process running this stage") from None
+            time.sleep(0.2)
+
+
+def _open_inputs(task: Task) -> dict[str, InputArtifact]:
+    out = {}
+    for name, ti in task.inputs.items():
+        path = Path(ti.path)
+        manifest = None
+        if ti.external is None:
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+            except FileNotFoundError:
+                raise StageFailed(f"stage {task.stage!r} input {name!r}: {path} is not a published artifact "
+                                  "(no manifest.json)") from None
+            problems = check_files(path, manifest, full=task.verify_inputs == "full")
+            if problems:
+                raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: artifact {ti.id[:12]} is corrupt: "
+                                  f"{'; '.join(problems)}. Run `alignpipe verify`, then rerun its producer with "
+                                  "--force")
+        out[name] = InputArtifact(name, path, ti.id, manifest)
+    return out
+
+
+def execute(task: Task) -> dict[str, str]:
+    """Run the stage and publish its outputs; returns output name -> artifact id."""
+    try:
+        sdef = resolve_stage(task.uses)
+    except StageLookupError as e:
+        raise UserError(f"stage {task.stage!r}: {e}") from None
+    try:
+        params = sdef.parse_params(task.params)
+    except ValidationError as e:
+        raise UserError(f"stage {task.stage!r} params: {e}") from None
+    work_dir = Path(task.work_dir)
+    lock_fd = _lock_work_dir(work_dir)
+    try:
+        inputs = _open_inputs(task)
+        staging = work_dir / "out"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        ctx = StageContext(stage=task.stage, uses=task.uses, params=params, seed=task.seed, inputs=inputs,
+                           out_root=staging, work_dir=work_dir, output_kinds=dict(sdef.outputs),
+                           events_path=Path(task.events) if task.events else None, attempt=task.attempt,
+                           run_id=task.run_id)
+        sdef.run(ctx)
+        outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"))
+        shutil.rmtree(work_dir / "ckpt", ignore_errors=True)  # published: the checkpoints have done their job
+        return outputs
+    finally:
+        os.close(lock_fd)
+
+
+def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]) -> dict[str, str]:
+    missing = [n for n in ctx.output_kinds if not (ctx.out_root / n).is_dir()]
+    if missing:
+        raise StageFailed(f"stage {task.stage!r} ({task.uses}) finished without writing output(s) {missing}; "
+                          "a stage must fill ctx.output_dir(name) for every declared output")
+    inputs_meta = {n: ({"id": i.id, "external": i.external} if i.external else {"id": i.id})
+                   for n, i in task.inputs.items()}
+    code = code_version()
+    outputs = {}
+    for name, kind in ctx.output_kinds.items():
+        meta = {
+            "kind": kind,
+            "producer": {"stage": task.stage, "uses": task.uses, "version": version, "output": name,
+                         "fingerprint": task.fingerprint, "run_id": task.run_id, "pipeline": task.pipeline,
+                         "seed": task.seed},
+            "inputs": inputs_meta, "params": params, "code": code, "summary": ctx.summaries.get(name, {}),
+        }
+        staging = ctx.out_root / name
+        if task.store:
+            outputs[name] = Store(task.store).ensure().publish(staging, meta).id
+        else:
+            outputs[name] = _publish_to_dir(staging, meta, Path(task.out), name, len(ctx.output_kinds) == 1)
+    if task.store and task.fingerprint:
+        Store(task.store).record(task.fingerprint, outputs, task.stage)  # the commit point of the cache
+    return outputs
+
+
+def _publish_to_dir(staging: Path, meta: dict[str, Any], out: Path, name: str, single: bool) -> str:
+    """Manual mode: the same manifest, written into --out (or --out/<name> when a stage has several outputs)."""
+    from alignpipe.pipeline.store import LocalFS, SCHEMA_VERSION
+
+    art_id, files = hash_tree(staging)
+    manifest = {"id": art_id, **meta, "files": files, "created": time.time(), "schema_version": SCHEMA_VERSION}
+    LocalFS().write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    dest = out if single else out / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.rename(staging, dest)
+    return art_id
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# process side: `alignpipe stage run --task FILE`
+
+
+def manual_task(uses: str, inputs: dict[str, str], params: dict[str, Any], out: str, seed: int) -> Task:
+    """Manual mode: inputs are paths; a path holding a manifest.json is an artifact, anything else external."""
+    tinputs = {}
+    for name, p in inputs.items():
+        path = Path(p).expanduser().resolve()
+        if not path.exists():
+            raise UserError(f"--input {name}={p}: no such file or directory")
+        mf = path / MANIFEST
+        if mf.is_file():
+            tinputs[name] = TaskInput(path=str(path), id=json.loads(mf.read_text())["id"])
+        else:
+            tinputs[name] = TaskInput(path=str(path), id=hash_tree(path)[0], external=str(path))
+    out_p = Path(out).expanduser().resolve()
+    return Task(stage=uses.rsplit(":", 1)[-1].split(".")[-1], uses=uses, params=params, seed=seed, inputs=tinputs,
+                out=str(out_p), work_dir=str(out_p.with_name(out_p.name + ".work")))
+
+
+def run_task_file(path: str) -> int:
+    """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else."""
+    task = Task.model_validate_json(Path(path).read_text())
+    result_path = Path(task.result) if task.result else None
+    try:
+        outputs = execute(task)
+    except (UserError, StageFailed) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        _write_result(result_path, {"status": "failed", "error": str(e)})
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    _write_result(result_path, {"status": "done", "outputs": outputs})
+    return 0
+
+
+def _write_result(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        from alignpipe.pipeline.store import LocalFS
+
+        LocalFS().write_text_atomic(path, json.dumps(data))

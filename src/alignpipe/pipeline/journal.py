@@ -1,0 +1,208 @@
+"""The journal: SQLite in the workspace, recording what ran (the spec says what should run).
+
+Tables: runs, attempts (one row per stage per try, and one per cache hit), metrics (series logged by stages),
+external (hash cache of external inputs keyed by path, size and mtime). During a run only the runner writes;
+a workspace lock (flock on .alignpipe/run.lock) keeps a second run out.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignpipe.pipeline.errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, pipeline TEXT, source TEXT, started REAL, ended REAL, status TEXT,
+  pid INTEGER, host TEXT, argv TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+  run_id TEXT, stage TEXT, attempt INTEGER, status TEXT, started REAL, ended REAL, exit_code INTEGER,
+  error TEXT, cache_hit INTEGER, fingerprint TEXT, outputs TEXT, host TEXT, log TEXT,
+  PRIMARY KEY (run_id, stage, attempt)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id TEXT, stage TEXT, fingerprint TEXT, step INTEGER, name TEXT, value REAL, t REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_stage ON metrics (fingerprint, name, step);
+CREATE TABLE IF NOT EXISTS external (
+  path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, id TEXT
+);
+"""
+
+
+@dataclass
+class Attempt:
+    run_id: str
+    stage: str
+    attempt: int
+    status: str
+    started: float | None
+    ended: float | None
+    exit_code: int | None
+    error: str | None
+    cache_hit: bool
+    fingerprint: str | None
+    outputs: dict[str, str]
+    host: str | None
+    log: str | None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.started is None or self.ended is None else self.ended - self.started
+
+
+class Journal:
+    def __init__(self, workspace: str | os.PathLike, readonly: bool = False):
+        self.dir = Path(workspace) / ".alignpipe"
+        self.path = self.dir / "journal.db"
+        if readonly and not self.path.exists():
+            raise UserError(f"{workspace}: no alignpipe workspace here (no .alignpipe/journal.db); run a pipeline "
+                            "first or pass --workspace")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA busy_timeout=30000")
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs --------------------------------------------------------------------------------------------------
+    def start_run(self, pipeline: str, source: str, argv: list[str]) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.db.execute("UPDATE runs SET status='abandoned', ended=? WHERE status='running'", (time.time(),))
+        self.db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
+                        (run_id, pipeline, source, time.time(), None, "running", os.getpid(), socket.gethostname(),
+                         json.dumps(argv)))
+        return run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.db.execute("UPDATE runs SET status=?, ended=? WHERE id=?", (status, time.time(), run_id))
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT id, pipeline, source, started, ended, status FROM runs "
+                              "ORDER BY started DESC LIMIT ?", (limit,))
+        return [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r)) for r in cur]
+
+    def latest_run(self, pipeline: str | None = None) -> str | None:
+        q, args = "SELECT id FROM runs", ()
+        if pipeline:
+            q, args = q + " WHERE pipeline=?", (pipeline,)
+        row = self.db.execute(q + " ORDER BY started DESC LIMIT 1", args).fetchone()
+        return row[0] if row else None
+
+    def resolve_run(self, ref: str | None) -> str:
+        if ref is None:
+            run = self.latest_run()
+            if run is None:
+                raise UserError(f"{self.dir.parent}: no runs recorded yet; run `alignpipe run` first")
+            return run
+        rows = self.db.execute("SELECT id FROM runs WHERE id LIKE ?", (ref + "%",)).fetchall()
+        if len(rows) != 1:
+            raise UserError(f"{'no' if not rows else 'more than one'} run matches {ref!r}; see `alignpipe runs`")
+        return rows[0][0]
+
+    # -- attempts ----------------------------------------------------------------------------------------------
+    def record_attempt(self, a: Attempt) -> None:
+        self.db.execute("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (a.run_id, a.stage, a.attempt, a.status, a.started, a.ended, a.exit_code, a.error,
+                         int(a.cache_hit), a.fingerprint, json.dumps(a.outputs), a.host, a.log))
+
+    def attempts(self, run_id: str, stage: str | None = None) -> list[Attempt]:
+        q, args = "SELECT * FROM attempts WHERE run_id=?", [run_id]
+        if stage:
+            q, args = q + " AND stage=?", [*args, stage]
+        rows = self.db.execute(q + " ORDER BY started, attempt", args).fetchall()
+        return [Attempt(*r[:8], bool(r[8]), r[9], json.loads(r[10] or "{}"), r[11], r[12]) for r in rows]
+
+    def last_attempt(self, stage: str) -> Attempt | None:
+        row = self.db.execute("SELECT run_id FROM attempts WHERE stage=? ORDER BY started DESC LIMIT 1",
+                              (stage,)).fetchone()
+        if not row:
+            return None
+        return self.attempts(row[0], stage)[-1]
+
+    def referenced_artifacts(self, latest_only: bool = True) -> set[str]:
+        if latest_only:
+            runs = [r[0] for r in self.db.execute("SELECT id FROM runs r WHERE started = (SELECT MAX(started) FROM "
+                                                  "runs WHERE pipeline = r.pipeline)")]
+        else:
+            runs = [r[0] for r in self.db.execute("SELECT id FROM runs")]
+        ids: set[str] = set()
+        for run in runs:
+            for a in self.attempts(run):
+                ids |= set(a.outputs.values())
+        return ids
+
+    # -- metrics -----------------------------------------------------------------------------------------------
+    def add_metrics(self, run_id: str, stage: str, fp: str, step: int, values: dict[str, float], t: float) -> None:
+        self.db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?)",
+                            [(run_id, stage, fp, step, k, v, t) for k, v in values.items()])
+
+    def metrics(self, fp: str) -> dict[str, list[tuple[int, float]]]:
+        out: dict[str, list[tuple[int, float]]] = {}
+        for name, step, value in self.db.execute(
+                "SELECT name, step, value FROM metrics WHERE fingerprint=? ORDER BY name, step, t", (fp,)):
+            out.setdefault(name, []).append((step, value))
+        return out
+
+    # -- external input hash cache -----------------------------------------------------------------------------
+    def external_id(self, path: str, size: int, mtime_ns: int) -> str | None:
+        row = self.db.execute("SELECT id FROM external WHERE path=? AND size=? AND mtime_ns=?",
+                              (path, size, mtime_ns)).fetchone()
+        return row[0] if row else None
+
+    def remember_external(self, path: str, size: int, mtime_ns: int, art_id: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO external VALUES (?,?,?,?)", (path, size, mtime_ns, art_id))
+
+
+class WorkspaceLock:
+    """An exclusive flock on .alignpipe/run.lock; the OS releases it when the holder dies, even by kill -9."""
+
+    def __init__(self, workspace: str | os.PathLike):
+        self.path = Path(workspace) / ".alignpipe" / "run.lock"
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool = False, poll: float = 0.5) -> WorkspaceLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    os.close(self.fd)
+                    self.fd = None
+                    raise UserError(f"{self.path.parent.parent}: workspace is in use by {holder}; wait for it to "
+                                    "finish, pass --wait to queue behind it, or use another --workspace") from None
+                time.sleep(poll)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"run pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> WorkspaceLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

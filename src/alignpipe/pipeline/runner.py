@@ -1,0 +1,390 @@
+"""Run a validated pipeline: plan, cache checks, parallel stage processes in resource slots, retries, timeouts.
+
+The runner is single-threaded: one loop starts ready stages, polls running ones, tails their events into
+the journal and the progress display. Each stage runs in its own process group (`alignpipe stage run --task`)
+so a crash, an OOM kill or os._exit fails that stage and not the runner; the runner's death takes its stage
+processes with it (PR_SET_PDEATHSIG), and the next run resumes them from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignpipe.pipeline.entry import Task, TaskInput
+from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.fingerprint import fingerprint
+from alignpipe.pipeline.graph import ancestors, select
+from alignpipe.pipeline.journal import Attempt, Journal, WorkspaceLock
+from alignpipe.pipeline.spec import External, Machine, Pipeline, Stage, StageRef
+from alignpipe.pipeline.store import Store, hash_tree
+
+TERMINAL = {"done", "cached", "failed", "skipped", "interrupted"}
+LOG_TAIL_LINES = 30
+
+
+@dataclass
+class RunOptions:
+    workspace: str | None = None
+    from_: str | None = None
+    until: str | None = None
+    only: str | None = None
+    force: tuple[str, ...] = ()
+    wait: bool = False  # wait for the workspace lock instead of refusing
+    retry_base_delay: float = float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0"))
+    kill_grace: float = 5.0
+
+
+@dataclass
+class StageState:
+    name: str
+    state: str = "pending"  # pending, ready, running, done, cached, failed, skipped, interrupted
+    fingerprint: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    not_before: float = 0.0  # retry backoff
+    progress: tuple[float, float, str] | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # done, failed, interrupted
+    workspace: Path
+    stages: dict[str, StageState]
+
+    @property
+    def exit_code(self) -> int:
+        return {"done": 0, "failed": 1, "interrupted": 130}[self.status]
+
+
+Reporter = Callable[[dict[str, Any]], None]
+
+
+def _set_pdeathsig() -> None:
+    """In the child before exec: die with SIGKILL when the runner dies (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class _Running:
+    proc: subprocess.Popen
+    task: Task
+    attempt_dir: Path
+    log_path: Path
+    started: float
+    gpus: list[int]
+    cpus: float
+    events_offset: int = 0
+    kill_deadline: float | None = None
+    reason: str | None = None  # "timeout" or "interrupted" once we started killing it
+
+
+class Runner:
+    def __init__(self, pipeline: Pipeline, options: RunOptions, report: Reporter | None = None,
+                 machine: Machine | None = None):
+        self.p = pipeline
+        self.o = options
+        self.report = report or (lambda e: None)
+        self.machine = machine or Machine.detect()
+        self.ws = pipeline.workspace(options.workspace)
+        self.store = Store(self.ws)
+        self.deps = {n: s.deps for n, s in pipeline.stages.items()}
+        for name in (options.from_, options.until, options.only, *options.force):
+            if name is not None and name not in pipeline.stages:
+                raise UserError(f"{pipeline.source}: no stage named {name!r}; stages: {', '.join(pipeline.order)}")
+
+    # -- planning ----------------------------------------------------------------------------------------------
+    def _plan(self) -> tuple[list[str], set[str], set[str]]:
+        runnable, forced = select(self.deps, from_=self.o.from_, until=self.o.until, only=self.o.only,
+                                  force=self.o.force)
+        needed = set(runnable)
+        for n in runnable:
+            needed |= ancestors(self.deps, n)
+        plan = [n for n in self.p.order if n in needed]
+        return plan, runnable, forced
+
+    def _external_id(self, journal: Journal, uri: str) -> str:
+        path = Path(uri)
+        if not path.exists():
+            raise UserError(f"{self.p.source}: external input {uri!r} does not exist (any more)")
+        st = path.stat()
+        size, mtime = _tree_stat(path) if path.is_dir() else (st.st_size, st.st_mtime_ns)
+        cached = journal.external_id(str(path), size, mtime)
+        if cached:
+            return cached
+        art_id = hash_tree(path)[0]
+        journal.remember_external(str(path), size, mtime, art_id)
+        return art_id
+
+    def _input_ids(self, st: Stage, states: dict[str, StageState], ext: dict[str, str]) -> dict[str, TaskInput]:
+        out = {}
+        for name, src in st.inputs.items():
+            if isinstance(src, StageRef):
+                art_id = states[src.stage].outputs[src.output]
+                out[name] = TaskInput(path=str(self.store.artifacts_dir / art_id), id=art_id)
+            else:
+                out[name] = TaskInput(path=src.uri, id=ext[src.uri], external=src.uri)
+        return out
+
+    # -- main loop ---------------------------------------------------------------------------------------------
+    def run(self, argv: list[str] | None = None) -> RunResult:
+        self.store.ensure()
+        lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait)
+        journal = Journal(self.ws)
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            run_id = journal.start_run(self.p.name, self.p.source, argv or sys.argv)
+            result = self._loop(journal, run_id)
+            journal.end_run(run_id, result.status)
+            return result
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            journal.close()
+            lock.release()
+
+    def _loop(self, journal: Journal, run_id: str) -> RunResult:
+        plan, runnable, forced = self._plan()
+        ext = {s.uri: self._external_id(journal, s.uri) for n in plan for s in self.p.stages[n].inputs.values()
+               if isinstance(s, External)}
+        states = {n: StageState(n) for n in plan}
+        running: dict[str, _Running] = {}
+        free_cpus = float(self.machine.cpus)
+        free_gpus = list(range(self.machine.gpus))
+        self.report({"event": "plan", "run_id": run_id, "workspace": str(self.ws), "stages": plan})
+        try:
+            while not all(s.state in TERMINAL for s in states.values()):
+                self._resolve_pending(journal, run_id, plan, states, runnable, forced, ext)
+                for name in plan:
+                    s, st = states[name], self.p.stages[name]
+                    if s.state != "ready" or time.time() < s.not_before:
+                        continue
+                    if st.resources.cpus > free_cpus + 1e-9 or st.resources.gpus > len(free_gpus):
+                        continue
+                    gpus, free_gpus = free_gpus[: st.resources.gpus], free_gpus[st.resources.gpus:]
+                    free_cpus -= st.resources.cpus
+                    running[name] = self._launch(journal, run_id, st, s, ext, states, gpus)
+                for name in list(running):
+                    r = running[name]
+                    self._pump_events(journal, run_id, states[name], r)
+                    if self._check(journal, run_id, states[name], r):
+                        free_cpus += r.cpus
+                        free_gpus = sorted(free_gpus + r.gpus)
+                        del running[name]
+                self._skip_blocked(plan, states)
+                time.sleep(0.05 if running else 0.0)
+        except KeyboardInterrupt:
+            self._interrupt(journal, run_id, states, running)
+            return RunResult(run_id, "interrupted", self.ws, states)
+        status = "done" if all(s.state in ("done", "cached") for s in states.values()) else "failed"
+        return RunResult(run_id, status, self.ws, states)
+
+    def _resolve_pending(self, journal: Journal, run_id: str, plan: list[str], states: dict[str, StageState],
+                         runnable: set[str], forced: set[str], ext: dict[str, str]) -> None:
+        """Compute fingerprints of stages whose inputs are known; cache hits finish here."""
+        for name in plan:
+            s, st = states[name], self.p.stages[name]
+            if s.state != "pending" or any(states[d].state not in ("done", "cached") for d in st.deps):
+                continue
+            inputs = self._input_ids(st, states, ext)
+            s.fingerprint = fingerprint(st.spec.uses, st.definition.version, st.params.model_dump(mode="json"),
+                                        {k: v.id for k, v in inputs.items()}, st.seed)
+            hit = self.store.lookup(s.fingerprint) if (st.spec.cache or name not in runnable) else None
+            if hit is not None and name not in forced:
+                s.state, s.outputs = "cached", hit
+                now = time.time()
+                journal.record_attempt(Attempt(run_id, name, 0, "cached", now, now, None, None, True, s.fingerprint,
+                                               hit, socket.gethostname(), None))
+                self.report({"event": "stage", "stage": name, "state": "cached", "outputs": hit})
+            elif name not in runnable:
+                raise UserError(f"{self.p.source}: stage {name!r} has no cached output for its current inputs and "
+                                "params, and the selection (--only/--until) does not allow running it; run without "
+                                "--only first")
+            else:
+                s.state = "ready"
+
+    def _skip_blocked(self, plan: list[str], states: dict[str, StageState]) -> None:
+        for name in plan:
+            s = states[name]
+            if s.state == "pending" and any(states[d].state in ("failed", "skipped", "interrupted")
+                                            for d in self.p.stages[name].deps):
+                s.state, s.error = "skipped", "an upstream stage failed"
+                self.report({"event": "stage", "stage": name, "state": "skipped"})
+
+    def _launch(self, journal: Journal, run_id: str, st: Stage, s: StageState, ext: dict[str, str],
+                states: dict[str, StageState], gpus: list[int]) -> _Running:
+        s.attempts += 1
+        s.state, s.started = "running", time.time()
+        work = self.store.work_root / s.fingerprint
+        attempt_dir = work / "attempts" / f"{run_id}-{s.attempts}"
+        attempt_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.store.logs_root / run_id / f"{st.name}-{s.attempts}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        task = Task(stage=st.name, uses=st.spec.uses, params=st.params.model_dump(mode="json"), seed=st.seed,
+                    inputs=self._input_ids(st, states, ext), work_dir=str(work), store=str(self.ws),
+                    fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
+                    events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"))
+        task_path = attempt_dir / "task.json"
+        task_path.write_text(task.model_dump_json(indent=1))
+        threads = str(max(1, math.ceil(st.resources.cpus)))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ALIGNPIPE_CPUS": threads,
+               "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+               "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(self.p.base_dir), os.environ.get("PYTHONPATH")]))}
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen([sys.executable, "-m", "alignpipe", "stage", "run", "--task", str(task_path)],
+                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    cwd=str(self.p.base_dir), start_new_session=True, preexec_fn=_set_pdeathsig)
+        journal.record_attempt(Attempt(run_id, st.name, s.attempts, "running", s.started, None, None, None, False,
+                                       s.fingerprint, {}, socket.gethostname(), str(log_path)))
+        self.report({"event": "stage", "stage": st.name, "state": "running", "attempt": s.attempts})
+        return _Running(proc, task, attempt_dir, log_path, s.started, gpus, st.resources.cpus)
+
+    def _pump_events(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> None:
+        path = r.attempt_dir / "events.jsonl"
+        try:
+            with open(path) as f:
+                f.seek(r.events_offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        end = chunk.rfind("\n") + 1  # only whole lines; a partial last line waits for the next poll
+        r.events_offset += len(chunk[:end].encode())
+        for line in chunk[:end].splitlines():
+            ev = json.loads(line)
+            if ev["type"] == "metrics":
+                journal.add_metrics(run_id, s.name, s.fingerprint, ev["step"], ev["values"], ev["t"])
+                self.report({"event": "metrics", "stage": s.name, "step": ev["step"], "values": ev["values"]})
+            elif ev["type"] == "progress":
+                s.progress = (ev["done"], ev["total"], ev.get("desc", ""))
+                self.report({"event": "progress", "stage": s.name, "done": ev["done"], "total": ev["total"],
+                             "desc": ev.get("desc", "")})
+
+    def _check(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> bool:
+        """Handle a finished or overdue process; True when its slot is free again."""
+        st = self.p.stages[s.name]
+        code = r.proc.poll()
+        now = time.time()
+        if code is None:
+            if st.spec.timeout and r.reason is None and now - r.started > st.spec.timeout:
+                r.reason = "timeout"
+                _signal_group(r.proc, signal.SIGTERM)
+                r.kill_deadline = now + self.o.kill_grace
+            elif r.kill_deadline and now > r.kill_deadline:
+                _signal_group(r.proc, signal.SIGKILL)
+            return False
+        if r.reason == "timeout":
+            _signal_group(r.proc, signal.SIGKILL)  # grandchildren that ignored SIGTERM
+        self._pump_events(journal, run_id, s, r)
+        result = _read_json(r.attempt_dir / "result.json")
+        s.ended = now
+        if code == 0 and result and result.get("status") == "done":
+            s.state, s.outputs, s.error = "done", result["outputs"], None
+            status = "done"
+        else:
+            tail = _tail(r.log_path, LOG_TAIL_LINES)
+            why = f"timed out after {st.spec.timeout:g}s" if r.reason == "timeout" else _exit_text(code)
+            s.error = f"{why}\n{tail}".strip()
+            retry = code != 2 and s.attempts <= st.spec.retries  # exit 2 = bad input: retrying cannot help
+            status = "failed"
+            if retry:
+                s.state = "ready"
+                s.not_before = now + self.o.retry_base_delay * 2 ** (s.attempts - 1)
+            else:
+                s.state = "failed"
+        journal.record_attempt(Attempt(run_id, s.name, s.attempts, status, r.started, now, code, s.error, False,
+                                       s.fingerprint, s.outputs, socket.gethostname(), str(r.log_path)))
+        event = {"event": "stage", "stage": s.name, "state": s.state, "attempt": s.attempts, "exit_code": code,
+                 "duration": now - r.started}
+        if s.state != "done":
+            event["error"] = s.error
+        if s.state == "done":
+            event["outputs"] = s.outputs
+        self.report(event)
+        return True
+
+    def _interrupt(self, journal: Journal, run_id: str, states: dict[str, StageState],
+                   running: dict[str, _Running]) -> None:
+        for r in running.values():
+            _signal_group(r.proc, signal.SIGTERM)
+        deadline = time.time() + self.o.kill_grace
+        while any(r.proc.poll() is None for r in running.values()) and time.time() < deadline:
+            time.sleep(0.05)
+        for name, r in running.items():
+            _signal_group(r.proc, signal.SIGKILL)
+            r.proc.wait()
+            s = states[name]
+            s.state, s.ended, s.error = "interrupted", time.time(), "interrupted (Ctrl-C or SIGTERM)"
+            journal.record_attempt(Attempt(run_id, name, s.attempts, "interrupted", r.started, s.ended,
+                                           r.proc.returncode, s.error, False, s.fingerprint, {}, socket.gethostname(),
+                                           str(r.log_path)))
+        for s in states.values():
+            if s.state not in TERMINAL:
+                s.state = "interrupted" if s.state == "running" else "skipped"
+        journal.end_run(run_id, "interrupted")
+        self.report({"event": "interrupted", "run_id": run_id})
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _tree_stat(path: Path) -> tuple[int, int]:
+    """(total size, newest mtime) of a directory: the key under which its content hash is cached."""
+    size, mtime = 0, 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            st = os.stat(os.path.join(dirpath, f))
+            size += st.st_size
+            mtime = max(mtime, st.st_mtime_ns)
+    return size, mtime

@@ -1,0 +1,332 @@
+"""The pipeline spec (YAML or Python) and its validation into a runnable `Pipeline`.
+
+Validation happens before anything runs and collects every problem at once; each names the file, the stage
+and the field, and says what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.fingerprint import derive_seed
+from alignpipe.pipeline.graph import find_cycle, topo_order
+from alignpipe.pipeline.stagedef import StageDef, StageLookupError, resolve_stage
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+REF_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+_MEM_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,
+              "t": 1024**4, "tb": 1024**4}
+
+
+def parse_memory(value: str | int | float | None) -> int | None:
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+    if not m or m.group(2).lower().removesuffix("i") not in _MEM_UNITS:
+        raise ValueError(f"memory {value!r} is not a size; expected e.g. 512MB, 4GB or a number of bytes")
+    return int(float(m.group(1)) * _MEM_UNITS[m.group(2).lower().removesuffix("i")])
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cpus: float = Field(default=1.0, gt=0, description="CPU slots the stage occupies (also its thread count)")
+    gpus: int = Field(default=0, ge=0, description="GPUs pinned to the stage with CUDA_VISIBLE_DEVICES")
+    memory: int | None = Field(default=None, description="bytes (accepts '4GB'); refused if above the machine's")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _mem(cls, v: Any) -> int | None:
+        return parse_memory(v)
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    uses: str = Field(description="built-in stage type or 'package.module:function'")
+    inputs: dict[str, str] = Field(default_factory=dict, description="name -> 'stage.output' or a path/URI")
+    params: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources | None = None
+    retries: int = Field(default=0, ge=0, le=100)
+    timeout: float | None = Field(default=None, gt=0, description="seconds; kills the stage's process group")
+    cache: bool = True
+    seed: int | None = Field(default=None, description="overrides the seed derived from the pipeline seed")
+
+
+class PipelineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    seed: int = 0
+    workspace: str | None = None
+    stages: dict[str, StageSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_list(cls, data: Any) -> Any:
+        """Accept `stages` as a list of {name: ..., ...} too (the Python API's natural form)."""
+        if isinstance(data, dict) and isinstance(data.get("stages"), list):
+            out: dict[str, Any] = {}
+            for i, s in enumerate(data["stages"]):
+                s = dict(s.model_dump(exclude_unset=True) if isinstance(s, BaseModel) else s)
+                name = s.pop("name", None)
+                if name is None:
+                    raise ValueError(f"stages[{i}] has no 'name'")
+                if name in out:
+                    raise ValueError(f"duplicate stage name {name!r}: stage names must be unique")
+                out[name] = s
+            data = {**data, "stages": out}
+        return data
+
+
+@dataclass(frozen=True)
+class StageRef:
+    stage: str
+    output: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}.{self.output}"
+
+
+@dataclass(frozen=True)
+class External:
+    uri: str  # absolute local path or fsspec URI
+
+
+@dataclass
+class Stage:
+    name: str
+    spec: StageSpec
+    definition: StageDef
+    params: BaseModel
+    inputs: dict[str, StageRef | External]
+    seed: int
+    resources: Resources
+
+    @property
+    def deps(self) -> set[str]:
+        return {i.stage for i in self.inputs.values() if isinstance(i, StageRef)}
+
+
+@dataclass
+class Pipeline:
+    spec: PipelineSpec
+    source: str  # file path or "<python>"
+    base_dir: Path
+    stages: dict[str, Stage]
+    order: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def workspace(self, override: str | os.PathLike | None = None) -> Path:
+        ws = override or self.spec.workspace or "workspace"
+        p = Path(os.path.expanduser(str(ws)))
+        return p if p.is_absolute() else (Path.cwd() / p if override else self.base_dir / p)
+
+    def children(self) -> dict[str, set[str]]:
+        kids: dict[str, set[str]] = {n: set() for n in self.stages}
+        for s in self.stages.values():
+            for d in s.deps:
+                kids[d].add(s.name)
+        return kids
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); names must be unique",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_pipeline(path: str | os.PathLike, machine: Machine | None = None) -> Pipeline:
+    """Read a YAML spec and validate it; raises UserError listing every problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such pipeline file. Pass a YAML file, or no argument for the built-in default.")
+    try:
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not UTF-8 text; save the pipeline spec as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: expected a mapping with 'name', 'seed', 'workspace' and 'stages' at the top level")
+    return validate(raw, source=str(p), base_dir=p.resolve().parent, machine=machine)
+
+
+def pipeline_from_dict(data: dict[str, Any] | PipelineSpec, base_dir: str | os.PathLike | None = None,
+                       machine: Machine | None = None) -> Pipeline:
+    """The Python API: the same dict as the YAML (or a PipelineSpec), validated the same way."""
+    raw = data.model_dump(exclude_unset=True) if isinstance(data, PipelineSpec) else data
+    return validate(raw, source="<python>", base_dir=Path(base_dir or Path.cwd()).resolve(), machine=machine)
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(x) for x in loc)
+
+
+def _pydantic_problems(source: str, prefix: str, err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        where = ".".join(filter(None, [prefix, _loc(e["loc"])]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append(f"{source}: {where}: {msg}")
+    return out
+
+
+def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine | None = None) -> Pipeline:
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_pydantic_problems(source, "", e)) from None
+    machine = machine or Machine.detect()
+    problems: list[str] = []
+    stages: dict[str, Stage] = {}
+    for name, s in spec.stages.items():
+        where = f"{source}: stages.{name}"
+        if not NAME_RE.match(name):
+            problems.append(f"{where}: stage name must match {NAME_RE.pattern} (letters, digits, _ and -)")
+            continue
+        try:
+            sdef = resolve_stage(s.uses)
+        except StageLookupError as e:
+            problems.append(f"{where}.uses: {e}")
+            continue
+        try:
+            params = sdef.parse_params(s.params)
+        except ValidationError as e:
+            problems.extend(_pydantic_problems(source, f"stages.{name}.params", e))
+            continue
+        resources = s.resources or Resources(cpus=sdef.default_cpus)
+        problems.extend(machine.check(resources, f"{where}.resources"))
+        seed = s.seed if s.seed is not None else derive_seed(spec.seed, name)
+        stages[name] = Stage(name, s, sdef, params, {}, seed, resources)
+
+    for name, st in stages.items():
+        problems.extend(_resolve_inputs(st, spec, stages, source, base_dir))
+    if problems:
+        raise UserError(problems)
+    deps = {n: st.deps for n, st in stages.items()}
+    cycle = find_cycle(deps)
+    if cycle:
+        raise UserError(f"{source}: stages form a cycle: {' -> '.join(cycle)}; a stage cannot consume its own "
+                        "output, directly or through others")
+    return Pipeline(spec, source, base_dir, stages, topo_order(deps))
+
+
+def _resolve_inputs(st: Stage, spec: PipelineSpec, stages: dict[str, Stage], source: str, base_dir: Path) -> list:
+    problems = []
+    where = f"{source}: stages.{st.name}.inputs"
+    declared = st.definition.inputs
+    for iname, value in st.spec.inputs.items():
+        m = REF_RE.match(value)
+        local = None if "://" in value or value.startswith("hf:") else (base_dir / os.path.expanduser(value))
+        if m and m.group(1) in spec.stages:
+            up, out = m.group(1), m.group(2)
+            if up in stages and out not in stages[up].definition.outputs:
+                have = ", ".join(stages[up].definition.outputs)
+                problems.append(f"{where}.{iname}: stage {up!r} has no output {out!r}; it produces: {have}")
+            st.inputs[iname] = StageRef(up, out)
+        elif local is not None and local.exists():
+            st.inputs[iname] = External(str(local.resolve()))
+        elif local is None:
+            st.inputs[iname] = External(value)
+        elif m:
+            problems.append(f"{where}.{iname}: {value!r} names no stage {m.group(1)!r} and no file; expected "
+                            f"'stage.output' with one of: {', '.join(spec.stages)}, or an existing path")
+        else:
+            problems.append(f"{where}.{iname}: no such file or directory {str(local)!r}")
+    if declared is not None:
+        for iname in st.spec.inputs:
+            if iname not in declared:
+                problems.append(f"{where}.{iname}: stage type {st.spec.uses!r} takes no input {iname!r}; it takes: "
+                                f"{', '.join(declared) or 'none'}")
+        for iname, idef in declared.items():
+            if idef.required and iname not in st.spec.inputs:
+                problems.append(f"{where}: missing required input {iname!r} ({idef.kind}: {idef.doc or 'see docs'})")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the machine the graph must fit on
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpus: int
+    gpus: int
+    memory: int | None
+
+    @classmethod
+    def detect(cls) -> Machine:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cls(cpus=cpus, gpus=_count_gpus(), memory=_total_memory())
+
+    def check(self, r: Resources, where: str) -> list[str]:
+        out = []
+        if r.cpus > self.cpus:
+            out.append(f"{where}.cpus: asks for {r.cpus:g} CPUs but this machine has {self.cpus}; lower it")
+        if r.gpus > self.gpus:
+            have = "no GPU" if self.gpus == 0 else f"{self.gpus} GPU(s)"
+            out.append(f"{where}.gpus: asks for {r.gpus} GPU(s) but this machine has {have}; set gpus: 0 to run "
+                       "on CPU, or run on a machine or cluster that has them")
+        if r.memory and self.memory and r.memory > self.memory:
+            out.append(f"{where}.memory: asks for {r.memory / 1024**3:.1f} GB but this machine has "
+                       f"{self.memory / 1024**3:.1f} GB; lower it")
+        return out
+
+
+def _count_gpus() -> int:
+    env = os.environ.get("ALIGNPIPE_GPUS")
+    if env is not None:
+        return int(env)
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        return len([d for d in cvd.split(",") if d.strip() and d.strip() != "-1"])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def _total_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
