@@ -65,7 +65,7 @@ class Workspace:
     """Read side of a workspace: artifacts, tags, lineage, verification, gc, runs, status, logs."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.store = Store(self.root)
         self.journal = Journal(self.root, readonly=True)
 
@@ -117,11 +117,9 @@ class Workspace:
         return run_id, self.journal.attempts(run_id)
 
     def log(self, stage: str) -> str:
-        att = self.journal.last_attempt(stage)
-        if att is None:
-            raise UserError(f"no stage {stage!r} has run in {self.root}; see `alignpipe status`")
-        if att.log is None:
-            return f"stage {stage!r} was a cache hit in run {att.run_id}; it did not run, so it has no log there\n"
+        att = self.journal.last_attempt(stage, executed=True)
+        if att is None or att.log is None:
+            raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
         return Path(att.log).read_text(errors="replace")
 
     def metrics(self, fingerprint: str) -> dict[str, list[tuple[int, float]]]:

@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
                   help="alignpipe: RLHF as one managed computation graph.")
 stage_app = typer.Typer(help="Run one stage outside a pipeline (manual mode).", pretty_exceptions_enable=False)
 app.add_typer(stage_app, name="stage")
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 WS_HELP = "workspace directory (default: $ALIGNPIPE_WORKSPACE or ./workspace)"
 
@@ -308,7 +308,8 @@ def main() -> None:
     from alignpipe.pipeline.errors import StageFailed
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns Exit codes here instead of raising
+        sys.exit(code if isinstance(code, int) else 0)
     except (UserError, StageFailed) as e:
         from alignpipe.progress import err
 

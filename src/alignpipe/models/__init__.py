@@ -1,0 +1,9 @@
+"""HF model plumbing: tokenizers, building/loading/saving tiny LMs and reward models, LoRA, masked forwards.
+
+Submodules import torch and transformers; import them inside stage `run()` functions only.
+- `alignpipe.models.tokenizer`: train_tokenizer, ensure_pad_token
+- `alignpipe.models.build`: LMSpec, build_causal_lm, disable_dropout, load_*, reward_model_from_causal,
+  apply_lora, save_model
+- `alignpipe.models.forward`: collation, position ids, response_logprobs, score_sequences, value_sequences,
+  sample_responses, check_tokenizers_compatible
+"""

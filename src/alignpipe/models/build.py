@@ -149,7 +149,7 @@ def reward_model_from_causal(lm_path: str | Path) -> PreTrainedModel:
     with _quiet_transformers():  # "newly initialized: score.weight" is expected here
         model = AutoModelForSequenceClassification.from_pretrained(str(lm_path), num_labels=1, dtype=torch.float32)
     if model.config.pad_token_id is None:
-        raise ValueError(f"{lm_path}: config.json has no pad_token_id; run ensure_pad_token on its tokenizer and model")
+        raise ValueError(f"{lm_path}: config.json has no pad_token_id; run ensure_pad_token(tokenizer, model), resave")
     head = score_head(model)
     d = head.in_features
     with torch.no_grad():

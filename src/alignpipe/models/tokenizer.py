@@ -42,7 +42,7 @@ def train_tokenizer(
 
     specials = [BOS, EOS, PAD, UNK, *ROLE_TOKENS]
     if vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size must be at least {256 + len(specials)} (bytes + special tokens), got {vocab_size}")
+        raise ValueError(f"vocab_size must be ≥ {256 + len(specials)} (bytes + special tokens), got {vocab_size}")
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

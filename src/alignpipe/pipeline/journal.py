@@ -127,12 +127,13 @@ class Journal:
         rows = self.db.execute(q + " ORDER BY started, attempt", args).fetchall()
         return [Attempt(*r[:8], bool(r[8]), r[9], json.loads(r[10] or "{}"), r[11], r[12]) for r in rows]
 
-    def last_attempt(self, stage: str) -> Attempt | None:
-        row = self.db.execute("SELECT run_id FROM attempts WHERE stage=? ORDER BY started DESC LIMIT 1",
-                              (stage,)).fetchone()
+    def last_attempt(self, stage: str, executed: bool = False) -> Attempt | None:
+        """The newest attempt of a stage; `executed` skips cache hits (they have no log)."""
+        row = self.db.execute("SELECT run_id, attempt FROM attempts WHERE stage=? AND (? = 0 OR cache_hit = 0) "
+                              "ORDER BY started DESC, attempt DESC LIMIT 1", (stage, int(executed))).fetchone()
         if not row:
             return None
-        return self.attempts(row[0], stage)[-1]
+        return next(a for a in self.attempts(row[0], stage) if a.attempt == row[1])
 
     def referenced_artifacts(self, latest_only: bool = True) -> set[str]:
         if latest_only:

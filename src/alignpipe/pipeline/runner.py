@@ -104,7 +104,7 @@ class Runner:
         self.o = options
         self.report = report or (lambda e: None)
         self.machine = machine or Machine.detect()
-        self.ws = pipeline.workspace(options.workspace)
+        self.ws = pipeline.workspace(options.workspace).resolve()
         self.store = Store(self.ws)
         self.deps = {n: s.deps for n, s in pipeline.stages.items()}
         for name in (options.from_, options.until, options.only, *options.force):

@@ -104,7 +104,8 @@ class PPOConfig(BaseModel):
 class Rollout:
     """One rollout batch, recomputed with the training forward under no_grad (item 7).
 
-    Values at positions outside `response_mask` are ignored (they may hold anything, even inf).
+    Values at positions outside `response_mask` are ignored (they may hold anything, even inf). The tensors
+    are copied (detached) on construction.
     """
 
     logprobs_old: torch.Tensor
@@ -130,8 +131,12 @@ class Rollout:
         for name in ("scores", "eos_emitted"):
             if tuple(getattr(self, name).shape) != shape[:1]:
                 raise ValueError(f"Rollout.{name} has shape {tuple(getattr(self, name).shape)}, expected {shape[:1]}")
-        object.__setattr__(self, "response_mask", self.response_mask.bool())
-        object.__setattr__(self, "eos_emitted", self.eos_emitted.bool())
+        # A snapshot: copies, so that a tensor that is a view of a parameter (say an expanded value head)
+        # cannot change under the optimizer's in-place steps.
+        for name in ("logprobs_old", "values_old", "ref_logprobs", "scores"):
+            object.__setattr__(self, name, getattr(self, name).detach().clone())
+        object.__setattr__(self, "response_mask", self.response_mask.detach().bool().clone())
+        object.__setattr__(self, "eos_emitted", self.eos_emitted.detach().bool().clone())
 
     @property
     def batch_size(self) -> int:
@@ -230,15 +235,21 @@ def _check_setup(
             "choose a micro_batch_size that divides minibatch_size"
         )
     if cfg.critic == "shared" and value_optimizer is not None:
-        raise ValueError("PPOConfig.critic='shared' trains the value head with the policy optimizer; "
-                         "pass value_optimizer=None or set critic='separate'")
+        raise ValueError(
+            "PPOConfig.critic='shared' trains the value head with the policy optimizer; "
+            "pass value_optimizer=None or set critic='separate'"
+        )
     if cfg.critic == "separate":
         if value_optimizer is None:
-            raise ValueError("PPOConfig.critic='separate' needs a value_optimizer over the critic's parameters; "
-                             "pass one or set critic='shared'")
+            raise ValueError(
+                "PPOConfig.critic='separate' needs a value_optimizer over the critic's parameters; "
+                "pass one or set critic='shared'"
+            )
         if {id(p) for p in _params(policy_optimizer)} & {id(p) for p in _params(value_optimizer)}:
-            raise ValueError("policy_optimizer and value_optimizer share parameters; with a value head on the "
-                             "policy set PPOConfig.critic='shared' and value_optimizer=None")
+            raise ValueError(
+                "policy_optimizer and value_optimizer share parameters; with a value head on the "
+                "policy set PPOConfig.critic='shared' and value_optimizer=None"
+            )
     return minibatch, micro
 
 
@@ -260,8 +271,17 @@ def _minibatch_step(
     """Forward/backward over one minibatch (in micro-batches); gradients accumulate, no optimizer step."""
     mask = rollout.response_mask
     num_tokens = mask[indices.to(mask.device)].sum().item()
-    stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "value_clipfrac": 0.0,
-             "approx_kl": 0.0, "ratio_mean": 0.0, "ratio_min": float("inf"), "ratio_max": float("-inf")}
+    stats = {
+        "policy_loss": 0.0,
+        "value_loss": 0.0,
+        "entropy": 0.0,
+        "clipfrac": 0.0,
+        "value_clipfrac": 0.0,
+        "approx_kl": 0.0,
+        "ratio_mean": 0.0,
+        "ratio_min": float("inf"),
+        "ratio_max": float("-inf"),
+    }
     for idx_cpu in indices.split(micro):
         idx = idx_cpu.to(mask.device)
         new_logprobs, new_values, entropy = forward_fn(idx_cpu)  # (b, T) each
@@ -276,8 +296,12 @@ def _minibatch_step(
         stats["policy_loss"] += pg.loss.item()
         stats["value_loss"] += vf.loss.item()
         stats["entropy"] += ent.item()
-        for key, value in (("clipfrac", pg.clipfrac), ("value_clipfrac", vf.clipfrac),
-                           ("approx_kl", pg.approx_kl), ("ratio_mean", pg.ratio_mean)):
+        for key, value in (
+            ("clipfrac", pg.clipfrac),
+            ("value_clipfrac", vf.clipfrac),
+            ("approx_kl", pg.approx_kl),
+            ("ratio_mean", pg.ratio_mean),
+        ):
             stats[key] += share * value.item()
         stats["ratio_min"] = min(stats["ratio_min"], pg.ratio_min.item())
         stats["ratio_max"] = max(stats["ratio_max"], pg.ratio_max.item())
@@ -310,9 +334,7 @@ def ppo_update(
     batch_size = rollout.batch_size
     minibatch, micro = _check_setup(batch_size, cfg, policy_optimizer, value_optimizer)
     advantages, returns = advantages.detach(), returns.detach()
-    result = PPOUpdateResult(
-        explained_variance=explained_variance(rollout.values_old, returns, rollout.response_mask)
-    )
+    result = PPOUpdateResult(explained_variance=explained_variance(rollout.values_old, returns, rollout.response_mask))
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(batch_size, generator=generator)  # (B,)
         for number, indices in enumerate(order.split(minibatch)):

@@ -67,7 +67,7 @@ class SimulatedHuman:
         if len(a) != len(b):
             raise ValueError(f"label() needs as many a-texts as b-texts, got {len(a)} and {len(b)}")
         out = []
-        for ga, gb in zip(gold_score(a), gold_score(b)):
+        for ga, gb in zip(gold_score(a), gold_score(b), strict=True):
             p = self.prob_a_preferred(ga, gb)
             out.append(Label(a_preferred=self._rng.random() < p, p_a=p, gold_a=ga, gold_b=gb))
         return out
@@ -80,5 +80,5 @@ class SimulatedHuman:
         """
         if len(gold_a) != len(gold_b) or not gold_a:
             raise ValueError("ceiling_accuracy needs two equally long, non-empty score lists")
-        ps = (self.prob_a_preferred(x, y) for x, y in zip(gold_a, gold_b))
+        ps = (self.prob_a_preferred(x, y) for x, y in zip(gold_a, gold_b, strict=True))
         return sum(max(p, 1.0 - p) for p in ps) / len(gold_a)

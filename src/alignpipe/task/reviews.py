@@ -54,7 +54,7 @@ def _split_of(header: str, item: str) -> str:
     """Fixed split of one prompt combination (a hash, independent of any seed)."""
     h = int.from_bytes(hashlib.sha256(f"{header}|{item}".encode()).digest()[:8], "big") / 2**64
     acc = 0.0
-    for name, w in zip(SPLITS, _SPLIT_WEIGHTS):
+    for name, w in zip(SPLITS, _SPLIT_WEIGHTS, strict=True):
         acc += w
         if h < acc:
             return name

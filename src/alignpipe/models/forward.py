@@ -1,0 +1,325 @@
+"""Tensor plumbing shared by sft, reward, ppo and evaluate: collation, masked forwards, sampling.
+
+Layout (PPO.md items 1-4): a batch is `input_ids = [left-padded prompt | response right-padded with pad]`
+of shape (B, P + T). Response token i sits at column P + i; its logprob and the value V_i (the value before
+emitting it) come from column P − 1 + i. Every training/scoring forward passes
+position_ids = cumsum(mask) − 1, so a left-padded row sees the same positions as the row alone; `generate()`
+gets no position_ids (it derives them from the mask). Masks are built from positions (prompt padding, first
+EOS), never from `ids != pad`, so a sampled pad id inside a response is still a real token.
+
+Shapes: B batch rows, P prompt columns, T response columns, L = P + T, V vocabulary, d hidden size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import GenerationConfig, PreTrainedTokenizerBase
+
+from alignpipe.models.build import unwrap
+
+
+# -- collation --------------------------------------------------------------------------------------------------
+def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Left-pad token lists -> (ids (B, P), mask (B, P)), P the longest length."""
+    if not seqs:
+        raise ValueError("pad_left needs at least one sequence")
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, P)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, P)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.as_tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad token lists -> (ids (B, T), mask (B, T)), T the longest length (at least 1)."""
+    if not seqs:
+        raise ValueError("pad_right needs at least one sequence")
+    width = max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def eos_mask(response_ids: Tensor, eos_id: int) -> Tensor:
+    """(B, T) -> (B, T) long: 1 up to and including the first EOS, 0 after it; all 1 for a row without EOS."""
+    is_eos = (response_ids == eos_id).long()  # (B, T)
+    eos_before = torch.cumsum(is_eos, dim=1) - is_eos  # (B, T) number of EOS strictly before each column
+    return (eos_before == 0).long()
+
+
+def position_ids_from_mask(mask: Tensor) -> Tensor:
+    """(B, L) attention mask -> (B, L) positions: cumsum(mask) − 1, clamped at 0 on left pads (item 3)."""
+    return (torch.cumsum(mask, dim=1) - 1).clamp(min=0)
+
+
+def last_token_index(mask: Tensor) -> Tensor:
+    """(B, L) mask -> (B,) column of the last 1 in each row (the EOS of a finished response)."""
+    width = mask.shape[1]
+    return width - 1 - torch.argmax(mask.flip(1).long(), dim=1)
+
+
+@dataclass
+class PromptResponseBatch:
+    """Left-padded prompts and right-padded responses of the same B rows."""
+
+    prompt_ids: Tensor  # (B, P) left-padded with pad
+    prompt_mask: Tensor  # (B, P)
+    response_ids: Tensor  # (B, T) pad after the first EOS
+    response_mask: Tensor  # (B, T) 1 through the first EOS (all real tokens if none)
+    sampler_logprobs: Tensor | None = None  # (B, T) log π(y_t) as the sampler saw it (only if requested)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt_ids.shape[1]
+
+    @property
+    def input_ids(self) -> Tensor:  # (B, P + T)
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:  # (B, P + T)
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    def ended(self, eos_id: int) -> Tensor:
+        """(B,) bool: the response emitted EOS."""
+        return ((self.response_ids == eos_id) & (self.response_mask == 1)).any(dim=1)
+
+    def responses(self) -> list[list[int]]:
+        """Each response's real tokens (through the first EOS), as lists."""
+        return [row[m.bool()].tolist() for row, m in zip(self.response_ids, self.response_mask, strict=True)]
+
+
+def collate_prompt_response(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
+) -> PromptResponseBatch:
+    """Token lists -> a PromptResponseBatch (responses should end with EOS where they ended)."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    prompt_ids, prompt_mask = pad_left(prompts, pad_id)
+    response_ids, response_mask = pad_right(responses, pad_id)
+    return PromptResponseBatch(prompt_ids, prompt_mask, response_ids, response_mask)
+
+
+# -- forwards ---------------------------------------------------------------------------------------------------
+def check_ids_in_vocab(model: nn.Module, input_ids: Tensor) -> None:
+    """Raise if an id is negative or ≥ the model's embedding rows (an opaque index error or device assert
+    otherwise)."""
+    rows = model.get_input_embeddings().num_embeddings
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= rows:
+        raise ValueError(
+            f"token id {hi if hi >= rows else lo} is outside the model's vocabulary (0..{rows - 1}); "
+            "the tokenizer and model do not match (check_tokenizers_compatible / ensure_pad_token)"
+        )
+
+
+def response_logprobs(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Per-token logprobs and entropies of the response under softmax(logits/τ) (items 4, 6).
+
+    input_ids, attention_mask: (B, L) with L = prompt_len + T. Returns (logprobs (B, T), entropy (B, T));
+    values on masked response columns are meaningless, callers multiply by the response mask.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_ids_in_vocab(model, input_ids)
+    n_resp = input_ids.shape[1] - prompt_len  # T
+    if prompt_len < 1 or n_resp < 1:
+        width = input_ids.shape[1]
+        raise ValueError(f"need prompt_len ≥ 1 and a response column; got prompt_len {prompt_len}, width {width}")
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=n_resp + 1,  # columns P−1 … L−1; the last one predicts past the end and is dropped
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :].float() / temperature  # (B, T, V) column P−1+i predicts response token i
+    logp_all = F.log_softmax(logits, dim=-1)  # (B, T, V)
+    targets = input_ids[:, prompt_len:]  # (B, T)
+    logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, T)
+    return logprobs, entropy
+
+
+def _token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, nn.Module]:
+    """Backbone hidden states of a *ForSequenceClassification model -> ((B, L, d), its score head)."""
+    check_ids_in_vocab(model, input_ids)
+    base = unwrap(model)
+    if not hasattr(base, "score"):
+        raise ValueError(f"{type(base).__name__} has no `score` head; expected a *ForSequenceClassification model")
+    hidden = base.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state  # (B, L, d)
+    return hidden, base.score
+
+
+def score_sequences(rm: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Reward-model score at each row's last non-pad token (item 22): (B, L), (B, L) -> (B,).
+
+    Pools explicitly by the mask; HF's pooling looks for the first pad id and breaks on left padding.
+    """
+    hidden, head = _token_scores(rm, input_ids, attention_mask)  # (B, L, d)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    last = hidden[rows, last_token_index(attention_mask)]  # (B, d)
+    return head(last).squeeze(-1).float()  # (B,)
+
+
+def value_sequences(critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int) -> Tensor:
+    """Per-token values V_i before emitting response token i, same columns as the logprobs: -> (B, T)."""
+    hidden, head = _token_scores(critic, input_ids, attention_mask)  # (B, L, d)
+    return head(hidden[:, prompt_len - 1 : -1, :]).squeeze(-1).float()  # (B, T)
+
+
+# -- sampling ---------------------------------------------------------------------------------------------------
+def _sampling_config(
+    tokenizer: PreTrainedTokenizerBase, temperature: float, top_p: float, max_new_tokens: int, scores: bool
+) -> GenerationConfig:
+    """Every logits-shaping knob set explicitly to "sample softmax(logits/τ)" (item 5)."""
+    return GenerationConfig(
+        do_sample=True,
+        num_beams=1,
+        temperature=temperature,
+        top_k=0,  # unset means top-50 in transformers 5
+        top_p=top_p,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        min_length=0,
+        max_new_tokens=max_new_tokens,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+        return_dict_in_generate=True,
+        output_scores=scores,
+    )
+
+
+@torch.no_grad()
+def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts_ids: Sequence[Sequence[int]],
+    *,
+    n: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 32,
+    seed: int | None = None,
+    return_logprobs: bool = False,
+) -> PromptResponseBatch:
+    """Sample n responses per prompt from softmax(logits/τ) (optionally nucleus top_p) with `model.generate`.
+
+    Rows are prompt-major: row i·n + j is sample j of prompt i. The model's own generation_config is ignored
+    (a generation_config.json could inject top_k or a repetition penalty). With `seed`, sampling uses a forked
+    RNG seeded with it and the caller's global RNG is untouched; without, it draws from the global RNG.
+    `return_logprobs` also returns the sampler's own logprobs of the sampled tokens (for diagnostics; PPO
+    recomputes them with the training forward, item 7).
+    """
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise ValueError("sampling needs a pad token distinct from eos: call ensure_pad_token(tokenizer, model)")
+    if n < 1 or max_new_tokens < 1 or not temperature > 0 or not 0 < top_p <= 1:
+        raise ValueError(f"bad sampling settings: n={n}, max_new_tokens={max_new_tokens}, τ={temperature}, "
+                         f"top_p={top_p}; "
+                         "need n ≥ 1, max_new_tokens ≥ 1, τ > 0, 0 < top_p ≤ 1")
+    expanded = [list(p) for p in prompts_ids for _ in range(n)]
+    if any(len(p) == 0 for p in expanded):
+        raise ValueError("every prompt needs at least one token (e.g. BOS)")
+    prompt_ids, prompt_mask = pad_left(expanded, tokenizer.pad_token_id)  # (B, P)
+    device = next(model.parameters()).device
+    check_ids_in_vocab(model, prompt_ids)
+    base = unwrap(model)
+    saved_config = base.generation_config
+    base.generation_config = GenerationConfig()  # nothing model-specific can fill unset fields
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = model.generate(
+                input_ids=prompt_ids.to(device),
+                attention_mask=prompt_mask.to(device),
+                generation_config=_sampling_config(tokenizer, temperature, top_p, max_new_tokens, return_logprobs),
+            )
+    finally:
+        base.generation_config = saved_config
+        model.train(was_training)
+    response_ids = out.sequences[:, prompt_ids.shape[1]:].cpu()  # (B, T)
+    response_mask = eos_mask(response_ids, tokenizer.eos_token_id)  # (B, T)
+    response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+    sampler_logprobs = None
+    if return_logprobs:
+        scores = torch.stack(out.scores, dim=1).float().cpu()  # (B, T, V) processed logits, i.e. logits/τ
+        logp = F.log_softmax(scores, dim=-1)
+        sampler_logprobs = torch.gather(logp, 2, response_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return PromptResponseBatch(prompt_ids, prompt_mask, response_ids, response_mask, sampler_logprobs)
+
+
+# -- compatibility ----------------------------------------------------------------------------------------------
+def _special_ids(tok: PreTrainedTokenizerBase) -> dict[str, int | None]:
+    return {f"{k}_token_id": getattr(tok, f"{k}_token_id") for k in ("bos", "eos", "pad", "unk")}
+
+
+def _tokenizer_differences(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase, na: str, nb: str) -> list[str]:
+    diffs = []
+    for key, va in _special_ids(a).items():
+        vb = getattr(b, key)
+        if va != vb:
+            diffs.append(f"{key} {va} ({na}) vs {vb} ({nb})")
+    vocab_a, vocab_b = a.get_vocab(), b.get_vocab()
+    if vocab_a != vocab_b:
+        only_a = sorted(set(vocab_a) - set(vocab_b))[:3]
+        only_b = sorted(set(vocab_b) - set(vocab_a))[:3]
+        moved = sorted(t for t in set(vocab_a) & set(vocab_b) if vocab_a[t] != vocab_b[t])[:3]
+        detail = "; ".join(
+            x for x in (
+                f"only in {na}: {only_a}" if only_a else "",
+                f"only in {nb}: {only_b}" if only_b else "",
+                f"different ids for {moved}" if moved else "",
+            ) if x
+        )
+        diffs.append(f"vocabulary {len(vocab_a)} tokens ({na}) vs {len(vocab_b)} ({nb}): {detail}")
+    if (a.chat_template or None) != (b.chat_template or None):
+        diffs.append(f"chat_template {'set' if a.chat_template else 'missing'} ({na}) "
+                     f"vs {'set' if b.chat_template else 'missing'} ({nb}) or different")
+    return diffs
+
+
+def check_tokenizers_compatible(named: Mapping[str, PreTrainedTokenizerBase]) -> None:
+    """Raise ValueError naming the two artifacts and what differs (special ids, vocabulary, chat template).
+
+    Policy, reference, reward model and critic must share one tokenizer: a token id means the same thing to
+    all of them, and the pad/eos ids drive every mask. Each tokenizer must also have pad ≠ eos.
+    """
+    items = list(named.items())
+    for name, tok in items:
+        if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
+            raise ValueError(f"tokenizer of {name!r} has pad_token_id {tok.pad_token_id} = eos or missing; "
+                             "run ensure_pad_token on it (and its model) before training")
+    first_name, first = items[0]
+    for name, tok in items[1:]:
+        diffs = _tokenizer_differences(first, tok, first_name, name)
+        if diffs:
+            raise ValueError(
+                f"tokenizers of {first_name!r} and {name!r} are incompatible: " + "; ".join(diffs)
+                + f". Build {name!r} from the same tokenizer as {first_name!r} (e.g. the SFT model's)."
+            )
