@@ -85,10 +85,11 @@ def _print_result(result: Any, quiet: bool, as_json: bool) -> None:
             head = store.get(oid).manifest.get("summary", {}).get("headline")
             if head:
                 headlines.append((s.name, head))
-    if as_json:
-        _dump({"event": "result", "run_id": result.run_id, "status": result.status,
-               "stages": {n: {"state": s.state, "attempts": s.attempts, "outputs": s.outputs, "error": s.error}
-                          for n, s in result.stages.items()}})
+    if as_json:  # one JSON object per line, like the events before it
+        print(json.dumps({"event": "result", "run_id": result.run_id, "status": result.status,
+                          "headlines": dict(headlines),
+                          "stages": {n: {"state": s.state, "attempts": s.attempts, "outputs": s.outputs,
+                                         "error": s.error} for n, s in result.stages.items()}}))
         return
     for name, head in headlines if not quiet else []:
         out.print(f"\n[bold]{name}[/]")

@@ -97,7 +97,7 @@ def value_loss(
     values_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)  # (b, T)
     error = (values - returns).square()  # (b, T)
     error_clipped = (values_clipped - returns).square()  # (b, T)
-    loss = 0.5 * _token_mean(torch.minimum(error, error_clipped), mask, num_tokens)
+    loss = 0.5 * _token_mean(torch.maximum(error, error_clipped), mask, num_tokens)
     with torch.no_grad():
         clipfrac = masked_mean((error_clipped > error).to(values.dtype), mask)
     return ValueLoss(loss=loss, clipfrac=clipfrac)
