@@ -29,7 +29,7 @@ class QuietReporter:
     """Only failures, to stderr."""
 
     def __init__(self) -> None:
-        self.err = Console(stderr=True)
+        self.err = Console(stderr=True, soft_wrap=True)
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("event") == "stage" and event.get("state") in ("failed",):
@@ -43,7 +43,7 @@ class LiveReporter:
     """One line per stage: mark, name, state, progress bar, elapsed; a line per finished stage on non-TTYs."""
 
     def __init__(self) -> None:
-        self.console = Console(stderr=False)
+        self.console = Console(stderr=False, soft_wrap=True)
         self.rows: dict[str, dict[str, Any]] = {}
         self.live: Live | None = None
         self.interactive = self.console.is_terminal
@@ -108,5 +108,5 @@ def make_reporter(quiet: bool, as_json: bool) -> Any:
 
 
 def err(msg: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/] {msg}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {msg}", highlight=False)
     sys.stderr.flush()

@@ -183,7 +183,7 @@ def score_sequences(rm: nn.Module, input_ids: Tensor, attention_mask: Tensor) ->
 def value_sequences(critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int) -> Tensor:
     """Per-token values V_i before emitting response token i, same columns as the logprobs: -> (B, T)."""
     hidden, head = _token_scores(critic, input_ids, attention_mask)  # (B, L, d)
-    return head(hidden[:, prompt_len:, :]).squeeze(-1).float()  # (B, T)
+    return head(hidden[:, prompt_len - 1 : -1, :]).squeeze(-1).float()  # (B, T)
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------

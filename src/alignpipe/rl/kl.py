@@ -41,7 +41,7 @@ def kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """k3 = (ρ − 1) − log ρ, computed as expm1(log ρ) − log ρ for accuracy near ρ = 1.  (B, T) -> (B, T)."""
     log_ratio = ref_logprobs - logprobs  # (B, T)
-    return _masked(torch.expm1(-log_ratio) + log_ratio, mask)
+    return _masked(torch.expm1(log_ratio) - log_ratio, mask)
 
 
 _ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
