@@ -18,7 +18,7 @@ from typing import Any
 from alignpipe.pipeline.entry import execute, manual_task
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.journal import Journal
-from alignpipe.pipeline.runner import Reporter, RunOptions, Runner, RunResult
+from alignpipe.pipeline.runner import Reporter, Runner, RunOptions, RunResult
 from alignpipe.pipeline.spec import Pipeline, load_pipeline, pipeline_from_dict
 from alignpipe.pipeline.store import Artifact, Store
 

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 import yaml
@@ -26,11 +26,11 @@ out = Console(highlight=False, soft_wrap=True)
 WS_HELP = "workspace directory (default: $ALIGNPIPE_WORKSPACE or ./workspace)"
 
 
-def _ws(ws: Optional[str]) -> Path:
+def _ws(ws: str | None) -> Path:
     return Path(ws or os.environ.get("ALIGNPIPE_WORKSPACE") or "workspace")
 
 
-def _workspace(ws: Optional[str]):
+def _workspace(ws: str | None):
     from alignpipe.api import Workspace
 
     return Workspace(_ws(ws))
@@ -49,11 +49,11 @@ def _when(t: float | None) -> str:
 
 @app.command()
 def run(
-    pipeline: Optional[str] = typer.Argument(None, help="pipeline YAML (default: the built-in pipeline)"),
-    workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help="overrides the spec's workspace"),
-    from_: Optional[str] = typer.Option(None, "--from", help="re-execute STAGE and everything downstream of it"),
-    until: Optional[str] = typer.Option(None, "--until", help="run only STAGE and what it depends on"),
-    only: Optional[str] = typer.Option(None, "--only", help="run only STAGE (its inputs must be cached)"),
+    pipeline: str | None = typer.Argument(None, help="pipeline YAML (default: the built-in pipeline)"),
+    workspace: str | None = typer.Option(None, "--workspace", "-w", help="overrides the spec's workspace"),
+    from_: str | None = typer.Option(None, "--from", help="re-execute STAGE and everything downstream of it"),
+    until: str | None = typer.Option(None, "--until", help="run only STAGE and what it depends on"),
+    only: str | None = typer.Option(None, "--only", help="run only STAGE (its inputs must be cached)"),
     force: list[str] = typer.Option([], "--force", help="re-execute STAGE even when cached (repeatable)"),
     example: bool = typer.Option(False, "--example", help="run the engine's tiny example pipeline"),
     wait: bool = typer.Option(False, "--wait", help="wait for a concurrent run on the workspace to finish"),
@@ -112,7 +112,7 @@ def validate(pipeline: str = typer.Argument(..., help="pipeline YAML")) -> None:
 
 
 @app.command()
-def artifacts(workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+def artifacts(workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """List the artifacts in the store."""
     ws = _workspace(workspace)
@@ -142,7 +142,7 @@ def _size(n: float) -> str:
 
 @app.command()
 def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or stage[.output] of the latest run"),
-         workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+         workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show an artifact's manifest and path."""
     a = _workspace(workspace).show(ref)
@@ -155,7 +155,8 @@ def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or st
     out.print(f"producer: stage {p.get('stage')} ({p.get('uses')} v{p.get('version')}) output {p.get('output')}, "
               f"run {p.get('run_id')}, fingerprint {str(p.get('fingerprint'))[:12]}")
     for name, inp in m.get("inputs", {}).items():
-        out.print(f"input {name}: {inp['id'][:12]}" + (f" (external {inp['external']})" if inp.get("external") else ""))
+        ext = f" (external {inp['external']})" if inp.get("external") else ""
+        out.print(f"input {name}: {inp['id'][:12]}{ext}")
     out.print(f"params: {json.dumps(m.get('params', {}), sort_keys=True)}")
     if m.get("summary"):
         out.print(f"summary: {json.dumps({k: v for k, v in m['summary'].items() if k != 'headline'}, sort_keys=True)}")
@@ -164,7 +165,7 @@ def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or st
 
 @app.command()
 def lineage(ref: str = typer.Argument(..., help="artifact id, prefix, tag or stage[.output]"),
-            workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+            workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Show the upstream graph of an artifact down to its external inputs."""
     tree = _workspace(workspace).lineage(ref)
@@ -188,15 +189,15 @@ def lineage(ref: str = typer.Argument(..., help="artifact id, prefix, tag or sta
 
 
 @app.command()
-def tag(name: str, ref: str, workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+def tag(name: str, ref: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
     """Give an artifact a name (a named version)."""
     art_id = _workspace(workspace).tag(name, ref)
     out.print(f"tagged {art_id[:12]} as {name}")
 
 
 @app.command()
-def verify(ref: Optional[str] = typer.Argument(None, help="one artifact (default: all)"),
-           workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+def verify(ref: str | None = typer.Argument(None, help="one artifact (default: all)"),
+           workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
     """Re-hash artifacts and report corruption (exit 1 if any)."""
     report = _workspace(workspace).verify(ref)
     bad = {i: p for i, p in report.items() if p}
@@ -209,7 +210,7 @@ def verify(ref: Optional[str] = typer.Argument(None, help="one artifact (default
 
 @app.command()
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed"),
-       workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+       workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
     """Remove artifacts no latest run or tag references (keeping their lineage), and stale work dirs."""
     res = _workspace(workspace).gc(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
@@ -219,8 +220,8 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="list what would be
 
 
 @app.command()
-def status(run_ref: Optional[str] = typer.Argument(None, metavar="RUN", help="run id or prefix (default: latest)"),
-           workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+def status(run_ref: str | None = typer.Argument(None, metavar="RUN", help="run id or prefix (default: latest)"),
+           workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """A table of a run's stages: state, duration, attempts, cached, artifact."""
     ws = _workspace(workspace)
@@ -248,7 +249,7 @@ def status(run_ref: Optional[str] = typer.Argument(None, metavar="RUN", help="ru
 
 
 @app.command()
-def runs(workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+def runs(workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """List runs, newest first."""
     rows = _workspace(workspace).runs()
@@ -263,7 +264,7 @@ def runs(workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help
 
 
 @app.command()
-def logs(stage: str, workspace: Optional[str] = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+def logs(stage: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
     """Print the log of a stage's latest attempt."""
     sys.stdout.write(_workspace(workspace).log(stage))
 
@@ -283,12 +284,12 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
 
 @stage_app.command("run")
 def stage_run(
-    uses: Optional[str] = typer.Argument(None, metavar="TYPE", help="stage type or package.module:function"),
+    uses: str | None = typer.Argument(None, metavar="TYPE", help="stage type or package.module:function"),
     inputs: list[str] = typer.Option([], "--input", "-i", help="NAME=PATH (repeatable)"),
     params: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE, value parsed as YAML (repeatable)"),
-    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="directory for the output artifact(s)"),
+    out_dir: str | None = typer.Option(None, "--out", "-o", help="directory for the output artifact(s)"),
     seed: int = typer.Option(0, "--seed"),
-    task: Optional[str] = typer.Option(None, "--task", help="a task description JSON (what executors pass)"),
+    task: str | None = typer.Option(None, "--task", help="a task description JSON (what executors pass)"),
 ) -> None:
     """Run one stage on explicit paths, or from a task description file."""
     from alignpipe.pipeline.entry import run_task_file

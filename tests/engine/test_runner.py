@@ -7,16 +7,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from engine_util import cli
 
 from alignpipe import api
 from alignpipe.pipeline.journal import Journal
-from alignpipe.pipeline.runner import RunOptions, Runner
+from alignpipe.pipeline.runner import Runner, RunOptions
 from alignpipe.pipeline.spec import Machine
 from alignpipe.pipeline.store import Store
-from engine_util import cli
 
 
 def rec(marker, value, **extra):

@@ -1,12 +1,11 @@
 """Every validation error: named file, stage and field, and what is expected; nothing runs."""
 
 import pytest
+from engine_util import cli
 
 from alignpipe import api
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.spec import Machine, load_pipeline
-
-from engine_util import cli
 
 OK_STAGE = {"uses": "example.corpus", "params": {"lines": 3}}
 
@@ -37,7 +36,8 @@ CASES = [
           b={"uses": "example.count", "inputs": {"text": "a.out"}}), r"stages form a cycle: a -> b -> a"),
     (spec(a={**OK_STAGE, "resources": {"gpus": 1}}),
      r"stages\.a\.resources\.gpus: asks for 1 GPU\(s\) but this machine has no GPU; set gpus: 0"),
-    (spec(a={**OK_STAGE, "resources": {"cpus": 64}}), r"stages\.a\.resources\.cpus: asks for 64 CPUs but this machine"),
+    (spec(a={**OK_STAGE, "resources": {"cpus": 64}}),
+     r"stages\.a\.resources\.cpus: asks for 64 CPUs but this machine"),
     (spec(a={**OK_STAGE, "resources": {"memory": "9TB"}}), r"stages\.a\.resources\.memory: asks for .* GB but"),
     (spec(a={**OK_STAGE, "resources": {"memory": "lots"}}), r"stages\.a\.resources\.memory: .*not a size"),
     (spec(a={**OK_STAGE, "retries": -1}), r"stages\.a\.retries: Input should be greater than or equal to 0"),

@@ -128,13 +128,15 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
 
 def load_causal_lm(path: str | Path) -> PreTrainedModel:
     """A causal LM from a HF directory, fp32, dropout off, in eval mode (call .train() to train)."""
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    with _quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     return disable_dropout(model).eval()
 
 
 def load_reward_model(path: str | Path) -> PreTrainedModel:
     """A scalar-output sequence classifier (reward model or critic) from a HF directory, dropout off, eval mode."""
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    with _quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
     if model.config.pad_token_id is None:
         raise ValueError(f"{path}: config.json has no pad_token_id; a reward model needs one to find the last token")
     return disable_dropout(model).eval()
@@ -146,7 +148,7 @@ def reward_model_from_causal(lm_path: str | Path) -> PreTrainedModel:
     The LM head is dropped; the new score head is initialized N(0, std 1/√(d+1)) (PPO.md item 22, as in
     openai/lm-human-preferences) so initial scores have unit scale.
     """
-    with _quiet_transformers():  # "newly initialized: score.weight" is expected here
+    with _quiet_transformers(warnings=False):  # "newly initialized: score.weight" is expected here
         model = AutoModelForSequenceClassification.from_pretrained(str(lm_path), num_labels=1, dtype=torch.float32)
     if model.config.pad_token_id is None:
         raise ValueError(f"{lm_path}: config.json has no pad_token_id; run ensure_pad_token(tokenizer, model), resave")
@@ -159,15 +161,48 @@ def reward_model_from_causal(lm_path: str | Path) -> PreTrainedModel:
     return disable_dropout(model).eval()
 
 
+REWARD_NORM_KEY = "alignpipe_reward_normalization"
+
+
+def set_reward_normalization(model: nn.Module, bias: float, gain: float = 1.0) -> None:
+    """Record the normalization S = gain · (raw + bias) in the model's config (saved with it, PPO.md item 13).
+
+    The reward stage sets bias = −mean and gain = 1/std of raw scores on πSFT samples; consumers apply it with
+    `normalized_scores`.
+    """
+    if not gain > 0:
+        raise ValueError(f"reward normalization gain must be > 0, got {gain}")
+    setattr(unwrap(model).config, REWARD_NORM_KEY, {"bias": float(bias), "gain": float(gain)})
+
+
+def reward_normalization(model: nn.Module) -> tuple[float, float]:
+    """(bias, gain) recorded in the model's config; (0, 1) when none was recorded."""
+    norm = getattr(unwrap(model).config, REWARD_NORM_KEY, None) or {}
+    return float(norm.get("bias", 0.0)), float(norm.get("gain", 1.0))
+
+
+def normalized_scores(model: nn.Module, raw: torch.Tensor) -> torch.Tensor:
+    """gain · (raw + bias) with the model's recorded normalization; raw (B,) -> (B,)."""
+    bias, gain = reward_normalization(model)
+    return gain * (raw + bias)
+
+
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def _quiet_transformers(warnings: bool = True) -> Iterator[None]:
+    """No per-file progress bars (they flood stage logs); optionally no warnings either."""
+    from transformers.utils import logging as hf_logging
+
     logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    level, bars = logger.level, hf_logging.is_progress_bar_enabled()
+    if not warnings:
+        logger.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def score_head(model: nn.Module) -> nn.Linear:
@@ -229,6 +264,7 @@ def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: 
         model = copy.deepcopy(model).merge_and_unload()
     if model.config.vocab_size < len(tokenizer):
         raise ValueError(f"model vocab ({model.config.vocab_size}) is smaller than the tokenizer ({len(tokenizer)})")
-    model.save_pretrained(str(directory), safe_serialization=True)
+    with _quiet_transformers():
+        model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
     return directory

@@ -11,9 +11,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -125,7 +126,8 @@ class StageContext:
     def output_dir(self, name: str = "out") -> Path:
         """An empty directory to write output `name` into; it is published when run() returns."""
         if name not in self.output_kinds:
-            raise KeyError(f"stage {self.stage!r} declares no output {name!r} (declares: {', '.join(self.output_kinds)})")
+            declared = ", ".join(self.output_kinds)
+            raise KeyError(f"stage {self.stage!r} declares no output {name!r} (declares: {declared})")
         d = self.out_root / name
         d.mkdir(parents=True, exist_ok=True)
         return d

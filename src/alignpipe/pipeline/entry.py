@@ -165,7 +165,7 @@ def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]
 
 def _publish_to_dir(staging: Path, meta: dict[str, Any], out: Path, name: str, single: bool) -> str:
     """Manual mode: the same manifest, written into --out (or --out/<name> when a stage has several outputs)."""
-    from alignpipe.pipeline.store import LocalFS, SCHEMA_VERSION
+    from alignpipe.pipeline.store import SCHEMA_VERSION, LocalFS
 
     art_id, files = hash_tree(staging)
     manifest = {"id": art_id, **meta, "files": files, "created": time.time(), "schema_version": SCHEMA_VERSION}

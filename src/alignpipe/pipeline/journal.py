@@ -94,7 +94,7 @@ class Journal:
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT id, pipeline, source, started, ended, status FROM runs "
                               "ORDER BY started DESC LIMIT ?", (limit,))
-        return [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r)) for r in cur]
+        return [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r, strict=True)) for r in cur]
 
     def latest_run(self, pipeline: str | None = None) -> str | None:
         q, args = "SELECT id FROM runs", ()

@@ -231,7 +231,7 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
         seed = s.seed if s.seed is not None else derive_seed(spec.seed, name)
         stages[name] = Stage(name, s, sdef, params, {}, seed, resources)
 
-    for name, st in stages.items():
+    for st in stages.values():
         problems.extend(_resolve_inputs(st, spec, stages, source, base_dir))
     if problems:
         raise UserError(problems)

@@ -284,8 +284,8 @@ class Store:
         dead = [i for i in self.fs.listdir(self.artifacts_dir) if i not in keep]
         refs = self.refs()
         dead_refs = [fp for fp, outs in refs.items() if any(i not in keep for i in outs.values())]
-        dead_work = [w for w in self.fs.listdir(self.work_root)
-                     if w not in busy_work and (w in refs or w in dead_refs or not (self.work_root / w / "ckpt").exists())]
+        dead_work = [w for w in self.fs.listdir(self.work_root) if w not in busy_work
+                     and (w in refs or w in dead_refs or not (self.work_root / w / "ckpt").exists())]
         if not dry_run:
             for fp in dead_refs:
                 os.unlink(self.ref_path(fp))

@@ -290,6 +290,8 @@ def _minibatch_step(
         share = m.sum().item() / num_tokens  # this micro-batch's weight in the minibatch token mean
         pg = policy_loss(new_logprobs, rollout.logprobs_old[idx], advantages[idx], m, cfg.clip_eps, num_tokens)
         vf = value_loss(new_values, rollout.values_old[idx], returns[idx], m, cfg.value_clip_eps, num_tokens)
+        # Without a bonus the entropy is only logged: detach it so no backward runs through it.
+        entropy = entropy if cfg.ent_coef > 0 else entropy.detach()
         ent = torch.where(m, entropy, torch.zeros_like(entropy)).sum() / num_tokens
         vf_weight = cfg.vf_coef if cfg.critic == "shared" else 1.0
         (pg.loss - cfg.ent_coef * ent + vf_weight * vf.loss).backward()

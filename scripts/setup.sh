@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create .venv and install alignpipe into it. Usage: bash scripts/setup.sh [EXTRAS]   (default: ml)
+# torch is installed first and pinned: an unpinned torch pulls several GB of CUDA packages on a CPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-ml}"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[$extras]"
