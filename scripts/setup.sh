@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-ml}"
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e ".[$extras]"
+quiet() { "$@" 2> >(grep -v "WARNING: Location" >&2); }  # this machine's mirror config warns per package
+quiet .venv/bin/pip install -q torch==2.13.0
+quiet .venv/bin/pip install -q -e ".[$extras]"

@@ -233,6 +233,8 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
 
     for st in stages.values():
         problems.extend(_resolve_inputs(st, spec, stages, source, base_dir))
+        if st.definition.check is not None:
+            problems.extend(f"{source}: stages.{st.name}.{p}" for p in st.definition.check(st.params, set(st.inputs)))
     if problems:
         raise UserError(problems)
     deps = {n: st.deps for n, st in stages.items()}

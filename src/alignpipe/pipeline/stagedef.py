@@ -55,6 +55,8 @@ class StageDef:
     outputs: dict[str, str] = field(default_factory=lambda: {"out": "artifact"})
     doc: str = ""
     default_cpus: float = 1.0
+    # cross-field validation at spec time: (params, names of the inputs given) -> problems ("field: message")
+    check: Callable[[BaseModel, set[str]], list[str]] | None = None
 
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
         return self.params.model_validate(raw or {})

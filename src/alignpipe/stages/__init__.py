@@ -7,4 +7,5 @@ BUILTINS: dict[str, str] = {
     "example.corpus": "alignpipe.stages.example:CORPUS",
     "example.count": "alignpipe.stages.example:COUNT",
     "example.report": "alignpipe.stages.example:REPORT",
+    "label": "alignpipe.stages.label",
 }

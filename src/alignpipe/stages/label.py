@@ -1,0 +1,217 @@
+"""label — candidates -> preference pairs (prompt, chosen, rejected) through a judge.
+
+Consumes `candidates` (from generate: candidates.jsonl, one record per prompt: {"prompt", "responses": [...]}),
+or with `judge: import` an existing preference file (`preferences`: JSONL/JSON/Parquet, prompt/chosen/rejected
+or chat-format chosen/rejected conversations). `judge: reward_model` also needs a `reward_model` artifact.
+Produces `out`: a dataset directory with preferences.jsonl ({"prompt", "chosen", "rejected", "chosen_score",
+"rejected_score", "p_chosen", "key"}) and counts in the manifest summary.
+
+Run alone:
+    alignpipe stage run label -i candidates=DIR -p judge=function -p noise_temperature=0.25 -o prefs/
+
+Pairs: with K responses per prompt, `pairing: adjacent` makes K/2 disjoint pairs (0,1), (2,3)...; `all` makes
+every one of the K(K-1)/2 pairs (InstructGPT's ranking-to-pairs). Skipped and counted: pairs whose responses
+are identical (duplicate), empty (empty), pairs seen before (duplicate_pair) and judge ties (tie). More than
+`max_skip_fraction` skipped is an error: a silent mostly-empty preference set would train a meaningless RM.
+Judgments are checkpointed every `checkpoint_every`, so a slow judge (a human) never loses work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Literal
+
+from pydantic import Field
+
+from alignpipe.judges import FunctionJudge, Judge, Judgment, PairQuery, RewardModelJudge
+from alignpipe.pipeline.context import StageContext
+from alignpipe.pipeline.errors import StageFailed
+from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
+
+CANDIDATES_FILE = "candidates.jsonl"
+PREFERENCES_FILE = "preferences.jsonl"
+
+
+class Params(StrictParams):
+    judge: Literal["function", "reward_model", "import"] = "function"
+    """who labels: a scoring function (default: the simulated human), a reward-model artifact, or an import"""
+    function: str = "alignpipe.task:gold_score"
+    """judge=function: 'package.module:callable' scoring a list of responses (optionally with their prompts)"""
+    noise_temperature: float = Field(default=0.25, ge=0)
+    """judge=function: Bradley-Terry label noise P(a>b)=sigmoid((s_a-s_b)/T); 0 = noiseless (ties abstain)"""
+    pairing: Literal["adjacent", "all"] = "adjacent"
+    """which pairs of a prompt's K responses to judge"""
+    max_skip_fraction: float = Field(default=0.5, ge=0, le=1)
+    """fail if more than this fraction of candidate pairs is skipped (empty, duplicate, tie)"""
+    checkpoint_every: int = Field(default=500, ge=1)
+    """judgments between checkpoints"""
+
+
+def check(p: Params, inputs: set[str]) -> list[str]:
+    problems = []
+    if p.judge == "import" and "preferences" not in inputs:
+        problems.append("inputs: judge 'import' needs an input 'preferences' (a prompt/chosen/rejected file)")
+    if p.judge != "import" and "candidates" not in inputs:
+        problems.append(f"inputs: judge {p.judge!r} needs an input 'candidates' (a generate stage's output)")
+    if p.judge == "reward_model" and "reward_model" not in inputs:
+        problems.append("inputs: judge 'reward_model' needs an input 'reward_model' (a reward stage's output)")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _read_candidates(ctx: StageContext) -> list[dict]:
+    path = ctx.input_path("candidates") / CANDIDATES_FILE
+    if not path.is_file():
+        raise StageFailed(f"stage {ctx.stage!r}: input 'candidates' ({ctx.inputs['candidates'].id[:12]}) has no "
+                          f"{CANDIDATES_FILE}; connect it to a generate stage's output")
+    records = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        rec = json.loads(line)
+        if "prompt" not in rec or not isinstance(rec.get("responses"), list):
+            raise StageFailed(f"{path}: record {i} needs 'prompt' and a list 'responses'")
+        records.append(rec)
+    return records
+
+
+def make_pairs(records: list[dict], pairing: str) -> tuple[list[PairQuery], dict[str, int]]:
+    """Candidate pairs, with skipped ones counted by reason."""
+    skipped = {"empty": 0, "duplicate": 0, "duplicate_pair": 0}
+    seen: set[str] = set()
+    out = []
+    for i, rec in enumerate(records):
+        resp = rec["responses"]
+        idx = (list(itertools.combinations(range(len(resp)), 2)) if pairing == "all"
+               else [(j, j + 1) for j in range(0, len(resp) - 1, 2)])
+        for a, b in idx:
+            ra, rb = resp[a], resp[b]
+            if not ra.strip() or not rb.strip():
+                skipped["empty"] += 1
+            elif ra.strip() == rb.strip():
+                skipped["duplicate"] += 1
+            else:
+                ident = json.dumps([rec["prompt"], sorted([ra, rb])])
+                if ident in seen:
+                    skipped["duplicate_pair"] += 1
+                    continue
+                seen.add(ident)
+                out.append(PairQuery(f"{i}:{a}:{b}", rec["prompt"], ra, rb))
+    return out, skipped
+
+
+def _as_record(q: PairQuery, j: Judgment) -> dict:
+    a_wins = bool(j.a_preferred)
+    return {"key": q.key, "prompt": q.prompt, "chosen": q.a if a_wins else q.b, "rejected": q.b if a_wins else q.a,
+            "chosen_score": j.score_a if a_wins else j.score_b, "rejected_score": j.score_b if a_wins else j.score_a,
+            "p_chosen": None if j.p_a is None else (j.p_a if a_wins else 1 - j.p_a)}
+
+
+def _import(ctx: StageContext, p: Params) -> None:
+    from alignpipe.data import DataError, SkipCounter, parse_preferences, read_records
+
+    src = ctx.input_path("preferences")
+    files = [src] if src.is_file() else sorted(f for f in src.iterdir() if f.suffix in (".jsonl", ".json", ".parquet"))
+    skips = SkipCounter(str(src), max_fraction=p.max_skip_fraction)
+    prefs = []
+    try:
+        for f in files:
+            prefs += parse_preferences(read_records(f), str(f), skips)
+        skips.check()
+    except DataError as e:
+        raise StageFailed(str(e)) from None
+    seen, rows, dup = set(), [], 0
+    for i, pr in enumerate(prefs):
+        ident = json.dumps([pr.prompt, pr.chosen, pr.rejected])
+        if ident in seen:
+            dup += 1
+            continue
+        seen.add(ident)
+        rows.append({"key": str(i), "prompt": pr.prompt, "chosen": pr.chosen, "rejected": pr.rejected,
+                     "chosen_score": None, "rejected_score": None, "p_chosen": None})
+    _write(ctx, rows, {"judge": {"type": "import", "source": ctx.inputs["preferences"].id},
+                       "skipped": {**skips.summary()["by_reason"], "duplicate_pair": dup}})
+
+
+def _write(ctx: StageContext, rows: list[dict], summary: dict) -> None:
+    with open(ctx.output_dir() / PREFERENCES_FILE, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    ctx.annotate(pairs=len(rows), format="preferences", **summary)
+    ctx.log(f"{len(rows)} preference pairs; skipped {summary.get('skipped')}")
+
+
+def _make_judge(ctx: StageContext, p: Params) -> Judge:
+    if p.judge == "function":
+        try:
+            return FunctionJudge(p.function, p.noise_temperature, ctx.seed)
+        except ValueError as e:
+            raise StageFailed(f"stage {ctx.stage!r} params.function: {e}") from None
+    rm = ctx.inputs["reward_model"]
+    return RewardModelJudge(str(rm.path), rm.id)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(ctx: StageContext) -> None:
+    p: Params = ctx.params
+    if p.judge == "import":
+        _import(ctx, p)
+        return
+
+    # -- inputs -> candidate pairs
+    records = _read_candidates(ctx)
+    pairs, skipped = make_pairs(records, p.pairing)
+    judge = _make_judge(ctx, p)
+
+    # -- resume: judgments already made survive restarts
+    done: dict[str, dict] = {}
+    ckpt = ctx.checkpoints.latest()
+    if ckpt:
+        done = json.loads((ckpt.path / "judgments.json").read_text())
+        ctx.log(f"resuming with {len(done)} judgments from checkpoint {ckpt.step}")
+
+    # -- judge the rest, checkpointing as judgments arrive
+    todo = [q for q in pairs if q.key not in done]
+    for n, j in enumerate(judge.judge(todo), start=1):
+        done[j.key] = {"a_preferred": j.a_preferred, "score_a": j.score_a, "score_b": j.score_b, "p_a": j.p_a}
+        if n % p.checkpoint_every == 0:
+            ctx.checkpoints.save(len(done), lambda d: (d / "judgments.json").write_text(json.dumps(done)))
+        ctx.progress(len(done), len(pairs), "pairs judged")
+
+    # -- assemble, count, refuse a mostly-skipped result
+    rows, ties, agree = [], 0, 0
+    p_max = []
+    for q in pairs:
+        j = done.get(q.key)
+        if j is None or j["a_preferred"] is None:
+            ties += 1
+            continue
+        judgment = Judgment(q.key, j["a_preferred"], j["score_a"], j["score_b"], j["p_a"])
+        rows.append(_as_record(q, judgment))
+        if j["score_a"] is not None and j["score_a"] != j["score_b"]:
+            agree += (j["score_a"] > j["score_b"]) == j["a_preferred"]
+        if j["p_a"] is not None:
+            p_max.append(max(j["p_a"], 1 - j["p_a"]))
+    skipped["tie"] = ties
+    total = len(rows) + sum(skipped.values())
+    if total == 0 or sum(skipped.values()) / total > p.max_skip_fraction:
+        raise StageFailed(f"stage {ctx.stage!r}: {sum(skipped.values())} of {total} candidate pairs skipped "
+                          f"({skipped}); more than max_skip_fraction={p.max_skip_fraction}. Generate more diverse "
+                          "responses (temperature, K) or raise max_skip_fraction")
+    summary = {"judge": judge.describe(), "skipped": skipped, "pairing": p.pairing,
+               "label_agreement_with_scores": agree / len(rows) if rows else None,
+               "ceiling_accuracy": sum(p_max) / len(p_max) if p_max else None}
+    _write(ctx, rows, summary)
+
+
+STAGE = StageDef(
+    name="label", version="1", params=Params, run=run,
+    inputs={"candidates": InputDef("dataset", required=False, doc="a generate stage's output"),
+            "preferences": InputDef("dataset", required=False, doc="judge=import: a preference file"),
+            "reward_model": InputDef("model", required=False, doc="judge=reward_model: an RM artifact")},
+    outputs={"out": "dataset"}, check=check, doc=__doc__ or "",
+)
