@@ -298,3 +298,20 @@ def test_two_concurrent_runs_on_one_workspace(write_pipeline, tmp_path):
     statuses = [r[0] for r in db.execute("SELECT status FROM attempts WHERE stage='n' ORDER BY started")]
     assert statuses == ["running", "done", "cached"] or statuses == ["done", "cached"]
     assert [line for line in _steps(tmp_path / "trace") if line.startswith("start")] == ["start 0"]
+
+
+def test_gpus_are_pinned_per_stage_with_cuda_visible_devices(tmp_path):
+    from alignpipe.pipeline.spec import pipeline_from_dict
+
+    machine = Machine(cpus=2, gpus=2, memory=None)
+    probe = {"uses": "teststages:env_probe", "params": {"seconds": 1.0}}
+    spec = {"name": "g", "workspace": str(tmp_path / "ws"), "stages": {
+        "one": {**probe, "resources": {"gpus": 1, "cpus": 1}}, "two": {**probe, "resources": {"gpus": 1, "cpus": 1}},
+        "cpu": {**probe, "params": {"seconds": 0.0}, "resources": {"cpus": 2}}}}
+    pipe = pipeline_from_dict(spec, base_dir=tmp_path, machine=machine)
+    res = Runner(pipe, RunOptions(), machine=machine).run()
+    store = Store(res.workspace)
+    env = {n: json.loads((store.get(s.outputs["out"]).path / "env.json").read_text()) for n, s in res.stages.items()}
+    assert sorted([env["one"]["CUDA_VISIBLE_DEVICES"], env["two"]["CUDA_VISIBLE_DEVICES"]]) == ["0", "1"]
+    assert env["cpu"]["CUDA_VISIBLE_DEVICES"] == "" and env["cpu"]["OMP_NUM_THREADS"] == "2"
+    assert env["one"]["OMP_NUM_THREADS"] == "1" and env["one"]["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -89,3 +89,10 @@ class TypedParams(StrictParams):
 def typed(ctx):
     (ctx.output_dir("model") / "w.txt").write_text(f"{ctx.params.lr} {ctx.params.steps}")
     (ctx.output_dir("metrics") / "m.json").write_text("{}")
+
+
+def env_probe(ctx):
+    """Records the placement environment the executor gave it, after a pause so siblings overlap."""
+    time.sleep(ctx.params.seconds)
+    keys = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+    (ctx.output_dir() / "env.json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
