@@ -8,4 +8,5 @@ BUILTINS: dict[str, str] = {
     "example.count": "alignpipe.stages.example:COUNT",
     "example.report": "alignpipe.stages.example:REPORT",
     "label": "alignpipe.stages.label",
+    "task.reviews": "alignpipe.stages.reviews",
 }
