@@ -226,7 +226,10 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     seed: int | None = None,
     return_logprobs: bool = False,
 ) -> PromptResponseBatch:
-    """Sample n responses per prompt from softmax(logits/τ) (optionally nucleus top_p) with `model.generate`.
+    """Sample n responses per prompt from softmax(logits/τ) with `model.generate`.
+
+    top_p < 1 samples from the nucleus only; the training forward's logprobs then differ from the sampler's,
+    so PPO rollouts must keep top_p = 1 (PPO.md item 5); evaluation may use it.
 
     Rows are prompt-major: row i·n + j is sample j of prompt i. The model's own generation_config is ignored
     (a generation_config.json could inject top_k or a repetition penalty). With `seed`, sampling uses a forked

@@ -1,0 +1,225 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alignpipe.models.build import apply_lora, load_causal_lm, reward_model_from_causal
+from alignpipe.models.forward import (
+    check_ids_in_vocab,
+    check_tokenizers_compatible,
+    collate_prompt_response,
+    eos_mask,
+    last_token_index,
+    pad_left,
+    position_ids_from_mask,
+    response_logprobs,
+    sample_responses,
+    score_sequences,
+    value_sequences,
+)
+from alignpipe.models.tokenizer import train_tokenizer
+
+ARCHS = ["gpt2", "llama"]
+PROMPTS = ["Review of the lamp:", "Hi", "My review of the cheap red toaster:"]
+RESPONSES = [" It is great.", " Bad", " It works well but the lid is weak. I am disappointed."]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_dirs):
+    return {a: (load_causal_lm(d), reward_model_from_causal(d)) for a, d in tiny_model_dirs.items()}
+
+
+def _batch(tok, prompts=PROMPTS, responses=RESPONSES):
+    p = [tok(x)["input_ids"] for x in prompts]
+    r = [tok(x, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for x in responses]
+    return collate_prompt_response(p, r, tok.pad_token_id)
+
+
+# -- item 1 / 2: masks, pooling index, layout -----------------------------------------------------------------------
+def test_response_mask_and_pool_index_stop_at_first_eos():
+    EOS, PAD = 1, 2
+    resp = torch.tensor([[7, 8, EOS, PAD, PAD], [7, PAD, 8, EOS, PAD], [7, 8, 9, 10, 11], [EOS, PAD, PAD, PAD, PAD]])
+    mask = eos_mask(resp, EOS)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    assert last_token_index(mask).tolist() == [2, 3, 4, 0]  # a sampled pad id before EOS is a real token
+
+
+def test_pad_left_and_prompt_response_layout(tiny_tokenizer):
+    ids, mask = pad_left([[5, 6, 7], [8]], pad_id=2)
+    assert ids.tolist() == [[5, 6, 7], [2, 2, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    b = collate_prompt_response([[5, 6, 7], [8]], [[9, 1], [10, 11, 1]], pad_id=2)
+    assert b.input_ids.tolist() == [[5, 6, 7, 9, 1, 2], [2, 2, 8, 10, 11, 1]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
+    assert b.prompt_len == 3 and b.input_ids[1, b.prompt_len + 1] == 11  # response token i at column P + i
+    assert b.responses() == [[9, 1], [10, 11, 1]] and b.ended(1).tolist() == [True, True]
+
+
+def test_position_ids_follow_the_mask():
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2, 2], [0, 1, 2, 3, 4, 5]]
+
+
+def test_no_id_outside_the_vocabulary_reaches_the_model(models, tiny_tokenizer):
+    lm, rm = models["gpt2"]
+    b = _batch(tiny_tokenizer)
+    assert int(b.input_ids.max()) < lm.get_input_embeddings().num_embeddings
+    bad = b.input_ids.clone()
+    bad[0, -1] = lm.get_input_embeddings().num_embeddings
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        response_logprobs(lm, bad, b.attention_mask, b.prompt_len)
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        score_sequences(rm, bad, b.attention_mask)
+    with pytest.raises(ValueError, match="outside"):
+        check_ids_in_vocab(lm, torch.tensor([[-1]]))
+
+
+# -- item 3: padding invariance --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_padding_invariance_of_logprobs_values_and_scores(arch, models, tiny_tokenizer):
+    lm, rm = models[arch]
+    batch = _batch(tiny_tokenizer)
+    assert batch.prompt_mask[:, 0].tolist() != [1, 1, 1]  # some rows really are left-padded
+    with torch.no_grad():
+        logp, ent = response_logprobs(lm, batch.input_ids, batch.attention_mask, batch.prompt_len, 0.7)
+        values = value_sequences(rm, batch.input_ids, batch.attention_mask, batch.prompt_len)
+        scores = score_sequences(rm, batch.input_ids, batch.attention_mask)
+        for i in range(len(PROMPTS)):
+            alone = _batch(tiny_tokenizer, PROMPTS[i : i + 1], RESPONSES[i : i + 1])
+            t = alone.response_ids.shape[1]
+            logp1, ent1 = response_logprobs(lm, alone.input_ids, alone.attention_mask, alone.prompt_len, 0.7)
+            torch.testing.assert_close(logp[i, :t], logp1[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(ent[i, :t], ent1[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                values[i, :t], value_sequences(rm, alone.input_ids, alone.attention_mask, alone.prompt_len)[0],
+                atol=1e-5, rtol=0,
+            )
+            torch.testing.assert_close(scores[i], score_sequences(rm, alone.input_ids, alone.attention_mask)[0],
+                                       atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_value_of_step_i_is_the_score_of_the_prefix_before_token_i(arch, models, tiny_tokenizer):
+    _, critic = models[arch]
+    b = _batch(tiny_tokenizer)
+    with torch.no_grad():
+        values = value_sequences(critic, b.input_ids, b.attention_mask, b.prompt_len)  # (B, T)
+        for i in range(b.response_ids.shape[1]):
+            prefix_mask = b.attention_mask[:, : b.prompt_len + i]
+            before = score_sequences(critic, b.input_ids[:, : b.prompt_len + i], prefix_mask)  # (B,)
+            valid = b.response_mask[:, i].bool()
+            torch.testing.assert_close(values[valid, i], before[valid], atol=1e-5, rtol=0)
+
+
+# -- item 4: off-by-one ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_response_logprobs_match_hf_labels_loss(arch, models, tiny_tokenizer):
+    lm, _ = models[arch]
+    b = _batch(tiny_tokenizer)
+    mask = b.response_mask.bool()
+    labels = torch.cat([torch.full_like(b.prompt_ids, -100), b.response_ids.masked_fill(~mask, -100)], dim=1)
+    with torch.no_grad():
+        logp, _ = response_logprobs(lm, b.input_ids, b.attention_mask, b.prompt_len, temperature=1.0)
+        hf_loss = lm(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                     position_ids=position_ids_from_mask(b.attention_mask), labels=labels).loss
+    n_labels = int(mask.sum())
+    torch.testing.assert_close(-logp[mask].sum(), hf_loss * n_labels, atol=1e-4, rtol=1e-6)
+
+
+# -- item 6: temperature ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tau", [0.7, 1.0], ids=["tau0.7", "tau1"])
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_logprobs_are_log_softmax_of_logits_over_tau(arch, tau, models, tiny_tokenizer):
+    lm, _ = models[arch]
+    b = _batch(tiny_tokenizer)
+    with torch.no_grad():
+        logp, ent = response_logprobs(lm, b.input_ids, b.attention_mask, b.prompt_len, temperature=tau)
+        logits = lm(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                    position_ids=position_ids_from_mask(b.attention_mask)).logits  # (B, L, V)
+    P, T = b.prompt_len, b.response_ids.shape[1]
+    dist = F.log_softmax(logits[:, P - 1 : P - 1 + T] / tau, dim=-1)  # (B, T, V)
+    expected = dist.gather(2, b.response_ids.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(logp, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent, -(dist.exp() * dist).sum(-1), atol=1e-5, rtol=0)
+    if tau != 1.0:
+        untempered, _ = response_logprobs(lm, b.input_ids, b.attention_mask, b.prompt_len, temperature=1.0)
+        assert (untempered - logp).abs().max() > 1e-3
+
+
+# -- item 5: sampling -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_sampler_logprobs_match_training_forward_despite_model_generation_config(arch, tiny_model_dirs,
+                                                                                tiny_tokenizer):
+    lm = load_causal_lm(tiny_model_dirs[arch])
+    # A generation_config.json that would make sampling greedy, penalized and censored if it leaked in.
+    lm.generation_config.top_k = 1
+    lm.generation_config.repetition_penalty = 5.0
+    lm.generation_config.min_new_tokens = 8
+    lm.generation_config.suppress_tokens = list(range(10, 60))
+    prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS]
+    g = sample_responses(lm, tiny_tokenizer, prompts, n=4, temperature=0.7, max_new_tokens=10, seed=0,
+                         return_logprobs=True)
+    assert lm.generation_config.top_k == 1  # restored
+    assert g.input_ids.shape == (12, g.prompt_len + g.response_ids.shape[1])
+    assert len({tuple(r) for r in g.responses()[:4]}) > 1  # not greedy
+    with torch.no_grad():
+        logp, _ = response_logprobs(lm, g.input_ids, g.attention_mask, g.prompt_len, temperature=0.7)
+    valid = g.response_mask.bool()
+    torch.testing.assert_close(logp[valid], g.sampler_logprobs[valid], atol=1e-4, rtol=0)
+    for i in range(3):  # prompt-major rows: row i·n + j is a sample of prompt i
+        assert g.prompt_ids[4 * i][g.prompt_mask[4 * i].bool()].tolist() == prompts[i]
+
+
+def test_sampling_pads_after_eos_is_seeded_and_keeps_global_rng(tiny_model_dirs, tiny_tokenizer):
+    lm = load_causal_lm(tiny_model_dirs["gpt2"])
+    eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
+    eos_bias = torch.zeros(len(tiny_tokenizer))
+    eos_bias[eos] = 3.5  # P(EOS) ≈ 8% per step: some rows finish within 12 tokens, some do not
+    lm.lm_head.register_forward_hook(lambda module, args, out: out + eos_bias)
+    prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS]
+    state = torch.random.get_rng_state()
+    a = sample_responses(lm, tiny_tokenizer, prompts, n=5, temperature=1.0, max_new_tokens=12, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = sample_responses(lm, tiny_tokenizer, prompts, n=5, temperature=1.0, max_new_tokens=12, seed=7)
+    c = sample_responses(lm, tiny_tokenizer, prompts, n=5, temperature=1.0, max_new_tokens=12, seed=8)
+    assert torch.equal(a.response_ids, b.response_ids) and not torch.equal(a.response_ids, c.response_ids)
+    ended = a.ended(eos)
+    assert 0 < int(ended.sum()) < len(ended)
+    for row, m, done in zip(a.response_ids, a.response_mask, ended, strict=True):
+        n_valid = int(m.sum())
+        assert (row[n_valid:] == pad).all()
+        assert (row[n_valid - 1] == eos) == bool(done)
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_lora_wrapped_models_go_through_the_same_plumbing(arch, tiny_model_dirs, tiny_tokenizer):
+    policy = apply_lora(load_causal_lm(tiny_model_dirs[arch]), r=2, alpha=4)
+    critic = apply_lora(reward_model_from_causal(tiny_model_dirs[arch]), r=2, alpha=4)
+    prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS]
+    g = sample_responses(policy, tiny_tokenizer, prompts, n=2, temperature=0.7, max_new_tokens=6, seed=0,
+                         return_logprobs=True)
+    logp, _ = response_logprobs(policy, g.input_ids, g.attention_mask, g.prompt_len, temperature=0.7)
+    valid = g.response_mask.bool()
+    torch.testing.assert_close(logp[valid], g.sampler_logprobs[valid], atol=1e-4, rtol=0)
+    logp.sum().backward()
+    assert all(p.grad is not None for n, p in policy.named_parameters() if p.requires_grad)
+    values = value_sequences(critic, g.input_ids, g.attention_mask, g.prompt_len)
+    assert values.shape == g.response_ids.shape
+    values.sum().backward()
+    assert all(p.grad is not None for n, p in critic.named_parameters() if p.requires_grad)
+
+
+# -- tokenizer compatibility -----------------------------------------------------------------------------------------
+def test_check_tokenizers_compatible(tiny_tokenizer):
+    check_tokenizers_compatible({"policy": tiny_tokenizer, "reference": copy.deepcopy(tiny_tokenizer)})
+    other = train_tokenizer(["completely different text about cats and dogs"] * 20, vocab_size=300)
+    with pytest.raises(ValueError, match=r"tokenizers of 'policy' and 'reward' are incompatible: .*vocabulary"):
+        check_tokenizers_compatible({"policy": tiny_tokenizer, "critic": tiny_tokenizer, "reward": other})
+    swapped = copy.deepcopy(tiny_tokenizer)
+    swapped.pad_token = swapped.unk_token
+    with pytest.raises(ValueError, match=r"pad_token_id 2 \(policy\) vs 3 \(reward\)"):
+        check_tokenizers_compatible({"policy": tiny_tokenizer, "reward": swapped})
+    same_as_eos = copy.deepcopy(tiny_tokenizer)
+    same_as_eos.pad_token = same_as_eos.eos_token
+    with pytest.raises(ValueError, match="tokenizer of 'sft' has pad_token_id 1 = eos"):
+        check_tokenizers_compatible({"sft": same_as_eos})
