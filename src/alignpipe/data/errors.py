@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from alignpipe.pipeline.errors import StageFailed
 
-class DataError(ValueError):
-    """A problem with a dataset: `<source>: record <i>, field '<f>': <problem>. Fix: <fix>`."""
+
+class DataError(StageFailed, ValueError):
+    """A problem with a dataset: `<source>: record <i>, field '<f>': <problem>. Fix: <fix>`.
+
+    A StageFailed: a stage that raises it exits with code 2 and this message, no traceback and no retry."""
 
     def __init__(  # noqa: PLR0913 — every part of the message is a separate, inspectable attribute
         self, source: str, index: int | None, field: str | None, problem: str, fix: str, reason: str = "invalid"
