@@ -178,6 +178,17 @@ def test_independent_stages_overlap_within_cpu_slots(tmp_path):
     assert x["end"] <= y["start"] or y["end"] <= x["start"], "two 2-CPU stages on 2 CPUs must not overlap"
 
 
+def test_declared_memory_is_a_slot_too(tmp_path):
+    spec = {"name": "o", "workspace": str(tmp_path / "ws"), "stages": {
+        n: {"uses": "teststages:sleepy", "params": {"seconds": 1.0}, "resources": {"cpus": 1, "memory": "3GB"}}
+        for n in ("x", "y")}}
+    pipe = api.from_dict(spec, base_dir=tmp_path)
+    res = Runner(pipe, RunOptions(), machine=Machine(cpus=2, gpus=0, memory=5 * 1024**3)).run()
+    store = Store(res.workspace)
+    x, y = (json.loads((store.get(res.stages[n].outputs["out"]).path / "span.json").read_text()) for n in "xy")
+    assert x["end"] <= y["start"] or y["end"] <= x["start"], "2 x 3GB stages must not share a 5GB machine"
+
+
 def test_flipped_byte_found_by_verify_and_refused_by_consumer(tmp_path):
     res, _ = run(tmp_path, chain(tmp_path))
     ws = tmp_path / "ws"

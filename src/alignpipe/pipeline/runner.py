@@ -167,6 +167,7 @@ class Runner:
         states = {n: StageState(n) for n in plan}
         running: dict[str, _Running] = {}
         free_cpus = float(self.machine.cpus)
+        free_mem = float(self.machine.memory or math.inf)
         free_gpus = list(range(self.machine.gpus))
         self.report({"event": "plan", "run_id": run_id, "workspace": str(self.ws), "stages": plan})
         try:
@@ -176,16 +177,19 @@ class Runner:
                     s, st = states[name], self.p.stages[name]
                     if s.state != "ready" or time.time() < s.not_before:
                         continue
-                    if st.resources.cpus > free_cpus + 1e-9 or st.resources.gpus > len(free_gpus):
+                    mem = st.resources.memory or 0
+                    if st.resources.cpus > free_cpus + 1e-9 or st.resources.gpus > len(free_gpus) or mem > free_mem:
                         continue
                     gpus, free_gpus = free_gpus[: st.resources.gpus], free_gpus[st.resources.gpus:]
                     free_cpus -= st.resources.cpus
+                    free_mem -= mem
                     running[name] = self._launch(journal, run_id, st, s, ext, states, gpus)
                 for name in list(running):
                     r = running[name]
                     self._pump_events(journal, run_id, states[name], r)
                     if self._check(journal, run_id, states[name], r):
                         free_cpus += r.cpus
+                        free_mem += self.p.stages[name].resources.memory or 0
                         free_gpus = sorted(free_gpus + r.gpus)
                         del running[name]
                 self._skip_blocked(plan, states)
