@@ -220,3 +220,7 @@ def _write_result(path: Path | None, data: dict[str, Any]) -> None:
         from alignpipe.pipeline.store import LocalFS
 
         LocalFS().write_text_atomic(path, json.dumps(data))
+
+
+if __name__ == "__main__":  # `python -m alignpipe.pipeline.entry TASK`: the local executor's lean form of
+    sys.exit(run_task_file(sys.argv[1]))  # `alignpipe stage run --task TASK` (same function, no CLI imports)

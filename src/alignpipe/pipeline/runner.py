@@ -253,7 +253,8 @@ class Runner:
                "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(self.p.base_dir), os.environ.get("PYTHONPATH")]))}
         with open(log_path, "ab") as logf:
-            proc = subprocess.Popen([sys.executable, "-m", "alignpipe", "stage", "run", "--task", str(task_path)],
+            # = `alignpipe stage run --task FILE`, minus the CLI's imports (~60 ms per stage)
+            proc = subprocess.Popen([sys.executable, "-m", "alignpipe.pipeline.entry", str(task_path)],
                                     stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     cwd=str(self.p.base_dir), start_new_session=True, preexec_fn=_set_pdeathsig)
         journal.record_attempt(Attempt(run_id, st.name, s.attempts, "running", s.started, None, None, None, False,
