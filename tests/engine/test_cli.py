@@ -84,3 +84,22 @@ def test_manual_mode_chains_stages_on_explicit_paths(tmp_path):
     assert m3["inputs"]["text"]["external"] == str(raw)
     r = cli("stage", "run", "example.count", "-p", "unit=bytes", "-i", f"text={raw}", "-o", tmp_path / "c3")
     assert r.returncode == 2 and "unit" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stage_run_from_a_self_contained_task_file(tmp_path):
+    """What the Ray executor and the exporters call: everything comes from the task file."""
+    from alignpipe.pipeline.entry import Task
+    from alignpipe.pipeline.store import Store
+
+    ws = tmp_path / "ws"
+    task = Task(stage="corpus", uses="example.corpus", params={"lines": 5}, seed=1, inputs={},
+                work_dir=str(ws / "work" / "fp0"), store=str(ws), fingerprint="fp0",
+                result=str(tmp_path / "result.json"), events=str(tmp_path / "events.jsonl"))
+    (tmp_path / "task.json").write_text(task.model_dump_json())
+    r = cli("stage", "run", "--task", tmp_path / "task.json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "done"
+    store = Store(ws)
+    assert store.lookup("fp0") == result["outputs"]
+    assert store.get(result["outputs"]["out"]).manifest["producer"]["seed"] == 1
