@@ -8,5 +8,11 @@ BUILTINS: dict[str, str] = {
     "example.count": "alignpipe.stages.example:COUNT",
     "example.report": "alignpipe.stages.example:REPORT",
     "label": "alignpipe.stages.label",
+    "pretrain": "alignpipe.stages.pretrain",
+    "sft": "alignpipe.stages.sft",
+    "generate": "alignpipe.stages.generate",
+    "reward": "alignpipe.stages.reward",
     "task.reviews": "alignpipe.stages.reviews",
+    "ppo": "alignpipe.stages.ppo",
+    "evaluate": "alignpipe.stages.evaluate",
 }

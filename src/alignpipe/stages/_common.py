@@ -1,0 +1,189 @@
+"""Helpers shared by the model stages (pretrain, sft, generate, reward; ppo and evaluate too): reading dataset
+inputs, loading HF model inputs, and the stage-boundary checks that run before any compute.
+
+Every check raises StageFailed (exit 2, no traceback, no retry) with a message naming the stage, the input
+(artifact id or path) and the field, and saying the fix. Nothing here imports torch at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alignpipe.data.errors import DataError, SkipCounter
+from alignpipe.pipeline.context import StageContext
+from alignpipe.pipeline.errors import StageFailed
+
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
+MANIFEST = "manifest.json"
+
+
+def describe(ctx: StageContext, name: str) -> str:
+    """'input NAME (artifact 1a2b3c4d5e6f at PATH)' for messages."""
+    inp = ctx.inputs[name]
+    what = "artifact" if inp.manifest is not None else "external input"
+    return f"input {name!r} ({what} {inp.id[:12]} at {inp.path})"
+
+
+def require_inputs(ctx: StageContext, *names: str) -> None:
+    """Manual mode runs stages without spec validation: refuse missing inputs with a clear message."""
+    missing = [n for n in names if n not in ctx.inputs]
+    if missing:
+        raise StageFailed(f"stage {ctx.stage!r}: missing input(s) {', '.join(map(repr, missing))}; "
+                          f"give them with `-i NAME=PATH` (or `inputs:` in the pipeline spec)")
+
+
+@contextmanager
+def data_errors(ctx: StageContext, name: str) -> Iterator[None]:
+    """Turn DataError (names file, record, field and fix) into StageFailed naming the stage and input."""
+    try:
+        yield
+    except DataError as e:
+        raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)}: {e}") from None
+
+
+# -- datasets ---------------------------------------------------------------------------------------------------
+def dataset_file(path: Path, *, preferred: Sequence[str] = (), what: str = "dataset") -> Path:
+    """The data file of a dataset input: the path itself if it is a file, else the one data file in the dir.
+
+    A directory may hold several data files only if one of `preferred` (e.g. "candidates.jsonl") is among them.
+    """
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DataError(str(path), None, None, f"{what} not found", "check the input path")
+    for name in preferred:
+        if (path / name).is_file():
+            return path / name
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+                   and p.name != MANIFEST and not p.name.startswith("."))
+    if len(files) == 1:
+        return files[0]
+    found = ", ".join(p.name for p in files) or "none"
+    raise DataError(str(path), None, None, f"expected one data file (.jsonl/.json/.parquet) in the {what} "
+                    f"directory, found {found}", "point the input at the file itself or keep one data file")
+
+
+def read_dataset(
+    ctx: StageContext,
+    name: str,
+    parse: Callable[[list[dict[str, Any]], str, SkipCounter], list[Any]],
+    *,
+    max_skip_fraction: float,
+    preferred: Sequence[str] = (),
+) -> tuple[list[Any], SkipCounter, Path]:
+    """Read and validate input `name` with a data.formats parse_* function: (items, skip counter, file).
+
+    Bad records are skipped and counted; more than `max_skip_fraction` of them fails the stage.
+    """
+    from alignpipe.data.io import read_records
+
+    require_inputs(ctx, name)
+    with data_errors(ctx, name):
+        path = dataset_file(ctx.input_path(name), preferred=preferred)
+        skips = SkipCounter(str(path), max_fraction=max_skip_fraction)
+        items = parse(read_records(path), str(path), skips)
+    if not items:
+        raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)}: no usable records in {path}")
+    if skips.skipped:
+        ctx.log(f"{name}: skipped {skips.skipped} of {skips.seen} records {skips.summary()['by_reason']}")
+    return items, skips, path
+
+
+def skip_summary(*counters: SkipCounter) -> dict[str, Any]:
+    """Merged {seen, skipped, by_reason} of several passes (the first pass's `seen` is the record count)."""
+    by_reason: dict[str, int] = {}
+    for c in counters:
+        for reason, n in c.counts.items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    return {"records": counters[0].seen if counters else 0, "skipped": sum(by_reason.values()),
+            "by_reason": dict(sorted(by_reason.items()))}
+
+
+# -- models -----------------------------------------------------------------------------------------------------
+def model_dir(ctx: StageContext, name: str) -> Path:
+    """The HF directory of model input `name`, checked to hold config.json and a tokenizer."""
+    require_inputs(ctx, name)
+    path = ctx.input_path(name)
+    if not (path / "config.json").is_file():
+        raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)} is not a HF model directory (no config.json); "
+                          "connect a model output (pretrain, sft, reward) or a save_pretrained directory")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)} has no tokenizer (tokenizer.json); save the "
+                          "tokenizer with the model (tokenizer.save_pretrained(dir))")
+    return path
+
+
+def load_tokenizer(ctx: StageContext, name: str) -> Any:
+    """The tokenizer of model input `name`, refused without an EOS token (nothing could end a response)."""
+    from alignpipe.models.build import load_tokenizer as _load
+
+    path = model_dir(ctx, name)
+    tok = _load(path)
+    if tok.eos_token_id is None:
+        raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)}: the tokenizer has no eos_token "
+                          "(tokenizer_config.json field 'eos_token'); set one, e.g. "
+                          "tokenizer.eos_token = '<|eos|>', and resave")
+    return tok
+
+
+def fix_pad_token(ctx: StageContext, name: str, tokenizer: Any, model: Any = None) -> bool:
+    """pad ≠ eos (PPO.md item 1): add a dedicated pad token when missing or equal to eos, and say so."""
+    from alignpipe.models.tokenizer import ensure_pad_token
+
+    before = tokenizer.pad_token_id
+    if not ensure_pad_token(tokenizer, model) or before == tokenizer.pad_token_id:
+        return False
+    was = "missing" if before is None else f"equal to eos (id {before})"
+    ctx.log(f"{describe(ctx, name)}: pad token was {was}; added pad token {tokenizer.pad_token!r} "
+            f"(id {tokenizer.pad_token_id}), distinct from eos (id {tokenizer.eos_token_id}); the output "
+            "artifact's tokenizer and config carry it")
+    return True
+
+
+def require_chat_template(ctx: StageContext, tokenizer: Any, model: str, data: str, prompts: Sequence[Any]) -> None:
+    """Chat data needs the model's chat template: refuse before tokenizing, naming both inputs."""
+    first = next((i for i, p in enumerate(prompts) if isinstance(p, list)), None)
+    if first is not None and not getattr(tokenizer, "chat_template", None):
+        raise StageFailed(f"stage {ctx.stage!r}: {describe(ctx, data)} holds chat conversations (record {first}) "
+                          f"but the tokenizer of {describe(ctx, model)} has no chat template "
+                          "(tokenizer_config.json field 'chat_template'). Fix: use a model whose tokenizer has a "
+                          "chat template (pretrain with chat_template: true) or give plain-text prompts")
+
+
+def check_tokenizers(ctx: StageContext, tokenizers: Mapping[str, Any]) -> None:
+    """Inputs that exchange token ids (policy, reference, reward model, critic) share one tokenizer."""
+    from alignpipe.models.forward import check_tokenizers_compatible
+
+    try:
+        check_tokenizers_compatible({describe(ctx, n): t for n, t in tokenizers.items()})
+    except ValueError as e:
+        raise StageFailed(f"stage {ctx.stage!r}: {e}") from None
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a model config supports (None if it does not say)."""
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def resolve_max_len(ctx: StageContext, requested: int | None, config: Any, model: str, field: str = "max_len") -> int:
+    """params.<field>, defaulting to (and refused above) the model's max positions."""
+    limit = max_positions(config)
+    if requested is None:
+        return limit or 1024
+    if limit is not None and requested > limit:
+        raise StageFailed(f"stage {ctx.stage!r} params.{field}={requested} exceeds the {limit} positions of "
+                          f"{describe(ctx, model)}; lower {field} to at most {limit}")
+    return requested
+
+
+def upstream_model_id(ctx: StageContext, name: str) -> str | None:
+    """The id of the model input of the stage that produced input `name` (e.g. generate's model), if recorded."""
+    manifest = ctx.inputs[name].manifest or {}
+    return (manifest.get("inputs", {}).get("model") or {}).get("id")

@@ -1,0 +1,548 @@
+"""ppo — RLHF with PPO (InstructGPT): πSFT → πRLHF, maximizing Rφ's score with a per-token KL penalty to πSFT.
+
+Consumes
+  `policy`        πSFT, a HF causal LM directory with its tokenizer: the initial policy AND the frozen reference
+                  π_ref (on resume the reference is again πSFT as loaded from this artifact, never the policy).
+  `reward_model`  Rφ, a reward stage's output (*ForSequenceClassification, num_labels=1, normalization recorded
+                  in its config). Alternative: params.reward_function (exactly one of the two).
+  `prompts`       {"prompt": str | conversation} records, a file or a dataset dir (task.reviews' rl_prompts).
+  `critic_init`   optional, where the value model starts: a sequence classifier (e.g. an RM or a previous value
+                  output) or a causal LM (its backbone gets a zero value head). Default: Rφ, else πSFT's backbone.
+Produces
+  `policy`        πRLHF, a plain HF directory (LoRA merged), tokenizer included.
+  `value`         the trained value model, a *ForSequenceClassification directory; V = gain·(head + bias) with
+                  the normalization recorded in its config (Rφ's when initialized from Rφ, else none).
+Summary (on `policy`): final score, KL, β, gold (if configured), rollouts, optimizer steps, wall time, per-rollout
+curves and a one-line `headline`.
+
+Run alone:
+    alignpipe stage run ppo -i policy=sft/ -i reward_model=rm/ -i prompts=data/rl_prompts -p rollouts=40 -o ppo/
+    alignpipe stage run ppo -i policy=sft/ -i prompts=p.jsonl -p reward_function=mypkg.rewards:score -o ppo/
+(outputs land in ppo/policy and ppo/value; checkpoints in ppo.work/ckpt, a rerun resumes from the newest.)
+
+Method (shared/PPO.md; the math lives in alignpipe.rl, this module drives it). Per rollout batch of
+`batch_size` prompts (one response each; prompt order reshuffled every epoch, seeded, incomplete batches dropped):
+  1. sample y ~ softmax(logits/τ), top_k=0, top_p=1, left-padded prompts (models.forward.sample_responses),
+     seeded by (stage seed, rollout index);
+  2. recompute with the training forward under no_grad, never reusing the sampler's scores: log π_old and V,
+     log π_ref, each logits / τ with position ids from the mask; S = Rφ's normalized score at the last token
+     (the EOS), or the reward function on the decoded text;
+  3. rl.ppo.compute_advantages: r_t = −β·kl_t plus S at T_end, S replaced by `no_eos_penalty` when the
+     response has no EOS, GAE(γ, λ) returns, advantages whitened over valid tokens;
+  4. rl.ppo.ppo_update: `ppo_epochs` epochs of shuffled minibatches, clipped policy and value losses;
+  5. the KL controller sees the batch mean of Σ_t k1_t; both LRs decay linearly to 0 over the rollouts.
+Valid tokens run through the first EOS by position (a sampled pad id before it is a real token). Every model has
+dropout off; π_ref and Rφ are frozen (eval mode, requires_grad False, no_grad). Optimizer: Adam (torch AdamW with
+weight decay 0), eps 1e-5 as OpenAI 2019 / N+ (PyTorch adds eps outside the sqrt). Losses are token-level means
+over each minibatch (rl.losses). A reward or gold function is 'package.module:callable' taking the decoded
+responses (and, with a second parameter, the prompts) and returning one float per response.
+Checks before compute: policy, reference, reward model and critic share one tokenizer (vocab, special ids, chat
+template); pad ≠ eos (a pad token is added and logged otherwise); an EOS exists; chat prompts have a chat
+template; prompt + max_new_tokens fits every model (longer prompts are skipped and counted).
+Resume: every `checkpoint_every` rollouts a checkpoint holds policy, critic (or value head), both optimizers and
+schedulers, RNG states, the minibatch generator, the KL controller's β, the prompt order position and the curves.
+On CPU the artifacts after any number of kill -9 are bit-identical to an uninterrupted run's.
+Departures from InstructGPT: one response per prompt, no PPO-ptx pretraining term, a no-EOS penalty; the value
+model reads through Rφ's normalization so V starts on the scale of S (value clipping at 0.2 assumes it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from alignpipe.pipeline.context import StageContext
+from alignpipe.pipeline.errors import StageFailed
+from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
+from alignpipe.stages import _common
+
+MODEL_INPUTS = ("policy", "reward_model", "critic_init")  # exchange token ids: one tokenizer, one position limit
+# Params passed unchanged to alignpipe.rl.ppo.PPOConfig (same names; tests/stages/test_ppo.py keeps them in sync).
+PPO_CONFIG_FIELDS = (
+    "gamma", "lam", "clip_eps", "value_clip_eps", "vf_coef", "ent_coef", "ppo_epochs", "minibatch_size",
+    "micro_batch_size", "max_grad_norm", "kl_estimator", "no_eos_penalty", "whiten_advantages", "critic",
+)
+
+
+class Params(StrictParams):
+    rollouts: int = Field(default=64, ge=1)
+    """PPO iterations: rollout batches sampled, each followed by `ppo_epochs` epochs of minibatch updates"""
+    batch_size: int = Field(default=32, ge=1)
+    """prompts per rollout batch, one response each (at most the number of usable prompts)"""
+    max_new_tokens: int = Field(default=48, ge=1)
+    """response length cap in tokens; a response cut here has no EOS (see no_eos_penalty)"""
+    temperature: float = Field(default=0.7, gt=0)
+    """sampling temperature τ; rollout, reference and training logprobs all use logits / τ"""
+    lr: float = Field(default=1e-4, ge=0)
+    """policy learning rate (and the shared value head's), decayed linearly to 0 over the rollouts; 0 freezes"""
+    critic_lr: float | None = Field(default=None, ge=0)
+    """learning rate of the separate value model; null = lr"""
+    adam_eps: float = Field(default=1e-5, gt=0)
+    """Adam epsilon for both optimizers"""
+    kl_control: Literal["fixed", "adaptive"] = "adaptive"
+    """KL coefficient β: fixed, or Ziegler's proportional controller toward kl_target"""
+    beta: float = Field(default=0.15, ge=0)
+    """β, or its initial value when adaptive (OpenAI 2019: 0.15 adaptive; N+: 0.05 fixed)"""
+    kl_target: float = Field(default=6.0, gt=0)
+    """adaptive only: target KL(π‖π_ref) per response in nats (batch mean of Σ_t k1_t)"""
+    kl_horizon: float = Field(default=10000.0, gt=0)
+    """adaptive only: controller horizon in samples; β moves by at most 20%·batch_size/horizon per rollout"""
+    ppo_epochs: int = Field(default=4, ge=1)
+    """passes over each rollout batch; every sample once per epoch"""
+    minibatch_size: int | None = Field(default=8, ge=1)
+    """samples per optimizer step, must divide batch_size; null = the whole rollout batch"""
+    micro_batch_size: int | None = Field(default=None, ge=1)
+    """samples per forward/backward (gradient accumulation), must divide minibatch_size; null = no split"""
+    gamma: float = Field(default=1.0, ge=0, le=1)
+    """discount γ over response tokens"""
+    lam: float = Field(default=0.95, ge=0, le=1)
+    """GAE λ"""
+    clip_eps: float = Field(default=0.2, gt=0)
+    """policy ratio clip ε"""
+    value_clip_eps: float = Field(default=0.2, gt=0)
+    """value clip ε_v around the rollout values (assumes unit-scale rewards)"""
+    vf_coef: float = Field(default=0.1, ge=0)
+    """critic=shared only: c_v in L_pg + c_v·L_v"""
+    ent_coef: float = Field(default=0.0, ge=0)
+    """entropy bonus; off by default (entropy is logged either way)"""
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    """clip each optimizer's global gradient norm; null = no clipping"""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """per-token KL estimator in the reward (the controller and the logged KL always use k1)"""
+    no_eos_penalty: float | None = -1.0
+    """score replacing S for a response without EOS (OpenAI 2019 / N+); null keeps the reward's score"""
+    whiten_advantages: bool = True
+    """whiten advantages over the valid tokens of each rollout batch"""
+    critic: Literal["separate", "shared"] = "separate"
+    """'separate': a value model of its own (from critic_init / Rφ); 'shared': a zero-init value head on the policy"""
+    reward_function: str | None = None
+    """'package.module:callable' scoring decoded responses, used as S instead of a reward_model input"""
+    gold_function: str | None = None
+    """'package.module:callable' gold scorer, logged per rollout, never trained on (alignpipe.task:gold_score)"""
+    lora: bool = False
+    """train LoRA adapters on the policy (merged into the saved πRLHF) instead of all its weights"""
+    lora_r: int = Field(default=8, ge=1)
+    """LoRA rank"""
+    lora_alpha: float = Field(default=16.0, gt=0)
+    """LoRA scaling numerator (scale = alpha / r)"""
+    max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
+    """fail if more prompt records are invalid or too long for prompt + max_new_tokens"""
+    checkpoint_every: int = Field(default=10, ge=1)
+    """rollouts between checkpoints"""
+
+
+def check(p: Params, inputs: set[str]) -> list[str]:
+    """Cross-field problems, found at spec time (and again by run() in manual mode)."""
+    problems = []
+    given = p.model_fields_set
+    if ("reward_model" in inputs) == (p.reward_function is not None):
+        problems.append("inputs.reward_model: give exactly one reward: an input 'reward_model' (a reward stage's "
+                        "output) or params.reward_function ('package.module:callable')")
+    minibatch = p.minibatch_size or p.batch_size
+    if p.batch_size % minibatch:
+        problems.append(f"params.minibatch_size: {minibatch} does not divide batch_size {p.batch_size}; choose a "
+                        "divisor so every sample is used once per epoch")
+    if p.micro_batch_size and minibatch % p.micro_batch_size:
+        problems.append(f"params.micro_batch_size: {p.micro_batch_size} does not divide minibatch_size {minibatch}")
+    if p.kl_control == "adaptive" and p.beta == 0:
+        problems.append("params.beta: the adaptive KL controller needs beta > 0 (it scales β multiplicatively)")
+    if p.kl_control == "fixed" and given & {"kl_target", "kl_horizon"}:
+        problems.append("params.kl_target: kl_target and kl_horizon only apply with kl_control: adaptive")
+    if p.critic == "shared":
+        if "critic_init" in inputs:
+            problems.append("inputs.critic_init: critic 'shared' puts a zero-init value head on the policy; "
+                            "drop critic_init or use critic: separate")
+        if "critic_lr" in given:
+            problems.append("params.critic_lr: critic 'shared' trains the value head with the policy at params.lr")
+    elif "vf_coef" in given:
+        problems.append("params.vf_coef: only critic 'shared' mixes the value loss into the policy loss")
+    if not p.lora and given & {"lora_r", "lora_alpha"}:
+        problems.append("params.lora_r: lora_r and lora_alpha only apply with lora: true")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+ScoreFn = Callable[[list[str], list[Any]], list[float]]
+
+
+@dataclass
+class PPOModels:
+    """What a rollout and an update touch; dropout is off in all of them (models.build loads them so)."""
+
+    tokenizer: Any
+    policy: Any  # π_θ, trainable (LoRA-wrapped when params.lora)
+    reference: Any  # π_ref: a frozen copy of πSFT as loaded from the `policy` artifact
+    critic: Any | None  # critic=separate: the value model
+    value_head: Any | None  # critic=shared: Linear(d, 1, bias=False) on the policy's last hidden state
+    critic_source: str  # which input the value model started from
+
+    def train(self, mode: bool = True) -> None:
+        for m in (self.policy, self.critic, self.value_head):
+            if m is not None:
+                m.train(mode)
+
+
+@dataclass
+class Sampled:
+    """One rollout batch: tokens, texts, and what PPO needs (rl.ppo.Rollout)."""
+
+    batch: Any  # models.forward.PromptResponseBatch
+    texts: list[str]  # decoded responses (special tokens dropped)
+    rollout: Any  # rl.ppo.Rollout
+    gold: float | None  # mean gold score, if a gold function is configured
+
+    def forward_fn(self, m: PPOModels, temperature: float) -> Callable[[Any], tuple[Any, Any, Any]]:
+        """rl.ppo's forward_fn: rows idx (b,) of this batch through `training_forward`, with grad."""
+        ids, attn, width = self.batch.input_ids, self.batch.attention_mask, self.batch.prompt_len
+        return lambda idx: training_forward(m, ids[idx], attn[idx], width, temperature)
+
+
+def score_function(ctx: StageContext, field: str) -> ScoreFn | None:
+    """params.<field> ('package.module:callable' or null) as f(responses, prompts) -> floats (alignpipe.judges'
+    convention: a callable with one positional parameter gets the responses only)."""
+    from alignpipe.judges import _score_fn
+
+    ref = getattr(ctx.params, field)
+    if ref is None:
+        return None
+    try:
+        return _score_fn(ref)
+    except ValueError as e:
+        raise StageFailed(f"stage {ctx.stage!r} params.{field}: {e}") from None
+
+
+@contextmanager
+def _lm_head_input(policy: Any) -> Iterator[list]:
+    """Capture what the policy's LM head sees: the final hidden states of the logit columns, (B, T + 1, d)."""
+    from alignpipe.models.build import unwrap
+
+    captured: list = []
+    handle = unwrap(policy).get_output_embeddings().register_forward_pre_hook(lambda _m, a: captured.append(a[0]))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def training_forward(m: PPOModels, ids: Any, mask: Any, prompt_len: int, temperature: float) -> tuple[Any, Any, Any]:
+    """The one forward of rollout recompute and PPO updates: ids, mask (b, P + T) -> logprobs, values, entropy (b, T).
+
+    Logprobs under softmax(logits/τ) with position ids from the mask; values V_t before token t from the same
+    columns, through the critic's recorded normalization (separate) or the value head on the policy (shared).
+    """
+    from alignpipe.models.build import normalized_scores
+    from alignpipe.models.forward import response_logprobs, value_sequences
+
+    if m.value_head is None:
+        logprobs, entropy = response_logprobs(m.policy, ids, mask, prompt_len, temperature)  # (b, T) each
+        values = normalized_scores(m.critic, value_sequences(m.critic, ids, mask, prompt_len))  # (b, T)
+        return logprobs, values, entropy
+    with _lm_head_input(m.policy) as hidden:
+        logprobs, entropy = response_logprobs(m.policy, ids, mask, prompt_len, temperature)
+    values = m.value_head(hidden[0][:, :-1]).squeeze(-1).float()  # (b, T): columns P−1 … L−2, as the logprobs
+    return logprobs, values, entropy
+
+
+def _load_critic(ctx: StageContext, policy: Any) -> tuple[Any | None, Any | None, str]:
+    """(separate critic, shared value head, source input name)."""
+    import torch
+
+    from alignpipe.models.build import load_reward_model, reward_model_from_causal, score_head
+
+    if ctx.params.critic == "shared":
+        head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
+        torch.nn.init.zeros_(head.weight)
+        return None, head, "policy"
+    source = next(n for n in ("critic_init", "reward_model", "policy") if n in ctx.inputs)
+    path = _common.model_dir(ctx, source)
+    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    try:
+        if any(a.endswith("ForSequenceClassification") for a in architectures):
+            critic = load_reward_model(path)  # head and normalization included
+        else:
+            critic = reward_model_from_causal(path)
+            with torch.no_grad():
+                score_head(critic).weight.zero_()  # V ≡ 0 at the start
+    except ValueError as e:
+        where = _common.describe(ctx, source)
+        raise StageFailed(f"stage {ctx.stage!r} {where} cannot be a value model: {e}") from None
+    return critic, None, source
+
+
+def _load_models(ctx: StageContext, tokenizer: Any) -> PPOModels:
+    """Policy, frozen reference (a copy of πSFT taken before any checkpoint is restored), critic or value head."""
+    import copy
+
+    from alignpipe.models.build import apply_lora, load_causal_lm
+
+    p: Params = ctx.params
+    policy = load_causal_lm(_common.model_dir(ctx, "policy"))
+    _common.fix_pad_token(ctx, "policy", tokenizer, policy)  # grows the embeddings if the pad token is new
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    critic, head, source = _load_critic(ctx, policy)
+    if p.lora:
+        policy = apply_lora(policy, r=p.lora_r, alpha=p.lora_alpha)
+    return PPOModels(tokenizer, policy, reference, critic, head, source)
+
+
+def _reward(ctx: StageContext) -> Callable[[Any, list[str], list[Any]], Any]:
+    """S of a rollout batch: (batch, texts, prompts) -> (B,) tensor, from Rφ (frozen) or the reward function."""
+    import torch
+
+    from alignpipe.models.scoring import RewardScorer
+
+    fn = score_function(ctx, "reward_function")
+    if fn is not None:
+        return lambda batch, texts, prompts: torch.tensor(fn(texts, prompts), dtype=torch.float32)
+    scorer = RewardScorer(_common.model_dir(ctx, "reward_model"))
+    scorer.model.requires_grad_(False)
+    return lambda batch, texts, prompts: scorer.score_batch(batch)
+
+
+def _check_tokenizers(ctx: StageContext, tokenizer: Any) -> None:
+    """Policy (= reference), reward model and critic exchange token ids: one tokenizer, before any compute."""
+    named = {"policy": tokenizer}
+    for name in ("reward_model", "critic_init"):
+        if name in ctx.inputs:
+            named[name] = _common.load_tokenizer(ctx, name)
+    _common.check_tokenizers(ctx, named)
+
+
+def _prompt_ids(ctx: StageContext, tokenizer: Any, limit: int | None) -> tuple[list[tuple[Any, list[int]]], dict]:
+    """(prompt, ids) pairs that fit prompt + max_new_tokens into every model, and the skip summary."""
+    from alignpipe.data import parse_prompts
+    from alignpipe.stages.generate import _fitting_prompts
+
+    p: Params = ctx.params
+    prompts, parse_skips, source = _common.read_dataset(ctx, "prompts", parse_prompts,
+                                                        max_skip_fraction=p.max_skip_fraction)
+    _common.require_chat_template(ctx, tokenizer, "policy", "prompts", prompts)
+    kept, len_skips = _fitting_prompts(ctx, tokenizer, prompts, limit, p.max_new_tokens, str(source))
+    if len(kept) < p.batch_size:
+        raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'prompts')}: {len(kept)} usable prompts, "
+                          f"fewer than batch_size {p.batch_size}; lower params.batch_size or give more prompts")
+    return kept, _common.skip_summary(parse_skips, len_skips)
+
+
+def position_limit(ctx: StageContext, names: list[str]) -> int | None:
+    """The fewest positions among the model inputs `names` (from their config.json; None if none says)."""
+    from transformers import AutoConfig
+
+    limits = [_common.max_positions(AutoConfig.from_pretrained(str(_common.model_dir(ctx, n)))) for n in names]
+    return min((x for x in limits if x), default=None)
+
+
+def _log_rollout(ctx: StageContext, r: int, p: Params, stats: dict[str, float]) -> None:
+    if (r + 1) % p.checkpoint_every and r > 0:
+        return
+    gold = f", gold {stats['gold']:.3f}" if "gold" in stats else ""
+    ctx.log(f"rollout {r + 1}/{p.rollouts}: score {stats['score']:.3f}, KL {stats['kl']:.3f}, β {stats['beta']:.4f}"
+            f"{gold} ({stats['rollout_seconds']:.2f} s rollout, {stats['update_seconds']:.2f} s update)")
+
+
+def rollout(
+    m: PPOModels, chosen: list[tuple[Any, list[int]]], reward: Callable, gold: ScoreFn | None, p: Params, seed: int
+) -> Sampled:
+    """Sample one response per prompt, then recompute logprobs, values, reference logprobs and scores (no_grad)."""
+    import torch
+
+    from alignpipe.models.forward import response_logprobs, sample_responses
+    from alignpipe.rl.ppo import Rollout
+    from alignpipe.rl.rewards import eos_emitted
+
+    prompts = [prompt for prompt, _ in chosen]
+    batch = sample_responses(m.policy, m.tokenizer, [ids for _, ids in chosen], temperature=p.temperature,
+                             top_p=1.0, max_new_tokens=p.max_new_tokens, seed=seed)
+    texts = m.tokenizer.batch_decode(batch.responses(), skip_special_tokens=True)
+    ids, attn, width = batch.input_ids, batch.attention_mask, batch.prompt_len  # (B, P + T)
+    mask = batch.response_mask.bool()  # (B, T) through the first EOS, by position
+    m.train(False)
+    with torch.no_grad():
+        logprobs_old, values_old, _ = training_forward(m, ids, attn, width, p.temperature)  # (B, T) each
+        ref_logprobs, _ = response_logprobs(m.reference, ids, attn, width, p.temperature)  # (B, T)
+        scores = reward(batch, texts, prompts).float()  # (B,)
+    if tuple(scores.shape) != (len(chosen),):
+        raise StageFailed(f"the reward returned {tuple(scores.shape)} scores for {len(chosen)} responses")
+    rollout_ = Rollout(logprobs_old=logprobs_old, values_old=values_old, ref_logprobs=ref_logprobs,
+                       response_mask=mask, scores=scores,
+                       eos_emitted=eos_emitted(batch.response_ids, mask, m.tokenizer.eos_token_id))
+    gold_mean = None if gold is None else sum(gold(texts, prompts)) / len(texts)
+    return Sampled(batch, texts, rollout_, gold_mean)
+
+
+def _optimizers(m: PPOModels, p: Params) -> tuple[dict, dict]:
+    """Adam (AdamW, weight decay 0, eps adam_eps) per trained model, LR decaying linearly to 0 per rollout."""
+    import torch
+
+    from alignpipe.train import linear_warmup_decay, make_adamw
+
+    trained = m.policy if m.value_head is None else torch.nn.ModuleDict({"policy": m.policy, "head": m.value_head})
+    optimizers = {"policy": make_adamw(trained, p.lr, 0.0, eps=p.adam_eps)}
+    if m.critic is not None:
+        optimizers["critic"] = make_adamw(m.critic, p.lr if p.critic_lr is None else p.critic_lr, 0.0, eps=p.adam_eps)
+    return optimizers, {k: linear_warmup_decay(o, p.rollouts) for k, o in optimizers.items()}
+
+
+def _kl_controller(p: Params) -> Any:
+    from alignpipe.rl.kl import AdaptiveKLController, FixedKLController
+
+    if p.kl_control == "adaptive":
+        return AdaptiveKLController(p.beta, p.kl_target, p.kl_horizon)
+    return FixedKLController(p.beta)
+
+
+def _check_finite(ctx: StageContext, step: int, values: dict[str, float], keys: tuple[str, ...]) -> None:
+    """StageFailed on NaN/inf, naming the rollout and the last good checkpoint (which is kept)."""
+    from alignpipe.train import check_finite
+
+    for key in keys:
+        check_finite(values[key], step=step, what=f"rollout {step} {key}", checkpoints=ctx.checkpoints,
+                     hint="check the reward for NaN/inf, lower params.lr or keep params.max_grad_norm set")
+
+
+def _save_value(m: PPOModels, out: Any, scratch: Any) -> None:
+    """The value model as a *ForSequenceClassification directory (shared: πRLHF's backbone + the value head)."""
+    import shutil
+
+    import torch
+
+    from alignpipe.models.build import reward_model_from_causal, save_model, score_head
+
+    if m.critic is not None:
+        save_model(m.critic, m.tokenizer, out)
+        return
+    save_model(m.policy, m.tokenizer, scratch)
+    critic = reward_model_from_causal(scratch)
+    with torch.no_grad():
+        score_head(critic).weight.copy_(m.value_head.weight)
+    save_model(critic, m.tokenizer, out)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+CURVE_KEYS = ("score", "kl", "beta", "gold", "entropy", "response_length", "eos_rate", "value_loss",
+              "explained_variance")
+
+
+def _summary(p: Params, history: list[dict], elapsed: float, m: PPOModels, reward_desc: str) -> dict[str, Any]:
+    first, last = history[0], history[-1]
+    gold = "" if last.get("gold") is None else f", gold {first['gold']:.3f} → {last['gold']:.3f}"
+    target = f" (target {p.kl_target:g})" if p.kl_control == "adaptive" else ""
+    headline = (f"PPO: {len(history)} rollouts × {p.batch_size}, score {first['score']:.3f} → {last['score']:.3f}"
+                f"{gold}, KL {last['kl']:.2f} nats{target}, β {last['beta']:.4f}, {elapsed:.0f} s")
+    minibatches = p.batch_size // (p.minibatch_size or p.batch_size)
+    return {
+        "score": last["score"], "kl": last["kl"], "beta": last["beta"], "gold": last.get("gold"),
+        "rollouts": len(history), "optimizer_steps": len(history) * p.ppo_epochs * minibatches,
+        "wall_seconds": round(elapsed, 1), "reward": reward_desc, "critic_init": m.critic_source,
+        "curve": {k: [h.get(k) for h in history] for k in CURVE_KEYS}, "headline": headline,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(ctx: StageContext) -> None:
+    import torch
+
+    from alignpipe.models.build import save_model
+    from alignpipe.rl.ppo import PPOConfig, compute_advantages, ppo_update
+    from alignpipe.train import Checkpointer, EpochBatches, run_key, seed_everything, sub_seed
+
+    p: Params = ctx.params
+    problems = check(p, set(ctx.inputs))
+    if problems:
+        raise StageFailed(f"stage {ctx.stage!r}: " + "; ".join(problems))
+    started = time.monotonic()
+
+    # -- seed
+    seed_everything(ctx.seed)
+
+    # -- inputs: one tokenizer for policy, reference, reward model and critic, checked before any compute
+    _common.require_inputs(ctx, "policy", "prompts")
+    tokenizer = _common.load_tokenizer(ctx, "policy")
+    _common.fix_pad_token(ctx, "policy", tokenizer)
+    _check_tokenizers(ctx, tokenizer)
+    gold = score_function(ctx, "gold_function")
+
+    # -- data: prompt ids that fit every model, in a seeded order of whole batches
+    kept, skipped = _prompt_ids(ctx, tokenizer, position_limit(ctx, [n for n in MODEL_INPUTS if n in ctx.inputs]))
+    order = EpochBatches(len(kept), p.batch_size, sub_seed(ctx.seed, "order"), drop_last=True)
+
+    # -- model: policy, frozen reference, critic, reward
+    models = _load_models(ctx, tokenizer)
+    reward = _reward(ctx)
+    ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
+
+    # -- optimizer, schedules, KL controller, minibatch order, resume
+    cfg = PPOConfig(**{k: getattr(p, k) for k in PPO_CONFIG_FIELDS})
+    optimizers, schedulers = _optimizers(models, p)
+    kl_ctl = _kl_controller(p)
+    generator = torch.Generator().manual_seed(sub_seed(ctx.seed, "minibatches"))
+    trained = {"policy": models.policy, "critic": models.critic, "value_head": models.value_head}
+    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={k: v for k, v in trained.items() if v is not None},
+                        optimizers=optimizers, schedulers=schedulers, generators={"minibatches": generator},
+                        batches={"prompts": order}, log=ctx.log)
+    resumed = ckpt.restore()
+    state = resumed.state if resumed else {"history": [], "elapsed": 0.0}
+    if resumed:
+        kl_ctl.load_state_dict(state["kl"])
+
+    # -- loop: rollout → advantages → PPO epochs → KL control → log → checkpoint
+    for r in range(resumed.step if resumed else 0, p.rollouts):
+        t0 = time.perf_counter()
+        sampled = rollout(models, [kept[i] for i in order.next().indices], reward, gold, p,
+                          seed=sub_seed(ctx.seed, "rollout", r))
+        adv = compute_advantages(sampled.rollout, kl_ctl.beta, cfg)
+        _check_finite(ctx, r + 1, adv.stats, ("score", "kl", "reward_total"))  # before any weight moves
+        t1 = time.perf_counter()
+        models.train()
+        result = ppo_update(sampled.rollout, adv.advantages, adv.returns, sampled.forward_fn(models, p.temperature),
+                            optimizers["policy"], optimizers.get("critic"), cfg, generator)
+        stats = {**adv.stats, **result.summary(), "lr": schedulers["policy"].get_last_lr()[0],
+                 **({} if sampled.gold is None else {"gold": sampled.gold}),
+                 "rollout_seconds": t1 - t0, "update_seconds": time.perf_counter() - t1}
+        _check_finite(ctx, r + 1, stats, ("policy_loss", "value_loss"))  # before the checkpoint keeps them
+        kl_ctl.update(adv.stats["kl"], n_steps=p.batch_size)
+        for sched in schedulers.values():
+            sched.step()
+        ctx.log_metrics(r + 1, **stats)
+        ctx.progress(r + 1, p.rollouts, "rollouts")
+        state["history"].append({k: stats.get(k) for k in CURVE_KEYS})
+        _log_rollout(ctx, r, p, stats)
+        if (r + 1) % p.checkpoint_every == 0 and r + 1 < p.rollouts:
+            ckpt.save(r + 1, {**state, "kl": kl_ctl.state_dict(),
+                              "elapsed": state["elapsed"] + time.monotonic() - started})
+
+    # -- eval: the curves and the final rollout's statistics
+    elapsed = state["elapsed"] + time.monotonic() - started
+    reward_desc = p.reward_function or f"reward_model {ctx.inputs['reward_model'].id[:12]}"
+    summary = _summary(p, state["history"], elapsed, models, reward_desc)
+    ctx.log(summary["headline"])
+
+    # -- save: πRLHF (LoRA merged) and the value model
+    models.train(False)
+    with torch.no_grad():
+        save_model(models.policy, tokenizer, ctx.output_dir("policy"))
+        _save_value(models, ctx.output_dir("value"), ctx.work_dir / "value-export")
+    ctx.annotate("policy", **summary, reference=ctx.inputs["policy"].id, skipped=skipped, lora=p.lora)
+    last = state["history"][-1]
+    ctx.annotate("value", critic=p.critic, critic_init=models.critic_source, value_loss=last["value_loss"],
+                 explained_variance=last["explained_variance"], policy=ctx.inputs["policy"].id)
+
+
+STAGE = StageDef(
+    name="ppo", version="1", params=Params, run=run, check=check,
+    inputs={"policy": InputDef("model", doc="πSFT: the initial policy and the frozen reference"),
+            "reward_model": InputDef("model", required=False, doc="Rφ (or params.reward_function)"),
+            "prompts": InputDef("dataset", doc='{"prompt"} records: a file or a dataset dir'),
+            "critic_init": InputDef("model", required=False, doc="value model init (default: the reward model)")},
+    outputs={"policy": "model", "value": "model"}, doc=__doc__ or "",
+)

@@ -1,0 +1,326 @@
+"""reward — train the reward model Rφ on preference pairs and normalize it on πSFT samples.
+
+Consumes `model`: πSFT (a HF causal LM directory), whose backbone initializes the RM; `data`: preference pairs
+{"prompt", "chosen", "rejected"} (label's preferences.jsonl, or any format alignpipe.data.parse_preferences
+accepts), a file or a dataset directory; optional `calibration`: a generate output (candidates.jsonl) of πSFT
+samples for the normalization — without it, the distinct responses of the preference data are used (right
+when those pairs were sampled from πSFT, as label's are; give `calibration` for imported preferences).
+Produces `model`: Rφ, a plain HF AutoModelForSequenceClassification directory (num_labels=1) with the
+tokenizer and the normalization S = gain·(raw + bias) recorded in config.json
+(`alignpipe_reward_normalization`; read it with alignpipe.models.scoring.RewardScorer).
+Summary: held-out pairwise accuracy (ties count ½), loss, mean chosen/rejected score, margin statistics and
+histogram (normalized units), the label noise ceiling when the preference artifact records one, the
+normalization and the calibration set it came from.
+
+Run alone:
+    alignpipe stage run reward -i model=sft/ -i data=prefs/ -i calibration=candidates/ -o rm/
+
+Method (PPO.md section G): the LM head is replaced by a scalar head N(0, 1/√(d+1)); the score is read at the
+last non-pad token of prompt + response + EOS, with position ids from the mask; loss
+−logsigmoid(r_w − r_l − margin) + center_coef·(r_w + r_l)² (alignpipe.rl.losses), a mean over pairs; AdamW,
+linear warmup/decay, one epoch by default (RMs overfit after one). Then bias = −mean and gain = 1/std
+(population std; gain 1 with normalize_std false) of raw scores on the calibration responses, so πSFT samples
+score mean 0, std 1 (PPO.md item 13). Checks before compute: pad ≠ eos (added and logged otherwise), EOS exists,
+chat template for chat data, the calibration samples come from this πSFT (a warning otherwise).
+Departures: InstructGPT trained a 6B RM on all K-choose-2 comparisons of a prompt as one batch element; we
+treat pairs independently (label's `pairing: all` produces the comparisons). No dropout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from alignpipe.pipeline.context import StageContext
+from alignpipe.pipeline.errors import StageFailed
+from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
+from alignpipe.stages import _common
+from alignpipe.stages.label import CANDIDATES_FILE, PREFERENCES_FILE
+
+MARGIN_EDGES = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)  # histogram of normalized chosen − rejected margins
+
+
+class Params(StrictParams):
+    epochs: int = Field(default=1, ge=1)
+    """passes over the training pairs (ignored when `steps` is set)"""
+    steps: int | None = Field(default=None, ge=1)
+    """optimizer steps; overrides epochs"""
+    batch_size: int = Field(default=16, ge=1)
+    """preference pairs per step (2× rows through the model)"""
+    lr: float = Field(default=3e-4, gt=0)
+    """peak AdamW learning rate"""
+    warmup_steps: int = Field(default=0, ge=0)
+    """linear warmup steps (capped at the total)"""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay on matrices"""
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    """gradient clipping norm; null = no clipping"""
+    max_len: int | None = Field(default=None, ge=2)
+    """longest prompt + response in tokens (longer pairs are skipped); default: the model's max positions"""
+    margin: float = Field(default=0.0, ge=0)
+    """m in −logsigmoid(r_w − r_l − m): demand chosen beat rejected by at least m"""
+    center_coef: float = Field(default=0.0, ge=0)
+    """η in η·(r_w + r_l)²: keeps raw scores near 0 (normalization happens anyway)"""
+    eval_fraction: float = Field(default=0.1, ge=0, lt=1)
+    """pairs held out for accuracy and margin statistics"""
+    normalize_std: bool = True
+    """also scale scores to std 1 on the calibration set (else only shift to mean 0)"""
+    calibration_max: int = Field(default=2048, ge=2)
+    """at most this many calibration responses are scored (a seeded subset)"""
+    score_batch_size: int = Field(default=32, ge=1)
+    """rows per forward when scoring calibration and held-out responses"""
+    max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
+    """fail if more records are invalid or over-long"""
+    lora: bool = False
+    """train LoRA adapters plus the score head (merged into the saved model) instead of all weights"""
+    lora_r: int = Field(default=8, ge=1)
+    """LoRA rank"""
+    lora_alpha: float = Field(default=16.0, gt=0)
+    """LoRA scaling numerator (scale = alpha / r)"""
+    checkpoint_every: int = Field(default=50, ge=1)
+    """steps between checkpoints"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _backbone_dir(ctx: StageContext, tokenizer) -> tuple[Path, bool]:
+    """The πSFT directory to build the RM from: the input itself, or (pad = eos / missing) a fixed copy."""
+    from alignpipe.models.build import load_causal_lm, save_model
+
+    path = _common.model_dir(ctx, "model")
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return path, False
+    lm = load_causal_lm(path)
+    _common.fix_pad_token(ctx, "model", tokenizer, lm)
+    fixed = ctx.work_dir / f"backbone-{ctx.inputs['model'].id[:16]}"
+    save_model(lm, tokenizer, fixed)
+    return fixed, True
+
+
+def _calibration_texts(ctx: StageContext, p: Params, pairs: list) -> tuple[list, list, dict]:
+    """(prompts, responses, description) of the πSFT samples the normalization is computed on."""
+    import random
+
+    from alignpipe.data import parse_prompts
+    from alignpipe.train import sub_seed
+
+    if "calibration" in ctx.inputs:
+        with _common.data_errors(ctx, "calibration"):
+            path = _common.dataset_file(ctx.input_path("calibration"), preferred=(CANDIDATES_FILE,))
+        items = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            rec = json.loads(line) if line.strip() else None
+            if rec is None:
+                continue
+            if not isinstance(rec.get("responses"), list) or "prompt" not in rec:
+                raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'calibration')}: {path} record {i} "
+                                  "needs fields 'prompt' and a list 'responses' (a generate stage's output)")
+            with _common.data_errors(ctx, "calibration"):
+                (prompt,) = parse_prompts([{"prompt": rec["prompt"]}], str(path))
+            items += [(prompt, r) for r in rec["responses"] if isinstance(r, str) and r.strip()]
+        sampler = _common.upstream_model_id(ctx, "calibration")
+        if sampler is not None and sampler != ctx.inputs["model"].id:
+            ctx.log(f"warning: calibration samples come from model {sampler[:12]}, not from input 'model' "
+                    f"{ctx.inputs['model'].id[:12]}; the normalization centers that model's responses")
+        source = {"source": "calibration", "artifact": ctx.inputs["calibration"].id, "sampler": sampler}
+    else:
+        seen, items = set(), []
+        for pr in pairs:
+            for response in (pr.chosen, pr.rejected):
+                key = json.dumps([pr.prompt, response])
+                if key not in seen:
+                    seen.add(key)
+                    items.append((pr.prompt, response))
+        source = {"source": "preference responses", "artifact": ctx.inputs["data"].id}
+    if len(items) < 2:
+        raise StageFailed(f"stage {ctx.stage!r}: need at least 2 calibration responses, found {len(items)}")
+    if len(items) > p.calibration_max:
+        keep = sorted(random.Random(sub_seed(ctx.seed, "calibration")).sample(range(len(items)), p.calibration_max))
+        items = [items[i] for i in keep]
+    return [a for a, _ in items], [b for _, b in items], {**source, "responses": len(items)}
+
+
+def _margin_stats(margins: list[float]) -> dict:
+    import statistics
+
+    ordered = sorted(margins)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    counts = [0] * (len(MARGIN_EDGES) + 1)
+    for m in margins:
+        counts[sum(m >= e for e in MARGIN_EDGES)] += 1
+    edges = ["-inf", *map(str, MARGIN_EDGES), "inf"]
+    return {"mean": statistics.fmean(margins), "std": statistics.pstdev(margins), "p10": quantile(0.1),
+            "p50": quantile(0.5), "p90": quantile(0.9),
+            "histogram": {f"[{edges[i]}, {edges[i + 1]})": c for i, c in enumerate(counts)}}
+
+
+def _evaluate(scorer, samples: list, batch_size: int, loss_fn) -> dict:
+    """Held-out pairwise accuracy, loss and score statistics (scores in normalized units, loss on raw ones)."""
+    import statistics
+
+    import torch
+
+    from alignpipe.data.tokenize import collate_preferences
+    from alignpipe.rl.losses import pairwise_accuracy
+
+    chosen, rejected = [], []
+    for i in range(0, len(samples), batch_size):
+        batch = collate_preferences(samples[i:i + batch_size], scorer.tokenizer.pad_token_id)
+        c, r = scorer.score_batch(batch).chunk(2)  # (b,), (b,)
+        chosen += c.tolist()
+        rejected += r.tolist()
+    acc = pairwise_accuracy(torch.tensor(chosen), torch.tensor(rejected))
+    bias, gain = scorer.normalization
+    raw_c, raw_r = (torch.tensor(x) / gain - bias for x in (chosen, rejected))
+    return {"pairs": len(samples), "accuracy": acc.accuracy, "ties": acc.ties, "loss": float(loss_fn(raw_c, raw_r)),
+            "mean_chosen": statistics.fmean(chosen), "mean_rejected": statistics.fmean(rejected),
+            "margin": _margin_stats([c - r for c, r in zip(chosen, rejected, strict=True)])}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(ctx: StageContext) -> None:
+    import statistics
+
+    import torch
+
+    from alignpipe.data import SkipCounter, parse_preferences
+    from alignpipe.data.tokenize import collate_preferences, tokenize_preferences
+    from alignpipe.models.build import (
+        apply_lora,
+        count_parameters,
+        reward_model_from_causal,
+        save_model,
+        set_reward_normalization,
+    )
+    from alignpipe.models.forward import score_sequences
+    from alignpipe.models.scoring import RewardScorer
+    from alignpipe.rl.losses import reward_model_loss
+    from alignpipe.train import (
+        Checkpointer,
+        EpochBatches,
+        linear_warmup_decay,
+        make_adamw,
+        optimizer_step,
+        run_key,
+        seed_everything,
+        sub_seed,
+        train_eval_split,
+    )
+
+    p: Params = ctx.params
+
+    # -- seed (the score head's init draws from the global torch RNG)
+    seed_everything(ctx.seed)
+
+    # -- inputs, checked before any compute
+    _common.require_inputs(ctx, "model", "data")
+    tokenizer = _common.load_tokenizer(ctx, "model")
+    pairs, parse_skips, source = _common.read_dataset(ctx, "data", parse_preferences,
+                                                      max_skip_fraction=p.max_skip_fraction,
+                                                      preferred=(PREFERENCES_FILE,))
+    _common.require_chat_template(ctx, tokenizer, "model", "data", [pr.prompt for pr in pairs])
+    cal_prompts, cal_responses, cal_info = _calibration_texts(ctx, p, pairs)
+    if "calibration" in ctx.inputs:
+        _common.require_chat_template(ctx, tokenizer, "model", "calibration", cal_prompts)
+
+    # -- model: πSFT backbone + a fresh scalar head
+    backbone, pad_added = _backbone_dir(ctx, tokenizer)
+    model = reward_model_from_causal(backbone)
+    max_len = _common.resolve_max_len(ctx, p.max_len, model.config, "model")
+
+    # -- data
+    token_skips = SkipCounter(str(source), max_fraction=p.max_skip_fraction)
+    with _common.data_errors(ctx, "data"):
+        samples = tokenize_preferences(tokenizer, pairs, max_len, source=str(source), skips=token_skips)
+    train_idx, eval_idx = train_eval_split(len(samples), p.eval_fraction, ctx.seed)
+    train = [samples[i] for i in train_idx]
+    held_out = [samples[i] for i in eval_idx]
+    ctx.log(f"{len(train)} training pairs, {len(held_out)} held out; max_len {max_len}")
+
+    if p.lora:
+        model = apply_lora(model, r=p.lora_r, alpha=p.lora_alpha)
+    trainable = [prm for prm in model.parameters() if prm.requires_grad]
+    ctx.log(f"training {sum(x.numel() for x in trainable):,} of {count_parameters(model):,} parameters")
+    model.train()
+
+    # -- optimizer, schedule, data order, resume
+    order = EpochBatches(len(train), p.batch_size, sub_seed(ctx.seed, "order"))
+    total = p.steps or p.epochs * order.batches_per_epoch
+    opt = make_adamw(model, p.lr, p.weight_decay)
+    sched = linear_warmup_decay(opt, total, min(p.warmup_steps, total))
+    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={"model": model}, optimizers={"model": opt},
+                        schedulers={"model": sched}, batches={"train": order}, log=ctx.log)
+    resumed = ckpt.restore()
+    state = resumed.state if resumed else {"recent_loss": [], "recent_acc": []}
+
+    def loss_fn(chosen, rejected):
+        return reward_model_loss(chosen, rejected, margin=p.margin, center_coef=p.center_coef)
+
+    # -- loop: Bradley-Terry on (chosen, rejected) scores at the last non-pad token
+    for step in range(resumed.step if resumed else 0, total):
+        batch = collate_preferences([train[i] for i in order.next().indices], tokenizer.pad_token_id)
+        scores = score_sequences(model, batch.input_ids, batch.attention_mask)  # (2b,) chosen rows, then rejected
+        chosen, rejected = scores.chunk(2)
+        loss = loss_fn(chosen, rejected)
+        grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched, parameters=trainable,
+                                   max_grad_norm=p.max_grad_norm, checkpoints=ctx.checkpoints)
+        loss_value, acc = float(loss.detach()), float((chosen > rejected).float().mean())
+        state["recent_loss"] = [*state["recent_loss"], loss_value][-20:]
+        state["recent_acc"] = [*state["recent_acc"], acc][-20:]
+        ctx.log_metrics(step + 1, loss=loss_value, accuracy=acc, lr=sched.get_last_lr()[0], grad_norm=grad_norm)
+        ctx.progress(step + 1, total, "steps")
+        if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
+            ckpt.save(step + 1, state)
+
+    # -- normalization: πSFT samples score mean 0 (std 1)
+    model.eval()
+    scorer = RewardScorer.from_model(model, tokenizer, batch_size=p.score_batch_size, max_length=max_len)
+    raw = scorer.score_raw(cal_prompts, cal_responses)
+    mean, std = statistics.fmean(raw), statistics.pstdev(raw)
+    if not std > 0:
+        raise StageFailed(f"stage {ctx.stage!r}: the trained RM gives every calibration response the same score "
+                          f"({mean}); it collapsed. Lower params.lr or check the preference data")
+    gain = 1.0 / std if p.normalize_std else 1.0
+    set_reward_normalization(model, bias=-mean, gain=gain)
+    ctx.log(f"normalization on {len(raw)} calibration responses: raw mean {mean:.4f}, std {std:.4f}")
+
+    # -- eval on held-out pairs (normalized units)
+    evaluation = _evaluate(scorer, held_out, p.score_batch_size, loss_fn) if held_out else None
+    if evaluation:
+        ctx.log_metrics(total, eval_accuracy=evaluation["accuracy"], eval_loss=evaluation["loss"])
+        ctx.log(f"held-out accuracy {evaluation['accuracy']:.3f} on {len(held_out)} pairs "
+                f"(ties {evaluation['ties']}), margin mean {evaluation['margin']['mean']:.3f}")
+
+    # -- save
+    with torch.no_grad():
+        save_model(model, tokenizer, ctx.output_dir("model"))
+    data_summary = ctx.inputs["data"].summary
+    recent = state["recent_loss"]
+    ctx.annotate("model", eval=evaluation, eval_accuracy=evaluation["accuracy"] if evaluation else None,
+                 label_ceiling_accuracy=data_summary.get("ceiling_accuracy"),
+                 train_loss=sum(recent) / len(recent) if recent else None,
+                 train_accuracy=statistics.fmean(state["recent_acc"]) if state["recent_acc"] else None,
+                 normalization={"bias": -mean, "gain": gain, "raw_mean": mean, "raw_std": std, **cal_info},
+                 steps=total, pairs={"train": len(train), "eval": len(held_out)},
+                 skipped=_common.skip_summary(parse_skips, token_skips), pad_token_added=pad_added,
+                 margin=p.margin, center_coef=p.center_coef, lora=p.lora, max_len=max_len,
+                 base_model=ctx.inputs["model"].id)
+
+
+STAGE = StageDef(
+    name="reward", version="1", params=Params, run=run,
+    inputs={"model": InputDef("model", doc="πSFT: a HF causal LM directory whose backbone initializes the RM"),
+            "data": InputDef("dataset", doc="preference pairs (label's output or a prompt/chosen/rejected file)"),
+            "calibration": InputDef("dataset", required=False,
+                                    doc="πSFT samples (a generate output) to normalize scores on")},
+    outputs={"model": "model"}, doc=__doc__ or "",
+)

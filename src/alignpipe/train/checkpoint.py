@@ -1,0 +1,131 @@
+"""Checkpoint state for our training loops: everything needed to continue a run bit-identically.
+
+One checkpoint (a `step-<n>` dir written atomically by the engine's `ctx.checkpoints`) holds:
+    model-<name>.safetensors   weights of each model (tied weights stored once; LoRA-wrapped models whole)
+    optim-<name>.pt            optimizer state_dicts (Adam moments, step counts, param-group lrs)
+    sched-<name>.pt            LR scheduler state_dicts
+    rng.pt                     torch CPU (and CUDA) RNG states and named torch.Generator states
+    state.json                 step, python and numpy RNG states, data order (EpochBatches: epoch, position),
+                               the free stage state dict, the torch thread count and a key of the run's config
+
+Usage in a stage (see `alignpipe.train` for the whole loop):
+
+    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={"model": model},
+                        optimizers={"model": opt}, schedulers={"model": sched}, batches={"train": order})
+    resumed = ckpt.restore()            # None on a fresh start; otherwise everything above is loaded in place
+    start = resumed.step if resumed else 0
+    ...
+    ckpt.save(step, state={"tokens": tokens})   # JSON-serializable stage state (e.g. the KL coefficient)
+
+Restore after building every object (models, optimizers, schedulers, batches): building may draw from the
+global RNGs, and restoring last overwrites those draws with the checkpointed states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from alignpipe.pipeline.context import Checkpoints
+from alignpipe.pipeline.errors import StageFailed
+from alignpipe.train.batches import EpochBatches
+from alignpipe.train.seeding import capture_rng_state, restore_rng_state
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Resumed:
+    step: int
+    state: dict[str, Any]  # the stage state given to save()
+    path: Path  # the checkpoint dir (for extra files written by save(files=...))
+
+
+def run_key(ctx: Any) -> str:
+    """A key of what a stage run computes: stage type, params, input artifact ids and seed.
+
+    The engine keys work dirs by fingerprint, but manual mode (`alignpipe stage run ... -o DIR`) reuses
+    `DIR.work` whatever the params; a checkpoint with another key is ignored instead of silently resumed.
+    """
+    payload = {"uses": ctx.uses, "params": ctx.params.model_dump(mode="json"), "seed": ctx.seed,
+               "inputs": {name: inp.id for name, inp in sorted(ctx.inputs.items())}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Checkpointer:
+    """Saves and restores models, optimizers, schedulers, RNG states, data order and stage state together."""
+
+    checkpoints: Checkpoints
+    key: str = ""
+    models: Mapping[str, nn.Module] = field(default_factory=dict)
+    optimizers: Mapping[str, torch.optim.Optimizer] = field(default_factory=dict)
+    schedulers: Mapping[str, Any] = field(default_factory=dict)  # anything with state_dict/load_state_dict
+    generators: Mapping[str, torch.Generator] = field(default_factory=dict)
+    batches: Mapping[str, EpochBatches] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+    def save(self, step: int, state: Mapping[str, Any] | None = None,
+             files: Callable[[Path], None] | None = None) -> Path:
+        """Write checkpoint `step` atomically; `files(dir)` may add stage-specific files. Returns its dir."""
+
+        def write(d: Path) -> None:
+            for name, model in self.models.items():
+                save_model(model, str(d / f"model-{name}.safetensors"))
+            for name, opt in self.optimizers.items():
+                torch.save(opt.state_dict(), d / f"optim-{name}.pt")
+            for name, sched in self.schedulers.items():
+                torch.save(sched.state_dict(), d / f"sched-{name}.pt")
+            rng = capture_rng_state()
+            torch.save({"torch": rng.pop("torch"), "cuda": rng.pop("cuda", None),
+                        "generators": {n: g.get_state() for n, g in self.generators.items()}}, d / "rng.pt")
+            meta = {"format": FORMAT, "key": self.key, "step": int(step), "rng": rng,
+                    "threads": torch.get_num_threads(),
+                    "batches": {n: b.state_dict() for n, b in self.batches.items()},
+                    "state": dict(state or {})}
+            (d / "state.json").write_text(json.dumps(meta, sort_keys=True))
+            if files is not None:
+                files(d)
+
+        return self.checkpoints.save(int(step), write).path
+
+    def restore(self) -> Resumed | None:
+        """Load the newest complete checkpoint into the registered objects; None if there is none (or it was
+        written by a run with another key, which is then discarded)."""
+        latest = self.checkpoints.latest()
+        if latest is None:
+            return None
+        d = latest.path
+        meta = json.loads((d / "state.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("key") != self.key:
+            self.log(f"ignoring checkpoint {d.name}: written by a run with other params, inputs or seed")
+            self.checkpoints.clear()
+            return None
+        try:
+            for name, model in self.models.items():
+                load_model(model, str(d / f"model-{name}.safetensors"), strict=True)
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(torch.load(d / f"optim-{name}.pt", weights_only=True))
+            for name, sched in self.schedulers.items():
+                sched.load_state_dict(torch.load(d / f"sched-{name}.pt", weights_only=True))
+            for name, b in self.batches.items():
+                b.load_state_dict(meta["batches"][name])
+            rng = torch.load(d / "rng.pt", weights_only=True)
+        except (OSError, KeyError, RuntimeError, ValueError) as e:
+            raise StageFailed(f"checkpoint {d} cannot be restored ({e}); delete {d.parent} to start over") from None
+        for name, gen in self.generators.items():
+            gen.set_state(rng["generators"][name])
+        restore_rng_state({**meta["rng"], "torch": rng["torch"], **({"cuda": rng["cuda"]} if rng["cuda"] else {})})
+        if meta["threads"] != torch.get_num_threads():
+            self.log(f"warning: checkpoint written with {meta['threads']} torch threads, resuming with "
+                     f"{torch.get_num_threads()}; the result may differ bitwise from an uninterrupted run")
+        self.log(f"resuming from checkpoint step {meta['step']}")
+        return Resumed(int(meta["step"]), meta["state"], d)
