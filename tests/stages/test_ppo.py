@@ -115,14 +115,16 @@ class Spy:
 
 
 # -- params and spec-time checks -----------------------------------------------------------------------------------
-def test_ppo_params_mirror_the_core_config():
-    from alignpipe.rl.ppo import PPOConfig
-    from alignpipe.stages.ppo import PPO_CONFIG_FIELDS, Params
+def test_ppo_params_are_the_core_config_plus_stage_fields():
+    from alignpipe.rl.config import PPOConfig
+    from alignpipe.stages.ppo import Params
 
-    assert set(PPO_CONFIG_FIELDS) == set(PPOConfig.model_fields)
+    assert issubclass(Params, PPOConfig)
     departures = {"minibatch_size": 8, "max_grad_norm": 1.0}  # documented stage defaults
-    for name in PPO_CONFIG_FIELDS:
+    for name in PPOConfig.model_fields:
         assert Params.model_fields[name].default == departures.get(name, PPOConfig.model_fields[name].default), name
+    with pytest.raises(ValueError, match="extra"):
+        Params(clip_epsilon=0.1)
 
 
 @pytest.mark.parametrize(("params", "inputs", "field"), [

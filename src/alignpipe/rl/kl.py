@@ -14,11 +14,11 @@ Positions outside the response mask are exactly 0, even if the inputs hold inf/N
 from __future__ import annotations
 
 import math
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 
-KLEstimator = Literal["k1", "k2", "k3"]
+from alignpipe.rl.config import KLEstimator  # noqa: E402  (one definition, torch-free)
 
 
 def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -60,17 +60,14 @@ from pydantic import Field
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
+from alignpipe.rl.config import PPOConfig
 from alignpipe.stages import _common
 
 MODEL_INPUTS = ("policy", "reward_model", "critic_init")  # exchange token ids: one tokenizer, one position limit
-# Params passed unchanged to alignpipe.rl.ppo.PPOConfig (same names; tests/stages/test_ppo.py keeps them in sync).
-PPO_CONFIG_FIELDS = (
-    "gamma", "lam", "clip_eps", "value_clip_eps", "vf_coef", "ent_coef", "ppo_epochs", "minibatch_size",
-    "micro_batch_size", "max_grad_norm", "kl_estimator", "no_eos_penalty", "whiten_advantages", "critic",
-)
+class Params(PPOConfig):
+    """The PPO hyper-parameters of alignpipe.rl.config.PPOConfig (gamma, lam, clip_eps, ...) plus the stage's own."""
 
-
-class Params(StrictParams):
+    model_config = StrictParams.model_config
     rollouts: int = Field(default=64, ge=1)
     """PPO iterations: rollout batches sampled, each followed by `ppo_epochs` epochs of minibatch updates"""
     batch_size: int = Field(default=32, ge=1)
@@ -93,34 +90,10 @@ class Params(StrictParams):
     """adaptive only: target KL(π‖π_ref) per response in nats (batch mean of Σ_t k1_t)"""
     kl_horizon: float = Field(default=10000.0, gt=0)
     """adaptive only: controller horizon in samples; β moves by at most 20%·batch_size/horizon per rollout"""
-    ppo_epochs: int = Field(default=4, ge=1)
-    """passes over each rollout batch; every sample once per epoch"""
     minibatch_size: int | None = Field(default=8, ge=1)
     """samples per optimizer step, must divide batch_size; null = the whole rollout batch"""
-    micro_batch_size: int | None = Field(default=None, ge=1)
-    """samples per forward/backward (gradient accumulation), must divide minibatch_size; null = no split"""
-    gamma: float = Field(default=1.0, ge=0, le=1)
-    """discount γ over response tokens"""
-    lam: float = Field(default=0.95, ge=0, le=1)
-    """GAE λ"""
-    clip_eps: float = Field(default=0.2, gt=0)
-    """policy ratio clip ε"""
-    value_clip_eps: float = Field(default=0.2, gt=0)
-    """value clip ε_v around the rollout values (assumes unit-scale rewards)"""
-    vf_coef: float = Field(default=0.1, ge=0)
-    """critic=shared only: c_v in L_pg + c_v·L_v"""
-    ent_coef: float = Field(default=0.0, ge=0)
-    """entropy bonus; off by default (entropy is logged either way)"""
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     """clip each optimizer's global gradient norm; null = no clipping"""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
-    """per-token KL estimator in the reward (the controller and the logged KL always use k1)"""
-    no_eos_penalty: float | None = -1.0
-    """score replacing S for a response without EOS (OpenAI 2019 / N+); null keeps the reward's score"""
-    whiten_advantages: bool = True
-    """whiten advantages over the valid tokens of each rollout batch"""
-    critic: Literal["separate", "shared"] = "separate"
-    """'separate': a value model of its own (from critic_init / Rφ); 'shared': a zero-init value head on the policy"""
     reward_function: str | None = None
     """'package.module:callable' scoring decoded responses, used as S instead of a reward_model input"""
     gold_function: str | None = None
@@ -453,7 +426,7 @@ def run(ctx: StageContext) -> None:
     import torch
 
     from alignpipe.models.build import save_model
-    from alignpipe.rl.ppo import PPOConfig, compute_advantages, ppo_update
+    from alignpipe.rl.ppo import compute_advantages, ppo_update
     from alignpipe.train import Checkpointer, EpochBatches, run_key, seed_everything, sub_seed
 
     p: Params = ctx.params
@@ -482,7 +455,7 @@ def run(ctx: StageContext) -> None:
     ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
 
     # -- optimizer, schedules, KL controller, minibatch order, resume
-    cfg = PPOConfig(**{k: getattr(p, k) for k in PPO_CONFIG_FIELDS})
+    cfg = PPOConfig(**{k: getattr(p, k) for k in PPOConfig.model_fields})
     optimizers, schedulers = _optimizers(models, p)
     kl_ctl = _kl_controller(p)
     generator = torch.Generator().manual_seed(sub_seed(ctx.seed, "minibatches"))
