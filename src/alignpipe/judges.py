@@ -66,7 +66,7 @@ def load_callable(ref: str) -> Callable[..., Any]:
     return fn
 
 
-def _score_fn(ref: str) -> Callable[[list[str], list[Prompt]], list[float]]:
+def score_function(ref: str) -> Callable[[list[str], list[Prompt]], list[float]]:
     fn = load_callable(ref)
     positional = [p for p in inspect.signature(fn).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -86,7 +86,7 @@ def pair_rng(seed: int, key: str) -> random.Random:
 class FunctionJudge:
     def __init__(self, function: str, noise_temperature: float, seed: int, batch_size: int = 256):
         self.ref, self.temperature, self.seed, self.batch_size = function, noise_temperature, seed, batch_size
-        self.score = _score_fn(function)
+        self.score = score_function(function)
 
     def describe(self) -> dict[str, Any]:
         return {"type": "function", "function": self.ref, "noise_temperature": self.temperature}

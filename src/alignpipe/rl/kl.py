@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from alignpipe.rl.config import KLEstimator  # noqa: E402  (one definition, torch-free)
+from alignpipe.rl.config import KLEstimator  # one definition, torch-free
 
 
 def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
