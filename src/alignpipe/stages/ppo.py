@@ -181,13 +181,13 @@ class Sampled:
 def score_function(ctx: StageContext, field: str) -> ScoreFn | None:
     """params.<field> ('package.module:callable' or null) as f(responses, prompts) -> floats (alignpipe.judges'
     convention: a callable with one positional parameter gets the responses only)."""
-    from alignpipe.judges import score_function
+    from alignpipe.judges import score_function as load
 
     ref = getattr(ctx.params, field)
     if ref is None:
         return None
     try:
-        return score_function(ref)
+        return load(ref)
     except ValueError as e:
         raise StageFailed(f"stage {ctx.stage!r} params.{field}: {e}") from None
 
