@@ -22,7 +22,7 @@ from alignpipe.pipeline.runner import Reporter, Runner, RunOptions, RunResult
 from alignpipe.pipeline.spec import Pipeline, load_pipeline, pipeline_from_dict
 from alignpipe.pipeline.store import Artifact, Store
 
-BUILTIN = {"default": "example.yaml", "example": "example.yaml"}
+BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml"}
 
 
 def builtin_path(name: str = "default") -> Path:

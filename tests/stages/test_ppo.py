@@ -332,3 +332,12 @@ def test_lora_policy_with_a_shared_value_head_saves_plain_hf_directories(fx, tmp
     backbone = {k.removeprefix("transformer."): v for k, v in policy.items() if k.startswith("transformer.")}
     assert all(torch.equal(backbone[k], v) for k, v in value.transformer.state_dict().items())
     assert manifest(out / "value")["summary"]["critic_init"] == "policy"
+
+
+def test_check_survives_the_params_round_trip_through_a_task_file():
+    """The runner hands stages fully dumped params; defaults must not count as 'given'."""
+    from alignpipe.stages.ppo import Params, check
+
+    p = Params(rollouts=4)
+    assert check(Params.model_validate(p.model_dump(mode="json")), {"policy", "prompts", "reward_model"}) == []
+    assert check(Params(vf_coef=0.5), {"policy", "prompts", "reward_model"}) != []

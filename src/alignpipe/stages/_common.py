@@ -102,6 +102,40 @@ def skip_summary(*counters: SkipCounter) -> dict[str, Any]:
             "by_reason": dict(sorted(by_reason.items()))}
 
 
+def fitting_prompts(  # noqa: PLR0913 — the fit depends on each of these
+    ctx: StageContext,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    *,
+    limit: int | None,
+    max_new_tokens: int,
+    source: str,
+    max_skip_fraction: float,
+    name: str = "prompts",
+) -> tuple[list[tuple[Any, list[int]]], SkipCounter]:
+    """(prompt, token ids) of the prompts whose ids plus max_new_tokens fit `limit` positions (the model's);
+    the others are skipped and counted (reason too_long), failing past max_skip_fraction. Prompts are encoded
+    as every stage encodes them (alignpipe.data.tokenize.encode_prompt)."""
+    from alignpipe.data.tokenize import encode_prompt
+
+    skips = SkipCounter(source, max_fraction=max_skip_fraction)
+    kept = []
+    for i, prompt in enumerate(prompts):
+        ids = encode_prompt(tokenizer, prompt)
+        skips.count()
+        if limit is not None and len(ids) + max_new_tokens > limit:
+            skips.skip(DataError(source, i, "prompt", f"{len(ids)} prompt tokens + max_new_tokens {max_new_tokens} "
+                                 f"exceed the model's {limit} positions", "shorten the prompt or lower max_new_tokens",
+                                 "too_long"))
+        elif not ids:
+            skips.skip(DataError(source, i, "prompt", "encodes to no tokens", "give non-empty prompts", "empty"))
+        else:
+            kept.append((prompt, ids))
+    with data_errors(ctx, name):
+        skips.check()
+    return kept, skips
+
+
 # -- models -----------------------------------------------------------------------------------------------------
 def model_dir(ctx: StageContext, name: str) -> Path:
     """The HF directory of model input `name`, checked to hold config.json and a tokenizer."""

@@ -60,26 +60,9 @@ class Params(StrictParams):
 
 
 def _fitting_prompts(ctx: StageContext, tokenizer, prompts: list, limit: int | None, max_new: int, source: str):
-    """(prompt, ids) pairs that fit the model with max_new_tokens; the rest skipped and counted."""
-    from alignpipe.data import DataError, SkipCounter
-    from alignpipe.data.tokenize import encode_prompt
-
-    skips = SkipCounter(source, max_fraction=ctx.params.max_skip_fraction)
-    kept = []
-    for i, prompt in enumerate(prompts):
-        ids = encode_prompt(tokenizer, prompt)
-        skips.count()
-        if limit is not None and len(ids) + max_new > limit:
-            skips.skip(DataError(source, i, "prompt", f"{len(ids)} prompt tokens + max_new_tokens {max_new} exceed "
-                                 f"the model's {limit} positions", "shorten the prompt or lower max_new_tokens",
-                                 "too_long"))
-        elif not ids:
-            skips.skip(DataError(source, i, "prompt", "encodes to no tokens", "give non-empty prompts", "empty"))
-        else:
-            kept.append((prompt, ids))
-    with _common.data_errors(ctx, "prompts"):
-        skips.check()
-    return kept, skips
+    """Deprecated alias of _common.fitting_prompts (stages/ppo.py imports it); remove once ppo switches."""
+    return _common.fitting_prompts(ctx, tokenizer, prompts, limit=limit, max_new_tokens=max_new, source=source,
+                                   max_skip_fraction=ctx.params.max_skip_fraction)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,7 +92,8 @@ def run(ctx: StageContext) -> None:
 
     # -- data: prompt ids in fixed batches
     limit = _common.max_positions(model.config)
-    kept, len_skips = _fitting_prompts(ctx, tokenizer, prompts, limit, p.max_new_tokens, str(source))
+    kept, len_skips = _common.fitting_prompts(ctx, tokenizer, prompts, limit=limit, max_new_tokens=p.max_new_tokens,
+                                              source=str(source), max_skip_fraction=p.max_skip_fraction)
     if not kept:
         raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'prompts')}: no prompt fits the model")
     starts = list(range(0, len(kept), p.batch_size))

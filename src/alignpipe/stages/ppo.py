@@ -113,7 +113,8 @@ class Params(PPOConfig):
 def check(p: Params, inputs: set[str]) -> list[str]:
     """Cross-field problems, found at spec time (and again by run() in manual mode)."""
     problems = []
-    given = p.model_fields_set
+    # "set" = differs from its default: params arrive fully dumped in a task file, so model_fields_set can't tell
+    given = {k for k, f in type(p).model_fields.items() if getattr(p, k) != f.get_default(call_default_factory=True)}
     if ("reward_model" in inputs) == (p.reward_function is not None):
         problems.append("inputs.reward_model: give exactly one reward: an input 'reward_model' (a reward stage's "
                         "output) or params.reward_function ('package.module:callable')")
