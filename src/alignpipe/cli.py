@@ -12,7 +12,6 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 
 from alignpipe.pipeline.errors import UserError
@@ -76,6 +75,8 @@ def run(
 
 
 def _print_result(result: Any, quiet: bool, as_json: bool) -> None:
+    from rich.markdown import Markdown  # ~30 ms of regex compiling: only when a run prints its result
+
     from alignpipe.pipeline.store import Store
 
     store = Store(result.workspace)
@@ -93,7 +94,8 @@ def _print_result(result: Any, quiet: bool, as_json: bool) -> None:
         return
     for name, head in headlines if not quiet else []:
         out.print(f"\n[bold]{name}[/]")
-        out.print(Markdown(head))
+        # a terminal gets the rendered table; a pipe or log gets the markdown itself (pasteable, never wrapped)
+        out.print(Markdown(head) if out.is_terminal else head, markup=False)
     counts: dict[str, int] = {}
     for s in result.stages.values():
         counts[s.state] = counts.get(s.state, 0) + 1

@@ -215,8 +215,40 @@ def _headline(metrics: dict[str, Any]) -> str:
         rate_s = "–" if rate is None else f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]"
         lines.append(f"| {name} | {_pm(m.get('gold'))} | {_pm(m.get('rm_score'))} | {_pm(m['kl'], 2)} | {rate_s} "
                      f"| {m['fraction_finished']:.0%} |")
-    return "\n".join(lines) + f"\n\n{metrics['prompts']} held-out prompts, τ = {metrics['temperature']:g}; " \
-        "mean ± standard error; win rate: ties count ½, Wilson interval."
+    notes = [f"{metrics['prompts']} held-out prompts, τ = {metrics['temperature']:g}; mean ± standard error; "
+             "win rate: ties count ½, Wilson interval.", *_facts_lines(metrics)]
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
+
+
+def _training_facts(ctx: StageContext, p: Params) -> dict[str, Any]:
+    """What the inputs' manifests say about how they were trained: the RM's held-out accuracy and the ceiling its
+    label noise allows, and each PPO-trained model's KL target, so the report can hold them against the results."""
+    facts: dict[str, Any] = {}
+    rm = ctx.inputs.get("reward_model")
+    if rm is not None and "eval_accuracy" in rm.summary:
+        facts["reward_model"] = {"accuracy": rm.summary["eval_accuracy"], "pairs": rm.summary.get("eval", {}).get(
+            "pairs"), "ceiling": rm.summary.get("label_ceiling_accuracy")}
+    for name in p.models:
+        manifest = ctx.inputs[name].manifest or {}
+        trained = manifest.get("params", {})
+        if manifest.get("producer", {}).get("uses") == "ppo" and trained.get("kl_control") == "adaptive":
+            facts[name] = {"kl_target": trained.get("kl_target")}
+    return facts
+
+
+def _facts_lines(metrics: dict[str, Any]) -> list[str]:
+    out = []
+    rm = metrics.get("trained", {}).get("reward_model")
+    if rm:
+        ceiling = f" (label-noise ceiling {rm['ceiling']:.3f})" if rm.get("ceiling") is not None else ""
+        out.append(f"Reward model: held-out pairwise accuracy {rm['accuracy']:.3f} on {rm['pairs']} pairs{ceiling}.")
+    for name, f in metrics.get("trained", {}).items():
+        if name in metrics["models"] and f.get("kl_target") is not None:
+            kl = metrics["models"][name]["kl"]["mean"]
+            verdict = "within" if kl <= f["kl_target"] else "ABOVE"
+            out.append(f"{name}: KL to {metrics['reference']} {kl:.2f} nats, {verdict} PPO's target of "
+                       f"{f['kl_target']:g} nats.")
+    return out
 
 
 def _cell(text: str, r: Responses, i: int) -> str:
@@ -307,7 +339,8 @@ def run(ctx: StageContext) -> None:
                "reward_model": ctx.inputs["reward_model"].id if scorer else None,
                "skipped": _common.skip_summary(parse_skips, len_skips),
                "models": {n: _model_metrics(r, None if n == p.models[0] else base, ctx.inputs[n].id)
-                          for n, r in results.items()}}
+                          for n, r in results.items()},
+               "trained": _training_facts(ctx, p)}
 
     # -- save
     from alignpipe.data.io import write_jsonl
@@ -326,7 +359,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="evaluate", version="1", params=Params, run=run, check=check,
+    name="evaluate", version="2", params=Params, run=run, check=check,
     inputs=None,  # the model inputs are named by params.models; check() validates every name
     outputs={"out": "report"}, doc=__doc__ or "",
 )
