@@ -1,0 +1,77 @@
+"""The embedded default pipeline, shrunk, end to end: RLHF visibly works, reruns are cached, lineage is whole.
+
+Same graph as `alignpipe run` (src/alignpipe/examples/rlhf.yaml), smaller data, model and budgets.
+"""
+
+import json
+import math
+import time
+
+import pytest
+import yaml
+
+from alignpipe import api
+from alignpipe.api import Workspace, builtin_path
+
+SMALL = {
+    "data": {"corpus": 2000, "demos": 600, "pref_prompts": 256, "rl_prompts": 128, "eval_prompts": 64},
+    "base": {"n_layer": 2, "n_embd": 64, "n_head": 2, "steps": 250, "batch_size": 32, "lr": 0.003},
+    "sft": {"epochs": 2},
+    "pairs": {"max_new_tokens": 32},
+    "reward": {"epochs": 2},
+    "ppo": {"rollouts": 12, "max_new_tokens": 32},
+    "evaluate": {"max_new_tokens": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    spec = yaml.safe_load(builtin_path("default").read_text())
+    for stage, params in SMALL.items():
+        spec["stages"][stage]["params"] = {**spec["stages"][stage].get("params", {}), **params}
+    ws = tmp_path_factory.mktemp("e2e") / "ws"
+    spec["workspace"] = str(ws)
+    pipe = api.from_dict(spec)
+    result = api.run(pipe)
+    return pipe, result, ws
+
+
+def test_rlhf_raises_the_gold_score_beyond_noise(small_run):
+    _, result, ws = small_run
+    assert result.status == "done", {n: s.error for n, s in result.stages.items() if s.error}
+    w = Workspace(ws)
+    metrics = json.loads((w.show("evaluate").path / "metrics.json").read_text())
+    sft, rlhf = metrics["models"]["sft"], metrics["models"]["rlhf"]
+    gain = rlhf["gold"]["mean"] - sft["gold"]["mean"]
+    noise = math.hypot(rlhf["gold"]["stderr"], sft["gold"]["stderr"])
+    assert gain > 3 * noise, f"gold {sft['gold']} -> {rlhf['gold']}"
+    assert rlhf["gold_win_rate"]["ci_low"] > 0.5
+    kl_target = w.show("ppo.policy").manifest["params"]["kl_target"]
+    assert 0 < rlhf["kl"]["mean"] <= kl_target
+    rm = w.show("reward").manifest["summary"]
+    assert 0.5 < rm["eval_accuracy"] <= 1.0 and rm["label_ceiling_accuracy"] < 1.0  # noisy labels, learned RM
+
+
+def test_second_run_is_fully_cached_and_fast(small_run):
+    pipe, _, ws = small_run
+    t0 = time.time()
+    again = api.run(pipe)
+    assert {s.state for s in again.stages.values()} == {"cached"}
+    assert time.time() - t0 < 10
+
+
+def test_lineage_from_the_rlhf_policy_reaches_the_base_model_and_the_judge(small_run):
+    _, result, ws = small_run
+    tree = Workspace(ws).lineage(result.stages["ppo"].outputs["policy"])
+
+    def nodes(n):
+        yield n
+        for child in n.get("inputs", {}).values():
+            yield from nodes(child)
+
+    found = {(n.get("stage"), n.get("output")): n for n in nodes(tree)}
+    assert ("base", "model") in found and ("sft", "model") in found and ("reward", "model") in found
+    labels = Workspace(ws).show(found[("labels", "out")]["id"]).manifest
+    assert labels["summary"]["judge"] == {"type": "function", "function": "alignpipe.task:gold_score",
+                                          "noise_temperature": 0.1}
+    assert tree["inputs"]["policy"]["stage"] == "sft"  # the KL anchor is πSFT itself
