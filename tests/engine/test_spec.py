@@ -56,10 +56,14 @@ def test_validation_errors(write_pipeline, data, match):
 
 
 def test_all_problems_reported_at_once(write_pipeline):
-    data = spec(a={"uses": "nosuch"}, b={"uses": "example.corpus", "params": {"x": 1}})
+    data = spec(a={"uses": "nosuch"}, b={"uses": "example.corpus", "params": {"x": 1}},
+                c={"uses": "example.count", "params": {"unit": "bytes"}, "inputs": {"text": "b.text"},
+                   "resources": {"gpus": 1}})
     with pytest.raises(UserError) as e:
-        load(write_pipeline, data)
-    assert len(e.value.problems) == 2
+        load(write_pipeline, data, Machine(cpus=2, gpus=0, memory=None))
+    fields = [p.split(": ")[1] for p in e.value.problems]
+    assert fields == ["stages.a.uses", "stages.b.params.x", "stages.c.params.unit", "stages.c.resources.gpus",
+                      "stages.c.inputs.text"]
 
 
 def test_duplicate_stage_names_in_yaml(write_pipeline):

@@ -105,7 +105,7 @@ class Stage:
     name: str
     spec: StageSpec
     definition: StageDef
-    params: BaseModel
+    params: BaseModel  # None only while validation collects problems; never in a returned Pipeline
     inputs: dict[str, StageRef | External]
     seed: int
     resources: Resources
@@ -223,9 +223,9 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
             continue
         try:
             params = sdef.parse_params(s.params)
-        except ValidationError as e:
+        except ValidationError as e:  # keep checking the stage's other fields: report every problem at once
             problems.extend(_pydantic_problems(source, f"stages.{name}.params", e))
-            continue
+            params = None
         resources = s.resources or Resources(cpus=sdef.default_cpus)
         problems.extend(machine.check(resources, f"{where}.resources"))
         seed = s.seed if s.seed is not None else derive_seed(spec.seed, name)
@@ -233,7 +233,7 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
 
     for st in stages.values():
         problems.extend(_resolve_inputs(st, spec, stages, source, base_dir))
-        if st.definition.check is not None:
+        if st.definition.check is not None and st.params is not None:
             problems.extend(f"{source}: stages.{st.name}.{p}" for p in st.definition.check(st.params, set(st.inputs)))
     if problems:
         raise UserError(problems)
