@@ -110,6 +110,19 @@ def test_import_judge_reads_plain_and_chat_preferences(tmp_path):
     assert manifest(out)["summary"]["skipped"]["duplicate_pair"] == 1
 
 
+def test_import_judge_reads_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": "q1", "chosen": "yes", "rejected": "no"}, {"prompt": "q2", "chosen": "fine", "rejected": ""}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "prefs.parquet")
+    out = tmp_path / "prefs"
+    api.run_stage("label", inputs={"preferences": str(tmp_path / "prefs.parquet")}, out=out,
+                  params={"judge": "import"})
+    assert [(r["prompt"], r["chosen"]) for r in prefs(out)] == [("q1", "yes")]
+    assert manifest(out)["summary"]["skipped"]["empty"] == 1  # the empty rejected response is counted, not kept
+
+
 def test_too_many_skips_is_an_error(tmp_path):
     cands = candidates(tmp_path, [{"prompt": "p", "responses": ["", ""]}, {"prompt": "q", "responses": ["a", "bb"]}])
     with pytest.raises(StageFailed, match=r"1 of 2 candidate pairs skipped.*max_skip_fraction=0.2"):
