@@ -326,3 +326,35 @@ def test_gpus_are_pinned_per_stage_with_cuda_visible_devices(tmp_path):
     assert sorted([env["one"]["CUDA_VISIBLE_DEVICES"], env["two"]["CUDA_VISIBLE_DEVICES"]]) == ["0", "1"]
     assert env["cpu"]["CUDA_VISIBLE_DEVICES"] == "" and env["cpu"]["OMP_NUM_THREADS"] == "2"
     assert env["one"]["OMP_NUM_THREADS"] == "1" and env["one"]["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_fsspec_inputs_are_materialized_and_cached_by_content(tmp_path):
+    """A real fsspec backend (the in-process memory filesystem): fetched once, refetched when it changes."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/corpora/c1/corpus.txt", b"a b c\nd e\n")
+    m = tmp_path / "marker"
+    spec = {"name": "r", "workspace": str(tmp_path / "ws"), "stages": {
+        "count": {"uses": "example.count", "inputs": {"text": "memory://corpora/c1"}},
+        "after": rec(m, 1, inputs={"x": "count.out"})}}
+    res, states = run(tmp_path, spec)
+    assert states == {"count": "done", "after": "done"}
+    manifest = Store(res.workspace).get(res.stages["count"].outputs["out"]).manifest
+    assert manifest["inputs"]["text"]["external"] == "memory://corpora/c1" and manifest["summary"]["total"] == 5
+    _, states = run(tmp_path, spec)
+    assert states["count"] == "cached"
+    fs.pipe("/corpora/c1/corpus.txt", b"a b c\nd e f\n")
+    res, states = run(tmp_path, spec)
+    assert states["count"] == "done"
+    assert Store(res.workspace).get(res.stages["count"].outputs["out"]).manifest["summary"]["total"] == 6
+
+
+def test_unreachable_hub_input_is_a_clean_error(tmp_path, monkeypatch):
+    from alignpipe.pipeline.errors import UserError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = {"name": "h", "workspace": str(tmp_path / "ws"),
+            "stages": {"count": {"uses": "example.count", "inputs": {"text": "hf:nobody/no-such-model"}}}}
+    with pytest.raises(UserError, match=r"input 'hf:nobody/no-such-model': cannot fetch .* pass the local directory"):
+        run(tmp_path, spec)

@@ -24,6 +24,7 @@ from typing import Any
 
 from alignpipe.pipeline.entry import Task, TaskInput
 from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.external import materialize
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.graph import ancestors, select
 from alignpipe.pipeline.journal import Attempt, Journal, WorkspaceLock
@@ -121,27 +122,28 @@ class Runner:
         plan = [n for n in self.p.order if n in needed]
         return plan, runnable, forced
 
-    def _external_id(self, journal: Journal, uri: str) -> str:
-        path = Path(uri)
-        if not path.exists():
-            raise UserError(f"{self.p.source}: external input {uri!r} does not exist (any more)")
+    def _external(self, journal: Journal, uri: str) -> tuple[str, str]:
+        """(local path, content id) of an external input; hashes are cached by path, size and mtime."""
+        path = materialize(uri, self.ws)
         st = path.stat()
         size, mtime = _tree_stat(path) if path.is_dir() else (st.st_size, st.st_mtime_ns)
         cached = journal.external_id(str(path), size, mtime)
         if cached:
-            return cached
+            return str(path), cached
         art_id = hash_tree(path)[0]
         journal.remember_external(str(path), size, mtime, art_id)
-        return art_id
+        return str(path), art_id
 
-    def _input_ids(self, st: Stage, states: dict[str, StageState], ext: dict[str, str]) -> dict[str, TaskInput]:
+    def _input_ids(self, st: Stage, states: dict[str, StageState],
+                   ext: dict[str, tuple[str, str]]) -> dict[str, TaskInput]:
         out = {}
         for name, src in st.inputs.items():
             if isinstance(src, StageRef):
                 art_id = states[src.stage].outputs[src.output]
                 out[name] = TaskInput(path=str(self.store.artifacts_dir / art_id), id=art_id)
             else:
-                out[name] = TaskInput(path=src.uri, id=ext[src.uri], external=src.uri)
+                local, art_id = ext[src.uri]
+                out[name] = TaskInput(path=local, id=art_id, external=src.uri)
         return out
 
     # -- main loop ---------------------------------------------------------------------------------------------
@@ -162,7 +164,7 @@ class Runner:
 
     def _loop(self, journal: Journal, run_id: str) -> RunResult:
         plan, runnable, forced = self._plan()
-        ext = {s.uri: self._external_id(journal, s.uri) for n in plan for s in self.p.stages[n].inputs.values()
+        ext = {s.uri: self._external(journal, s.uri) for n in plan for s in self.p.stages[n].inputs.values()
                if isinstance(s, External)}
         states = {n: StageState(n) for n in plan}
         running: dict[str, _Running] = {}
@@ -201,7 +203,7 @@ class Runner:
         return RunResult(run_id, status, self.ws, states)
 
     def _resolve_pending(self, journal: Journal, run_id: str, plan: list[str], states: dict[str, StageState],
-                         runnable: set[str], forced: set[str], ext: dict[str, str]) -> None:
+                         runnable: set[str], forced: set[str], ext: dict[str, tuple[str, str]]) -> None:
         """Compute fingerprints of stages whose inputs are known; cache hits finish here."""
         for name in plan:
             s, st = states[name], self.p.stages[name]
@@ -232,7 +234,7 @@ class Runner:
                 s.state, s.error = "skipped", "an upstream stage failed"
                 self.report({"event": "stage", "stage": name, "state": "skipped"})
 
-    def _launch(self, journal: Journal, run_id: str, st: Stage, s: StageState, ext: dict[str, str],
+    def _launch(self, journal: Journal, run_id: str, st: Stage, s: StageState, ext: dict[str, tuple[str, str]],
                 states: dict[str, StageState], gpus: list[int]) -> _Running:
         s.attempts += 1
         s.state, s.started = "running", time.time()
