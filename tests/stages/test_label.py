@@ -130,6 +130,11 @@ def test_too_many_skips_is_an_error(tmp_path):
                       params={"function": "scorers:length", "max_skip_fraction": 0.2})
 
 
+def test_judge_inputs_are_checked_in_manual_mode_too(tmp_path):
+    with pytest.raises(UserError, match=r"stage 'label' \(label\): inputs: judge 'import' needs an input 'preferences'"):
+        api.run_stage("label", inputs={}, out=tmp_path / "o", params={"judge": "import"})
+
+
 def test_judge_inputs_are_checked_at_validation(tmp_path):
     spec = {"name": "p", "stages": {"lab": {"uses": "label", "params": {"judge": "import"}}}}
     with pytest.raises(UserError, match=r"stages\.lab\.inputs: judge 'import' needs an input 'preferences'"):

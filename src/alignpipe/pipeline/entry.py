@@ -117,6 +117,10 @@ def execute(task: Task) -> dict[str, str]:
         params = sdef.parse_params(task.params)
     except ValidationError as e:
         raise UserError(f"stage {task.stage!r} params: {e}") from None
+    if sdef.check is not None:  # the spec-time cross-field check, for callers that never saw a spec (manual mode)
+        problems = sdef.check(params, set(task.inputs))
+        if problems:
+            raise UserError([f"stage {task.stage!r} ({task.uses}): {p}" for p in problems])
     work_dir = Path(task.work_dir)
     lock_fd = _lock_work_dir(work_dir)
     try:
