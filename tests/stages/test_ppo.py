@@ -160,7 +160,7 @@ def test_tokenizer_mismatch_is_refused_before_compute_naming_both_artifacts(fx, 
                                           r".*other_rm\)\" are incompatible: .*vocabulary"):
         api.run_stage("ppo", inputs={"policy": str(fx["gpt2"]), "prompts": str(fx["prompts"]),
                                      "reward_model": str(tmp_path / "other_rm")}, params=SMALL, out=tmp_path / "out")
-    assert not (tmp_path / "out.work" / "ckpt").exists()
+    assert not list((tmp_path / "out.work").glob("*/ckpt"))
 
 
 def test_too_few_prompts_and_nan_rewards_fail_cleanly(fx, tmp_path):
@@ -232,7 +232,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_artifacts(fx, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "killed.work" / "ckpt").glob("step-*")):  # complete checkpoints only
+    while not list((tmp_path / "killed.work").glob("*/ckpt/step-*")):  # complete checkpoints only
         assert proc.poll() is None, "the stage ended before writing a checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.01)

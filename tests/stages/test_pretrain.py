@@ -86,7 +86,7 @@ def test_corpus_records_without_text_are_refused_past_the_threshold(tmp_path):
 
 
 def test_bad_shapes_are_refused(corpus, tmp_path):
-    with pytest.raises(StageFailed, match="n_embd: 30 is not divisible by n_head 4"):
+    with pytest.raises(UserError, match="n_embd: 30 is not divisible by n_head 4"):
         pretrain(corpus, tmp_path / "out", n_embd=30, n_head=4)
     with pytest.raises(UserError, match="vocab_size"):
         pretrain(corpus, tmp_path / "out", vocab_size=100)

@@ -1,15 +1,12 @@
 """reward stage: overfits 8 pairs, normalizes πSFT samples to mean 0 / std 1, reports held-out metrics, resumes."""
 
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from stage_util import kill_at_first_checkpoint_then_rerun, manifest
 from transformers import AutoModelForSequenceClassification
 
 from alignpipe import api
@@ -35,9 +32,6 @@ def write_prefs(tmp_path: Path, records, name="prefs") -> Path:
     (d / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return d
 
-
-def manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
 
 
 def run_reward(model_dir, data, out, calibration=None, **params) -> dict:
@@ -192,23 +186,3 @@ def test_reward_killed_and_resumed_equals_uninterrupted(tiny_model_dirs, tmp_pat
     assert kill_at_first_checkpoint_then_rerun(args, tmp_path / "resumed") == manifest(tmp_path / "straight")["id"]
 
 
-def kill_at_first_checkpoint_then_rerun(args: list[str], out: Path) -> str:
-    """Run `alignpipe stage run ARGS -o OUT` as a process, kill -9 it once a checkpoint exists, rerun it to the
-    end; returns the artifact id. (Same helper as in test_sft.py.)"""
-    cmd = [sys.executable, "-m", "alignpipe", "stage", "run", *args, "-o", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpt_root = Path(f"{out}.work") / "ckpt"
-    deadline = time.monotonic() + 120
-    while not any(ckpt_root.glob("step-*")):
-        assert proc.poll() is None, f"finished before its first checkpoint: {proc.communicate()[1]}"
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.005)
-    assert proc.poll() is None, "finished before it could be killed; make the run longer"
-    proc.kill()
-    proc.communicate()
-    assert not (out / "manifest.json").exists()
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "resuming from checkpoint step" in rerun.stderr
-    return manifest(out)["id"]

@@ -1,15 +1,12 @@
 """sft stage: memorizes demonstrations, LoRA merges into a plain HF dir, boundary checks, NaN guard, resume."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from stage_util import kill_at_first_checkpoint_then_rerun, manifest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignpipe import api
@@ -33,9 +30,6 @@ def write_jsonl(path: Path, records) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
-
-def manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
 
 
 def run_sft(model_dir, data, out, **params):
@@ -157,31 +151,10 @@ def test_nan_loss_stops_the_stage_naming_the_step_and_keeping_the_checkpoint(tin
                                           r"optimizer applied it, the last good checkpoint \(step \d+\) is kept"):
         run_sft(tiny_model_dirs["gpt2"], data, out, lr=1e30, steps=20, batch_size=2, checkpoint_every=1,
                 max_grad_norm=None, eval_fraction=0)
-    assert list((tmp_path / "sft.work" / "ckpt").glob("step-*")) and not out.exists()
+    assert list((tmp_path / "sft.work").glob("*/ckpt/step-*")) and not out.exists()
 
 
 # -- resume ------------------------------------------------------------------------------------------------------
-def kill_at_first_checkpoint_then_rerun(args: list[str], out: Path) -> str:
-    """Run `alignpipe stage run ARGS -o OUT` as a process, kill -9 it once a checkpoint exists, rerun it to the
-    end; returns the artifact id."""
-    cmd = [sys.executable, "-m", "alignpipe", "stage", "run", *args, "-o", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpt_root = Path(f"{out}.work") / "ckpt"
-    deadline = time.monotonic() + 120
-    while not any(ckpt_root.glob("step-*")):
-        assert proc.poll() is None, f"finished before its first checkpoint: {proc.communicate()[1]}"
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.005)
-    assert proc.poll() is None, "finished before it could be killed; make the run longer"
-    proc.kill()
-    proc.communicate()
-    assert not (out / "manifest.json").exists()
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "resuming from checkpoint step" in rerun.stderr
-    return manifest(out)["id"]
-
 
 def test_sft_killed_and_resumed_equals_uninterrupted(tiny_model_dirs, tmp_path):
     from alignpipe.task import make_demonstrations

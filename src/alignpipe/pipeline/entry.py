@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from alignpipe.pipeline.context import InputArtifact, StageContext
 from alignpipe.pipeline.errors import StageFailed, UserError
+from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
 from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree
 
@@ -199,8 +200,15 @@ def manual_task(uses: str, inputs: dict[str, str], params: dict[str, Any], out: 
         else:
             tinputs[name] = TaskInput(path=str(path), id=hash_tree(path)[0], external=str(path))
     out_p = Path(out).expanduser().resolve()
+    # checkpoints live in DIR.work/<fingerprint>: rerunning the same command resumes, a changed one starts afresh
+    try:
+        sdef = resolve_stage(uses)
+        parsed = sdef.parse_params(params).model_dump(mode="json")
+    except (StageLookupError, ValidationError) as e:
+        raise UserError(f"stage {uses!r}: {e}") from None
+    fp = fingerprint(uses, sdef.version, parsed, {k: v.id for k, v in tinputs.items()}, seed)
     return Task(stage=uses.rsplit(":", 1)[-1].split(".")[-1], uses=uses, params=params, seed=seed, inputs=tinputs,
-                out=str(out_p), work_dir=str(out_p.with_name(out_p.name + ".work")))
+                out=str(out_p), work_dir=str(out_p.with_name(out_p.name + ".work") / fp[:16]))
 
 
 def run_task_file(path: str) -> int:

@@ -1,0 +1,36 @@
+"""Helpers shared by the stage tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((Path(out) / "manifest.json").read_text())
+
+
+def kill_at_first_checkpoint_then_rerun(args: list[str], out: Path, expect_log: str = "resuming from checkpoint step"
+                                        ) -> str:
+    """Run `alignpipe stage run ARGS -o OUT` as a process, kill -9 it once a complete checkpoint exists (in
+    OUT.work/<fingerprint>/ckpt), rerun the same command to the end; returns the artifact id."""
+    cmd = [sys.executable, "-m", "alignpipe", "stage", "run", *args, "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(Path(f"{out}.work").glob("*/ckpt/step-*")):  # complete checkpoints only (tmp dirs are hidden)
+        assert proc.poll() is None, f"finished before its first checkpoint: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.005)
+    assert proc.poll() is None, "finished before it could be killed; make the run longer"
+    proc.kill()
+    proc.communicate()
+    assert not (Path(out) / "manifest.json").exists()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert expect_log in rerun.stderr
+    return manifest(out)["id"]
