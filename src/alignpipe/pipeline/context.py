@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from alignpipe.pipeline.store import fsync_dir, fsync_tree
+
 
 @dataclass(frozen=True)
 class InputArtifact:
@@ -68,37 +70,18 @@ class Checkpoints:
         tmp.mkdir()
         writer(tmp)
         (tmp / ".complete").write_text(str(step))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         final = self.root / f"step-{step:09d}"
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         for old in self._complete()[: -self.keep]:
             shutil.rmtree(old.path, ignore_errors=True)
         return Checkpoint(step, final)
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
 
 
 @dataclass

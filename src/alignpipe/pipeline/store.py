@@ -75,6 +75,18 @@ def fsync_dir(p: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory under root to disk (before a rename publishes them)."""
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
 def sha256_file(p: Path) -> str:
     h = hashlib.sha256()
     with open(p, "rb") as f:
@@ -166,6 +178,7 @@ class Store:
         if self.fs.exists(final / MANIFEST):  # identical content already published: keep the first
             self.fs.rmtree(staging)
             return self.get(art_id)
+        fsync_tree(staging)  # payload on disk before the manifest makes it look complete (power loss included)
         self.fs.write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         if self.fs.exists(final):  # a leftover without manifest: not an artifact, replace it
