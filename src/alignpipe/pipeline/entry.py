@@ -170,9 +170,10 @@ def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]
 
 def _publish_to_dir(staging: Path, meta: dict[str, Any], out: Path, name: str, single: bool) -> str:
     """Manual mode: the same manifest, written into --out (or --out/<name> when a stage has several outputs)."""
-    from alignpipe.pipeline.store import SCHEMA_VERSION, LocalFS
+    from alignpipe.pipeline.store import SCHEMA_VERSION, LocalFS, fsync_tree
 
     art_id, files = hash_tree(staging)
+    fsync_tree(staging)
     manifest = {"id": art_id, **meta, "files": files, "created": time.time(), "schema_version": SCHEMA_VERSION}
     LocalFS().write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     dest = out if single else out / name
