@@ -17,11 +17,13 @@ from typing import Any
 
 from alignpipe.pipeline.entry import execute, manual_task
 from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.executors import LocalExecutor, RayExecutor
 from alignpipe.pipeline.journal import Journal
 from alignpipe.pipeline.runner import Reporter, Runner, RunOptions, RunResult
-from alignpipe.pipeline.spec import Pipeline, load_pipeline, pipeline_from_dict
+from alignpipe.pipeline.spec import Machine, Pipeline, load_pipeline, pipeline_from_dict
 from alignpipe.pipeline.store import Artifact, Store
 
+Executor = LocalExecutor | RayExecutor
 BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml"}
 
 
@@ -29,30 +31,34 @@ def builtin_path(name: str = "default") -> Path:
     return Path(str(importlib.resources.files("alignpipe") / "examples" / BUILTIN[name]))
 
 
-def load(path: str | os.PathLike | None = None, *, builtin: str = "default") -> Pipeline:
-    """Load and validate a pipeline file; with no path, the built-in pipeline (workspace under the cwd)."""
+def load(path: str | os.PathLike | None = None, *, builtin: str = "default", machine: Machine | None = None
+         ) -> Pipeline:
+    """Load and validate a pipeline file; with no path, the built-in pipeline (workspace under the cwd).
+    Resources are checked against `machine` (default: this machine; a Ray executor's is its cluster)."""
     if path is None:
         import yaml
 
         raw = yaml.safe_load(builtin_path(builtin).read_text())
-        return pipeline_from_dict(raw, base_dir=Path.cwd())
+        return pipeline_from_dict(raw, base_dir=Path.cwd(), machine=machine)
     base = str(Path(path).resolve().parent)
     if base not in sys.path:  # user stages (`mymodule:func`) next to the spec import like DAG files
         sys.path.insert(0, base)
-    return load_pipeline(path)
+    return load_pipeline(path, machine=machine)
 
 
 def from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None = None) -> Pipeline:
     return pipeline_from_dict(data, base_dir=base_dir)
 
 
-def run(pipeline: Pipeline | str | os.PathLike | None = None, *, workspace: str | os.PathLike | None = None,
+def run(  # noqa: PLR0913 — one keyword per `alignpipe run` option
+        pipeline: Pipeline | str | os.PathLike | None = None, *, workspace: str | os.PathLike | None = None,
         from_: str | None = None, until: str | None = None, only: str | None = None, force: tuple[str, ...] = (),
-        wait: bool = False, report: Reporter | None = None) -> RunResult:
+        wait: bool = False, report: Reporter | None = None, executor: Executor | None = None) -> RunResult:
+    """Run a pipeline; `executor` defaults to local processes (see alignpipe.pipeline.executors for Ray)."""
     pipe = pipeline if isinstance(pipeline, Pipeline) else load(pipeline)
     opts = RunOptions(workspace=str(workspace) if workspace else None, from_=from_, until=until, only=only,
                       force=tuple(force), wait=wait)
-    return Runner(pipe, opts, report).run()
+    return Runner(pipe, opts, report, executor=executor).run()
 
 
 def run_stage(uses: str, *, inputs: dict[str, str], params: dict[str, Any], out: str | os.PathLike,

@@ -56,20 +56,28 @@ def run(
     force: list[str] = typer.Option([], "--force", help="re-execute STAGE even when cached (repeatable)"),
     example: bool = typer.Option(False, "--example", help="run the engine's tiny example pipeline"),
     wait: bool = typer.Option(False, "--wait", help="wait for a concurrent run on the workspace to finish"),
+    executor: str = typer.Option("local", "--executor", help="local (processes here) or ray (a Ray cluster)"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start "
+                                              "a local one); the workspace must be on a path every node sees"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only failures and the result"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines events on stdout"),
 ) -> None:
     """Run a pipeline: cached stages are skipped, interrupted ones resume from their checkpoints."""
     from alignpipe import api
+    from alignpipe.pipeline.executors import make_executor
     from alignpipe.progress import make_reporter
 
-    pipe = api.load(pipeline, builtin="example" if example else "default")
-    reporter = make_reporter(quiet, as_json)
+    engine = make_executor(executor, ray_address)
     try:
-        result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
-                         wait=wait, report=reporter)
+        pipe = api.load(pipeline, builtin="example" if example else "default", machine=engine.machine())
+        reporter = make_reporter(quiet, as_json)
+        try:
+            result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
+                             wait=wait, report=reporter, executor=engine)
+        finally:
+            reporter.close()
     finally:
-        reporter.close()
+        engine.close()
     _print_result(result, quiet, as_json)
     raise typer.Exit(result.exit_code)
 

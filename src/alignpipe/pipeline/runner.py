@@ -8,13 +8,11 @@ processes with it (PR_SET_PDEATHSIG), and the next run resumes them from their c
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from typing import Any
 
 from alignpipe.pipeline.entry import Task, TaskInput
 from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.executors import Handle, LocalExecutor, RayExecutor
 from alignpipe.pipeline.external import materialize
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.graph import ancestors, select
@@ -76,17 +75,9 @@ class RunResult:
 Reporter = Callable[[dict[str, Any]], None]
 
 
-def _set_pdeathsig() -> None:
-    """In the child before exec: die with SIGKILL when the runner dies (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 @dataclass
 class _Running:
-    proc: subprocess.Popen
+    handle: Handle
     task: Task
     attempt_dir: Path
     log_path: Path
@@ -100,11 +91,12 @@ class _Running:
 
 class Runner:
     def __init__(self, pipeline: Pipeline, options: RunOptions, report: Reporter | None = None,
-                 machine: Machine | None = None):
+                 machine: Machine | None = None, executor: LocalExecutor | RayExecutor | None = None):
         self.p = pipeline
         self.o = options
         self.report = report or (lambda e: None)
-        self.machine = machine or Machine.detect()
+        self.executor = executor or LocalExecutor()
+        self.machine = machine or self.executor.machine()
         self.ws = pipeline.workspace(options.workspace).resolve()
         self.store = Store(self.ws)
         self.deps = {n: s.deps for n, s in pipeline.stages.items()}
@@ -254,15 +246,13 @@ class Runner:
                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(self.p.base_dir), os.environ.get("PYTHONPATH")]))}
-        with open(log_path, "ab") as logf:
-            # = `alignpipe stage run --task FILE`, minus the CLI's imports (~60 ms per stage)
-            proc = subprocess.Popen([sys.executable, "-m", "alignpipe.pipeline.entry", str(task_path)],
-                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    cwd=str(self.p.base_dir), start_new_session=True, preexec_fn=_set_pdeathsig)
+        # = `alignpipe stage run --task FILE`, minus the CLI's imports (~60 ms per stage)
+        cmd = [sys.executable, "-m", "alignpipe.pipeline.entry", str(task_path)]
+        handle = self.executor.start(cmd, env, str(self.p.base_dir), str(log_path), st.resources)
         journal.record_attempt(Attempt(run_id, st.name, s.attempts, "running", s.started, None, None, None, False,
                                        s.fingerprint, {}, socket.gethostname(), str(log_path)))
         self.report({"event": "stage", "stage": st.name, "state": "running", "attempt": s.attempts})
-        return _Running(proc, task, attempt_dir, log_path, s.started, gpus, st.resources.cpus)
+        return _Running(handle, task, attempt_dir, log_path, s.started, gpus, st.resources.cpus)
 
     def _pump_events(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> None:
         path = r.attempt_dir / "events.jsonl"
@@ -287,18 +277,18 @@ class Runner:
     def _check(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> bool:
         """Handle a finished or overdue process; True when its slot is free again."""
         st = self.p.stages[s.name]
-        code = r.proc.poll()
+        code = r.handle.poll()
         now = time.time()
         if code is None:
             if st.spec.timeout and r.reason is None and now - r.started > st.spec.timeout:
                 r.reason = "timeout"
-                _signal_group(r.proc, signal.SIGTERM)
+                r.handle.terminate()
                 r.kill_deadline = now + self.o.kill_grace
             elif r.kill_deadline and now > r.kill_deadline:
-                _signal_group(r.proc, signal.SIGKILL)
+                r.handle.kill()
             return False
         if r.reason == "timeout":
-            _signal_group(r.proc, signal.SIGKILL)  # grandchildren that ignored SIGTERM
+            r.handle.kill()  # grandchildren that ignored SIGTERM
         self._pump_events(journal, run_id, s, r)
         result = _read_json(r.attempt_dir / "result.json")
         s.ended = now
@@ -330,17 +320,18 @@ class Runner:
     def _interrupt(self, journal: Journal, run_id: str, states: dict[str, StageState],
                    running: dict[str, _Running]) -> None:
         for r in running.values():
-            _signal_group(r.proc, signal.SIGTERM)
+            r.handle.terminate()
         deadline = time.time() + self.o.kill_grace
-        while any(r.proc.poll() is None for r in running.values()) and time.time() < deadline:
+        while any(r.handle.poll() is None for r in running.values()) and time.time() < deadline:
             time.sleep(0.05)
         for name, r in running.items():
-            _signal_group(r.proc, signal.SIGKILL)
-            r.proc.wait()
+            r.handle.kill()
+            while r.handle.poll() is None:
+                time.sleep(0.02)
             s = states[name]
             s.state, s.ended, s.error = "interrupted", time.time(), "interrupted (Ctrl-C or SIGTERM)"
             journal.record_attempt(Attempt(run_id, name, s.attempts, "interrupted", r.started, s.ended,
-                                           r.proc.returncode, s.error, False, s.fingerprint, {}, socket.gethostname(),
+                                           r.handle.poll(), s.error, False, s.fingerprint, {}, socket.gethostname(),
                                            str(r.log_path)))
         for s in states.values():
             if s.state not in TERMINAL:
@@ -351,13 +342,6 @@ class Runner:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _exit_text(code: int) -> str:

@@ -1,0 +1,187 @@
+"""Executors: where a stage process runs. The runner plans, schedules slots and tails events; an executor only
+starts `python -m alignpipe.pipeline.entry TASK` (= `alignpipe stage run --task TASK`) somewhere and reports
+its exit code.
+
+- `LocalExecutor` (default): a child process in its own process group, killed with the runner (PDEATHSIG).
+- `RayExecutor`: a Ray task with num_cpus/num_gpus/memory from the stage's resources, which runs the same
+  command on whichever node Ray picks; GPUs are the ones Ray assigned. The workspace (store, work dirs, logs)
+  must be on a path every node sees (one machine, or a shared file system).
+
+A handle's `terminate()` asks the stage to stop: SIGTERM to its process group; for Ray, a stop file next to
+the stage's log, which the Ray task polls and answers by stopping the group the same way (ray.cancel's
+KeyboardInterrupt does not reach a task blocked on its child). `kill()` does not ask: SIGKILL to the group, or
+ray.cancel(force=True), which kills the worker and, through PDEATHSIG, the stage process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.spec import Machine, Resources
+
+
+class Handle(Protocol):
+    def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def _set_pdeathsig() -> None:
+    """In the child before exec: die with SIGKILL when the parent (runner or Ray worker) dies (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _spawn(cmd: list[str], env: dict[str, str], cwd: str, log_path: str) -> subprocess.Popen:
+    with open(log_path, "ab") as logf:
+        return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=cwd, start_new_session=True, preexec_fn=_set_pdeathsig)
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class LocalHandle:
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        signal_group(self.proc, signal.SIGTERM)
+
+    def kill(self) -> None:
+        signal_group(self.proc, signal.SIGKILL)  # grandchildren that ignored SIGTERM too
+
+
+class LocalExecutor:
+    name = "local"
+
+    def machine(self) -> Machine:
+        return Machine.detect()
+
+    def start(self, cmd: list[str], env: dict[str, str], cwd: str, log_path: str, resources: Resources) -> Handle:
+        return LocalHandle(_spawn(cmd, env, cwd, log_path))
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ray
+
+
+def _run_in_ray(cmd: list[str], env: dict[str, str], cwd: str, log_path: str, grace: float) -> int:
+    """The Ray task: the same stage process, on this node, with the GPUs Ray gave this task."""
+    import ray
+
+    env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(str(int(g)) for g in ray.get_gpu_ids())}
+    proc = _spawn(cmd, env, cwd, log_path)
+    stop = Path(log_path + ".stop")
+    while proc.poll() is None:
+        if stop.exists():  # the runner asked (timeout, Ctrl-C): stop the stage's whole process group
+            signal_group(proc, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            signal_group(proc, signal.SIGKILL)  # and whatever of the group is left
+            proc.wait()
+            break
+        time.sleep(0.1)
+    return proc.returncode
+
+
+class RayHandle:
+    def __init__(self, ref: Any, stop_path: Path):
+        self.ref = ref
+        self.stop_path = stop_path
+        self.code: int | None = None
+
+    def poll(self) -> int | None:
+        import ray
+
+        if self.code is None:
+            ready, _ = ray.wait([self.ref], timeout=0)
+            if ready:
+                try:
+                    self.code = int(ray.get(self.ref))
+                except ray.exceptions.TaskCancelledError:
+                    self.code = -signal.SIGTERM
+                except ray.exceptions.WorkerCrashedError:
+                    self.code = -signal.SIGKILL
+                except ray.exceptions.RayError:
+                    self.code = 1
+        return self.code
+
+    def terminate(self) -> None:
+        self.stop_path.touch()
+
+    def kill(self) -> None:
+        import ray
+
+        if self.poll() is None:
+            ray.cancel(self.ref, force=True)
+
+
+class RayExecutor:
+    """Connects to a Ray cluster (`address`: "auto", "ray://host:port", or None to start a local one)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, kill_grace: float = 5.0):
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--executor ray needs Ray: pip install 'alignpipe[ray]'") from None
+        self.kill_grace = kill_grace
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: {e}") from None
+        self._task = ray.remote(max_retries=0)(_run_in_ray)  # retries are the runner's, with backoff and resume
+
+    def machine(self) -> Machine:
+        import ray
+
+        res = ray.cluster_resources()
+        return Machine(cpus=int(res.get("CPU", 0)), gpus=int(res.get("GPU", 0)), memory=int(res.get("memory", 0))
+                       or None)
+
+    def start(self, cmd: list[str], env: dict[str, str], cwd: str, log_path: str, resources: Resources) -> Handle:
+        opts: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
+        if resources.memory:
+            opts["memory"] = resources.memory
+        ref = self._task.options(**opts).remote(cmd, env, cwd, log_path, self.kill_grace)
+        return RayHandle(ref, Path(log_path + ".stop"))
+
+    def close(self) -> None:
+        import ray
+
+        if self._owns:
+            ray.shutdown()
+
+
+def make_executor(name: str, address: str | None = None) -> LocalExecutor | RayExecutor:
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address)
+    raise UserError(f"--executor {name!r}: expected 'local' or 'ray'")
