@@ -128,5 +128,9 @@ class Workspace:
             raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
         return Path(att.log).read_text(errors="replace")
 
-    def metrics(self, fingerprint: str) -> dict[str, list[tuple[int, float]]]:
-        return self.journal.metrics(fingerprint)
+    def metrics(self, stage: str) -> dict[str, list[tuple[int, float]]]:
+        """The metric series (name -> [(step, value)]) the stage's latest executed attempt logged."""
+        att = self.journal.last_attempt(stage, executed=True)
+        if att is None:
+            raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
+        return self.journal.metrics(att.fingerprint)

@@ -274,6 +274,53 @@ def runs(workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS
 
 
 @app.command()
+def metrics(stage: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+            as_json: bool = typer.Option(False, "--json", help="every point, as JSON"),
+            plot: str | None = typer.Option(None, "--plot", help="write a PNG with one panel per metric"),
+            names: list[str] = typer.Option([], "--metric", "-m", help="only this metric (repeatable)")) -> None:
+    """The metric series a stage logged (losses, KL, scores...): first, last, min, max per metric."""
+    series = _workspace(workspace).metrics(stage)
+    if names:
+        unknown = sorted(set(names) - set(series))
+        if unknown:
+            raise UserError(f"stage {stage!r} logged no metric {unknown}; it logged: {', '.join(series)}")
+        series = {n: series[n] for n in names}
+    if not series:
+        raise UserError(f"stage {stage!r} logged no metrics")
+    if as_json:
+        _dump(series)
+    else:
+        t = Table("metric", "points", "first", "last", "min", "max", box=None)
+        for name, pts in series.items():
+            vals = [v for _, v in pts]
+            t.add_row(name, str(len(pts)), *(f"{x:.4g}" for x in (vals[0], vals[-1], min(vals), max(vals))))
+        out.print(t)
+    if plot:
+        _plot(stage, series, plot)
+        out.print(f"wrote {plot}")
+
+
+def _plot(stage: str, series: dict[str, list[tuple[int, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(series))
+    rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    for ax, (name, pts) in zip(axes.flat, series.items(), strict=False):
+        ax.plot([s for s, _ in pts], [v for _, v in pts], lw=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(series):]:
+        ax.axis("off")
+    fig.suptitle(f"{stage}: metrics by step", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    fig.savefig(path, dpi=110)
+
+
+@app.command()
 def logs(stage: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
     """Print the log of a stage's latest attempt."""
     sys.stdout.write(_workspace(workspace).log(stage))

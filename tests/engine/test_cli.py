@@ -54,6 +54,18 @@ def test_gc_removes_superseded_artifacts_but_keeps_tags_and_lineage(tmp_path, wr
     assert {s["state"] for s in result["stages"].values()} == {"cached"}
 
 
+def test_metrics_of_a_stage_as_table_json_and_plot(tmp_path, write_pipeline):
+    ws = tmp_path / "ws"
+    spec = write_pipeline({"name": "m", "workspace": str(ws), "stages": {"n": {
+        "uses": "teststages:counter", "params": {"trace": str(tmp_path / "t"), "steps": 3, "step_s": 0.0}}}})
+    assert cli("run", spec, "-q").returncode == 0
+    assert json.loads(cli("metrics", "n", "-w", ws, "--json").stdout) == {"loss": [[0, 1.0], [1, 0.5], [2, 1 / 3]]}
+    r = cli("metrics", "n", "-w", ws, "-m", "loss", "--plot", tmp_path / "m.png")
+    assert r.returncode == 0 and "loss" in r.stdout and (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    r = cli("metrics", "n", "-w", ws, "-m", "kl")
+    assert r.returncode == 2 and "logged no metric ['kl']; it logged: loss" in r.stderr
+
+
 def test_query_errors_are_clean(tmp_path):
     r = cli("status", "-w", tmp_path / "nothing")
     assert r.returncode == 2 and "no alignpipe workspace here" in r.stderr and "Traceback" not in r.stderr

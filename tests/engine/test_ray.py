@@ -4,13 +4,13 @@ import json
 import time
 
 import pytest
+from engine_util import cli
+from test_runner import _alive, chain, executed, rec
 
 from alignpipe import api
 from alignpipe.pipeline.executors import RayExecutor
 from alignpipe.pipeline.journal import Journal
 from alignpipe.pipeline.store import Store
-from engine_util import cli
-from test_runner import _alive, chain, executed, rec
 
 
 @pytest.fixture(scope="module")
