@@ -223,3 +223,19 @@ def test_check_tokenizers_compatible(tiny_tokenizer):
     same_as_eos.pad_token = same_as_eos.eos_token
     with pytest.raises(ValueError, match="tokenizer of 'sft' has pad_token_id 1 = eos"):
         check_tokenizers_compatible({"sft": same_as_eos})
+
+
+def test_fused_kernels_keep_the_function_and_the_saved_model(tiny_model_dirs, tiny_tokenizer, tmp_path):
+    from transformers.activations import NewGELUActivation
+
+    from alignpipe.models.build import save_model
+    from alignpipe.models.forward import use_fused_kernels
+
+    plain = load_causal_lm(tiny_model_dirs["gpt2"])
+    fused = use_fused_kernels(load_causal_lm(tiny_model_dirs["gpt2"]))
+    assert not any(isinstance(m, NewGELUActivation) for m in fused.modules())
+    ids = torch.tensor([tiny_tokenizer("Review of the lamp: It is great.")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(fused(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5, rtol=0)
+    save_model(fused, tiny_tokenizer, tmp_path / "m")
+    assert load_causal_lm(tmp_path / "m").config.activation_function == plain.config.activation_function

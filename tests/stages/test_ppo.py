@@ -256,7 +256,7 @@ def test_rollout_logprobs_are_the_samplers_distribution_and_rewards_sit_on_the_l
     no-EOS penalty for a cut response — on each row's last valid token."""
     from alignpipe.models.build import load_causal_lm, load_reward_model
     from alignpipe.models.build import load_tokenizer as load_tok
-    from alignpipe.models.forward import sample_responses, score_sequences
+    from alignpipe.models.forward import sample_responses, score_sequences, use_fused_kernels
     from alignpipe.rl.rewards import end_index
     from alignpipe.train import sub_seed
 
@@ -265,13 +265,14 @@ def test_rollout_logprobs_are_the_samplers_distribution_and_rewards_sit_on_the_l
     (sampled,), (adv,) = spy.sampled, spy.advantages
     b, r = sampled.batch, sampled.rollout
     prompts = [row[m.bool()].tolist() for row, m in zip(b.prompt_ids, b.prompt_mask, strict=True)]
-    again = sample_responses(load_causal_lm(fx["gpt2"]), load_tok(fx["gpt2"]), prompts, temperature=temperature,
-                             max_new_tokens=8, seed=sub_seed(0, "rollout", 0), return_logprobs=True)
+    policy = use_fused_kernels(load_causal_lm(fx["gpt2"]))  # as the stage loads it
+    again = sample_responses(policy, load_tok(fx["gpt2"]), prompts, temperature=temperature, max_new_tokens=8,
+                             seed=sub_seed(0, "rollout", 0), return_logprobs=True)
     assert torch.equal(again.response_ids, b.response_ids)  # the rollout's seed reproduces its samples
     m = r.response_mask
     torch.testing.assert_close(r.logprobs_old[m], again.sampler_logprobs[m], atol=1e-4, rtol=0)
 
-    rm = load_reward_model(fx["rm"])
+    rm = use_fused_kernels(load_reward_model(fx["rm"]))  # as the stage loads it
     with torch.no_grad():
         raw = score_sequences(rm, b.input_ids, b.attention_mask)
     assert torch.equal(r.scores, 2.0 * (raw + 0.1))  # S = gain·(raw + bias), the normalization Rφ records

@@ -186,3 +186,11 @@ def test_reward_killed_and_resumed_equals_uninterrupted(tiny_model_dirs, tmp_pat
     assert kill_at_first_checkpoint_then_rerun(args, tmp_path / "resumed") == manifest(tmp_path / "straight")["id"]
 
 
+
+
+def test_bf16_autocast_reward_model_still_separates_pairs(tiny_model_dirs, tmp_path):
+    out = tmp_path / "rm"
+    s = run_reward(tiny_model_dirs["gpt2"], write_prefs(tmp_path, PAIRS), out, steps=40, batch_size=8, lr=3e-3,
+                   eval_fraction=0, precision="bf16")["summary"]
+    assert s["precision"] == "bf16" and s["train_accuracy"] == 1.0
+    assert AutoModelForSequenceClassification.from_pretrained(out).dtype == torch.float32

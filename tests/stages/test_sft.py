@@ -165,3 +165,14 @@ def test_sft_killed_and_resumed_equals_uninterrupted(tiny_model_dirs, tmp_path):
     args = ["sft", "-i", f"model={tiny_model_dirs['gpt2']}", "-i", f"data={data}",
             *(x for k, v in params.items() for x in ("-p", f"{k}={v}"))]
     assert kill_at_first_checkpoint_then_rerun(args, tmp_path / "resumed") == manifest(tmp_path / "straight")["id"]
+
+
+def test_bf16_autocast_trains_and_saves_fp32_weights(tiny_model_dirs, tmp_path):
+    from alignpipe.task import make_demonstrations
+
+    data = write_jsonl(tmp_path / "demos.jsonl", make_demonstrations(0, 40))
+    out = tmp_path / "sft"
+    run_sft(tiny_model_dirs["gpt2"], data, out, steps=30, batch_size=8, lr=3e-3, eval_fraction=0.2, precision="bf16")
+    s = manifest(out)["summary"]
+    assert s["precision"] == "bf16" and s["eval_loss"] < s["eval_loss_init"]
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.float32

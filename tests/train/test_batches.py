@@ -1,6 +1,6 @@
 import pytest
 
-from alignpipe.train import EpochBatches, sub_seed, train_eval_split
+from alignpipe.train import EpochBatches, LengthGroupedBatches, sub_seed, train_eval_split
 
 
 def drain(order: EpochBatches, k: int) -> list[tuple[int, int, list[int]]]:
@@ -59,3 +59,32 @@ def test_sub_seed_is_stable_and_separates_keys():
     assert sub_seed(0, "epoch", 1) == 7640573992448688232
     assert len({sub_seed(0, "epoch", e) for e in range(100)}) == 100
     assert sub_seed(0, "a", 1) != sub_seed(1, "a", 1) and 0 <= sub_seed(2**40, "x") < 2**63
+
+
+def test_length_grouping_keeps_every_example_once_per_epoch_with_less_padding():
+    lengths = [(i * 37) % 50 + 1 for i in range(103)]
+    order = LengthGroupedBatches(lengths, 8, seed=2, group_batches=4)
+    assert order.batches_per_epoch == 13
+    batches = drain(order, 26)
+    for epoch in (0, 1):
+        seen = [i for e, _, ix in batches if e == epoch for i in ix]
+        assert sorted(seen) == list(range(103))
+    assert [len(ix) for _, _, ix in batches[:13]] == [8] * 12 + [7]  # the short batch stays last
+    assert [ix for _, _, ix in batches[:13]] != [ix for _, _, ix in batches[13:]]
+
+    def padding(bs):
+        return sum(len(ix) * max(lengths[i] for i in ix) - sum(lengths[i] for i in ix) for _, _, ix in bs)
+
+    assert padding(batches[:13]) < padding(drain(EpochBatches(103, 8, seed=2), 13)) / 3
+
+
+def test_length_grouping_resumes_and_refuses_other_lengths():
+    lengths = [i % 17 + 1 for i in range(40)]
+    straight = drain(LengthGroupedBatches(lengths, 6, seed=1), 11)
+    first = LengthGroupedBatches(lengths, 6, seed=1)
+    head = drain(first, 4)
+    resumed = LengthGroupedBatches(lengths, 6, seed=1)
+    resumed.load_state_dict(first.state_dict())
+    assert head + drain(resumed, 7) == straight
+    with pytest.raises(ValueError, match="lengths_hash"):
+        LengthGroupedBatches([x + 1 for x in lengths], 6, seed=1).load_state_dict(first.state_dict())

@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from alignpipe.data.tokenize import encode_pair
 from alignpipe.models.build import load_reward_model, load_tokenizer, normalized_scores, reward_normalization
-from alignpipe.models.forward import PromptResponseBatch, collate_prompt_response, score_sequences
+from alignpipe.models.forward import PromptResponseBatch, collate_prompt_response, score_sequences, use_fused_kernels
 
 
 class RewardScorer:
@@ -34,7 +34,7 @@ class RewardScorer:
 
     def __init__(self, model_dir: str | Path, *, batch_size: int = 32, max_length: int = 512):
         tokenizer = load_tokenizer(model_dir)
-        self._init(load_reward_model(model_dir), tokenizer, batch_size, max_length)
+        self._init(use_fused_kernels(load_reward_model(model_dir)), tokenizer, batch_size, max_length)
 
     @classmethod
     def from_model(cls, model: nn.Module, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 32,

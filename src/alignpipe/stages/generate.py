@@ -71,7 +71,7 @@ def _fitting_prompts(ctx: StageContext, tokenizer, prompts: list, limit: int | N
 def run(ctx: StageContext) -> None:
     from alignpipe.data import parse_prompts
     from alignpipe.models.build import load_causal_lm
-    from alignpipe.models.forward import sample_responses
+    from alignpipe.models.forward import sample_responses, use_fused_kernels
     from alignpipe.train import Checkpointer, run_key, seed_everything, sub_seed
 
     p: Params = ctx.params
@@ -87,7 +87,7 @@ def run(ctx: StageContext) -> None:
     _common.require_chat_template(ctx, tokenizer, "model", "prompts", prompts)
 
     # -- model
-    model = load_causal_lm(_common.model_dir(ctx, "model"))
+    model = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, "model")))
     _common.fix_pad_token(ctx, "model", tokenizer, model)
 
     # -- data: prompt ids in fixed batches
@@ -150,7 +150,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="generate", version="1", params=Params, run=run,
+    name="generate", version="2", params=Params, run=run,
     inputs={"model": InputDef("model", doc="a HF causal LM directory (usually πSFT)"),
             "prompts": InputDef("dataset", doc='{"prompt"} records: a file or a dataset dir')},
     outputs={"out": "dataset"}, doc=__doc__ or "",

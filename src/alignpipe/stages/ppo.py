@@ -174,9 +174,23 @@ class Sampled:
     gold: float | None  # mean gold score, if a gold function is configured
 
     def forward_fn(self, m: PPOModels, temperature: float) -> Callable[[Any], tuple[Any, Any, Any]]:
-        """rl.ppo's forward_fn: rows idx (b,) of this batch through `training_forward`, with grad."""
+        """rl.ppo's forward_fn: rows idx (b,) of this batch through `training_forward`, with grad.
+
+        Only the response columns some row of the minibatch uses go through the models (valid tokens are a
+        prefix of each row, PPO.md item 10); the outputs are zero-padded back to (b, T), where the response mask
+        is 0 anyway. A minibatch of 8 rarely holds the batch's longest response: about a fifth fewer columns.
+        """
+        import torch.nn.functional as F
+
         ids, attn, width = self.batch.input_ids, self.batch.attention_mask, self.batch.prompt_len
-        return lambda idx: training_forward(m, ids[idx], attn[idx], width, temperature)
+        resp = self.batch.response_mask  # (B, T)
+
+        def forward(idx: Any) -> tuple[Any, Any, Any]:
+            used = max(1, int(resp[idx].sum(1).max()))  # response columns any of these rows needs
+            out = training_forward(m, ids[idx, :width + used], attn[idx, :width + used], width, temperature)
+            return tuple(F.pad(x, (0, resp.shape[1] - used)) for x in out)  # (b, T) each
+
+        return forward
 
 
 def score_function(ctx: StageContext, field: str) -> ScoreFn | None:
@@ -230,6 +244,7 @@ def _load_critic(ctx: StageContext, policy: Any) -> tuple[Any | None, Any | None
     import torch
 
     from alignpipe.models.build import load_reward_model, reward_model_from_causal, score_head
+    from alignpipe.models.forward import use_fused_kernels
 
     if ctx.params.critic == "shared":
         head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
@@ -240,9 +255,9 @@ def _load_critic(ctx: StageContext, policy: Any) -> tuple[Any | None, Any | None
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     try:
         if any(a.endswith("ForSequenceClassification") for a in architectures):
-            critic = load_reward_model(path)  # head and normalization included
+            critic = use_fused_kernels(load_reward_model(path))  # head and normalization included
         else:
-            critic = reward_model_from_causal(path)
+            critic = use_fused_kernels(reward_model_from_causal(path))
             with torch.no_grad():
                 score_head(critic).weight.zero_()  # V ≡ 0 at the start
     except ValueError as e:
@@ -256,9 +271,10 @@ def _load_models(ctx: StageContext, tokenizer: Any) -> PPOModels:
     import copy
 
     from alignpipe.models.build import apply_lora, load_causal_lm
+    from alignpipe.models.forward import use_fused_kernels
 
     p: Params = ctx.params
-    policy = load_causal_lm(_common.model_dir(ctx, "policy"))
+    policy = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, "policy")))
     _common.fix_pad_token(ctx, "policy", tokenizer, policy)  # grows the embeddings if the pad token is new
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     critic, head, source = _load_critic(ctx, policy)
@@ -513,7 +529,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="ppo", version="1", params=Params, run=run, check=check,
+    name="ppo", version="2", params=Params, run=run, check=check,
     inputs={"policy": InputDef("model", doc="πSFT: the initial policy and the frozen reference"),
             "reward_model": InputDef("model", required=False, doc="Rφ (or params.reward_function)"),
             "prompts": InputDef("dataset", doc='{"prompt"} records: a file or a dataset dir'),

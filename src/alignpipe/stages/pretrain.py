@@ -107,6 +107,7 @@ def run(ctx: StageContext) -> None:
     from alignpipe.data import parse_texts
     from alignpipe.data.tokenize import collate_lm
     from alignpipe.models.build import LMSpec, build_causal_lm, count_parameters, save_model
+    from alignpipe.models.forward import use_fused_kernels
     from alignpipe.models.tokenizer import train_tokenizer
     from alignpipe.train import (
         Checkpointer,
@@ -146,7 +147,7 @@ def run(ctx: StageContext) -> None:
 
     # -- model
     spec = LMSpec(arch=p.arch, n_layer=p.n_layer, hidden=p.n_embd, n_head=p.n_head, max_positions=p.max_len)
-    model = build_causal_lm(spec, tokenizer, seed=sub_seed(ctx.seed, "init"))
+    model = use_fused_kernels(build_causal_lm(spec, tokenizer, seed=sub_seed(ctx.seed, "init")))
     model.train()
     ctx.log(f"{p.arch} model: {count_parameters(model):,} parameters")
 
@@ -198,7 +199,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="pretrain", version="1", params=Params, run=run,
+    name="pretrain", version="2", params=Params, run=run,
     inputs={"corpus": InputDef("dataset", doc='{"text"} records: a .jsonl file or a dataset dir')},
     outputs={"model": "model"}, check=check, doc=__doc__ or "",
 )

@@ -18,8 +18,9 @@ Run alone:
 Method (PPO.md section G): the LM head is replaced by a scalar head N(0, 1/√(d+1)); the score is read at the
 last non-pad token of prompt + response + EOS, with position ids from the mask; loss
 −logsigmoid(r_w − r_l − margin) + center_coef·(r_w + r_l)² (alignpipe.rl.losses), a mean over pairs; AdamW,
-linear warmup/decay, one epoch by default (RMs overfit after one). Then bias = −mean and gain = 1/std
-(population std; gain 1 with normalize_std false) of raw scores on the calibration responses, so πSFT samples
+linear warmup/decay, one epoch by default (RMs overfit after one); batches group pairs of similar length;
+optional bf16 autocast (`precision`). Then bias = −mean and gain = 1/std (population std; gain 1 with
+normalize_std false) of raw scores on the calibration responses, so πSFT samples
 score mean 0, std 1 (PPO.md item 13). Checks before compute: pad ≠ eos (added and logged otherwise), EOS exists,
 chat template for chat data, the calibration samples come from this πSFT (a warning otherwise).
 Departures: InstructGPT trained a 6B RM on all K-choose-2 comparisons of a prompt as one batch element; we
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -63,6 +65,9 @@ class Params(StrictParams):
     """m in −logsigmoid(r_w − r_l − m): demand chosen beat rejected by at least m"""
     center_coef: float = Field(default=0.0, ge=0)
     """η in η·(r_w + r_l)²: keeps raw scores near 0 (normalization happens anyway)"""
+    group_by_length: bool = True
+    """batch pairs of similar length together (a fresh random grouping every epoch): less padding; false = plain
+    random batches"""
     eval_fraction: float = Field(default=0.1, ge=0, lt=1)
     """pairs held out for accuracy and margin statistics"""
     normalize_std: bool = True
@@ -73,6 +78,9 @@ class Params(StrictParams):
     """rows per forward when scoring calibration and held-out responses"""
     max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
     """fail if more records are invalid or over-long"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """compute precision of the training forward: bf16 autocast (weights, optimizer and loss stay fp32) is ~2×
+    faster per CPU-second from width 512 up on a bf16-capable CPU, slower at the default width 128"""
     lora: bool = False
     """train LoRA adapters plus the score head (merged into the saved model) instead of all weights"""
     lora_r: int = Field(default=8, ge=1)
@@ -201,12 +209,14 @@ def run(ctx: StageContext) -> None:
         save_model,
         set_reward_normalization,
     )
-    from alignpipe.models.forward import score_sequences
+    from alignpipe.models.forward import score_sequences, use_fused_kernels
     from alignpipe.models.scoring import RewardScorer
     from alignpipe.rl.losses import reward_model_loss
     from alignpipe.train import (
         Checkpointer,
         EpochBatches,
+        LengthGroupedBatches,
+        autocast,
         linear_warmup_decay,
         make_adamw,
         optimizer_step,
@@ -234,7 +244,7 @@ def run(ctx: StageContext) -> None:
 
     # -- model: πSFT backbone + a fresh scalar head
     backbone, pad_added = _backbone_dir(ctx, tokenizer)
-    model = reward_model_from_causal(backbone)
+    model = use_fused_kernels(reward_model_from_causal(backbone))
     max_len = _common.resolve_max_len(ctx, p.max_len, model.config, "model")
 
     # -- data
@@ -253,7 +263,10 @@ def run(ctx: StageContext) -> None:
     model.train()
 
     # -- optimizer, schedule, data order, resume
-    order = EpochBatches(len(train), p.batch_size, sub_seed(ctx.seed, "order"))
+    seed = sub_seed(ctx.seed, "order")
+    order = (LengthGroupedBatches([len(s.prompt_ids) + max(len(s.chosen_ids), len(s.rejected_ids)) for s in train],
+                                  p.batch_size, seed) if p.group_by_length
+             else EpochBatches(len(train), p.batch_size, seed))
     total = p.steps or p.epochs * order.batches_per_epoch
     opt = make_adamw(model, p.lr, p.weight_decay)
     sched = linear_warmup_decay(opt, total, min(p.warmup_steps, total))
@@ -267,8 +280,10 @@ def run(ctx: StageContext) -> None:
 
     # -- loop: Bradley-Terry on (chosen, rejected) scores at the last non-pad token
     for step in range(resumed.step if resumed else 0, total):
-        batch = collate_preferences([train[i] for i in order.next().indices], tokenizer.pad_token_id)
-        scores = score_sequences(model, batch.input_ids, batch.attention_mask)  # (2b,) chosen rows, then rejected
+        indices = order.next().indices
+        batch = collate_preferences([train[i] for i in indices], tokenizer.pad_token_id)
+        with autocast(p.precision, model):
+            scores = score_sequences(model, batch.input_ids, batch.attention_mask)  # (2b,) chosen, then rejected
         chosen, rejected = scores.chunk(2)
         loss = loss_fn(chosen, rejected)
         grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched, parameters=trainable,
@@ -276,7 +291,8 @@ def run(ctx: StageContext) -> None:
         loss_value, acc = float(loss.detach()), float((chosen > rejected).float().mean())
         state["recent_loss"] = [*state["recent_loss"], loss_value][-20:]
         state["recent_acc"] = [*state["recent_acc"], acc][-20:]
-        ctx.log_metrics(step + 1, loss=loss_value, accuracy=acc, lr=sched.get_last_lr()[0], grad_norm=grad_norm)
+        ctx.log_metrics(step + 1, loss=loss_value, accuracy=acc, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
+                        pairs=len(indices), tokens=int(batch.attention_mask.sum()))
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
@@ -312,12 +328,12 @@ def run(ctx: StageContext) -> None:
                  normalization={"bias": -mean, "gain": gain, "raw_mean": mean, "raw_std": std, **cal_info},
                  steps=total, pairs={"train": len(train), "eval": len(held_out)},
                  skipped=_common.skip_summary(parse_skips, token_skips), pad_token_added=pad_added,
-                 margin=p.margin, center_coef=p.center_coef, lora=p.lora, max_len=max_len,
+                 margin=p.margin, center_coef=p.center_coef, lora=p.lora, precision=p.precision, max_len=max_len,
                  base_model=ctx.inputs["model"].id)
 
 
 STAGE = StageDef(
-    name="reward", version="1", params=Params, run=run,
+    name="reward", version="2", params=Params, run=run,
     inputs={"model": InputDef("model", doc="πSFT: a HF causal LM directory whose backbone initializes the RM"),
             "data": InputDef("dataset", doc="preference pairs (label's output or a prompt/chosen/rejected file)"),
             "calibration": InputDef("dataset", required=False,

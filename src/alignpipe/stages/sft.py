@@ -14,8 +14,9 @@ Run alone:
 Method: a plain prompt is tokenized with the model's special tokens, a conversation with its chat template
 (alignpipe.data.tokenize); the completion gets exactly one EOS so the model learns to stop. Loss: next-token
 cross-entropy on completion tokens (and the EOS) only, or on prompt tokens too with `include_prompt`; a
-token-level mean over each batch. AdamW, linear warmup/decay, gradient clipping, dropout off. Over-long or
-invalid records are skipped and counted (never truncated: a cut completion loses its EOS); more than
+token-level mean over each batch; batches group demonstrations of similar length (less padding). AdamW,
+linear warmup/decay, gradient clipping, dropout off; optional bf16 autocast (`precision`). Over-long or invalid
+records are skipped and counted (never truncated: a cut completion loses its EOS); more than
 `max_skip_fraction` fails the stage. Checks before compute: pad ≠ eos (a pad token is added and logged
 otherwise), an EOS token exists, chat data has a chat template, max_len fits the model.
 Departures: InstructGPT fine-tuned 16 epochs with cosine decay and residual dropout 0.2 and selected by RM
@@ -23,6 +24,8 @@ score; we use a linear schedule, no dropout (PPO.md item 8) and report the held-
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -51,10 +54,16 @@ class Params(StrictParams):
     """longest prompt + completion in tokens (longer ones are skipped); default: the model's max positions"""
     include_prompt: bool = False
     """also train on prompt tokens (default: completion tokens and the EOS only)"""
+    group_by_length: bool = True
+    """batch demonstrations of similar length together (a fresh random grouping every epoch): about 4× less
+    padding on the default data; false = plain random batches"""
     eval_fraction: float = Field(default=0.05, ge=0, lt=1)
     """demonstrations held out for the eval loss"""
     max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
     """fail if more records are invalid or over-long"""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """compute precision of the training forward: bf16 autocast (weights, optimizer and loss stay fp32) is ~2×
+    faster per CPU-second from width 512 up on a bf16-capable CPU, slower at the default width 128"""
     lora: bool = False
     """train LoRA adapters (merged into the saved model) instead of all weights"""
     lora_r: int = Field(default=8, ge=1)
@@ -84,9 +93,12 @@ def run(ctx: StageContext) -> None:
     from alignpipe.data import SkipCounter, parse_sft
     from alignpipe.data.tokenize import collate_lm, tokenize_sft
     from alignpipe.models.build import apply_lora, count_parameters, load_causal_lm, save_model
+    from alignpipe.models.forward import use_fused_kernels
     from alignpipe.train import (
         Checkpointer,
         EpochBatches,
+        LengthGroupedBatches,
+        autocast,
         evaluate_lm,
         linear_warmup_decay,
         lm_loss,
@@ -111,7 +123,7 @@ def run(ctx: StageContext) -> None:
     _common.require_chat_template(ctx, tokenizer, "model", "data", [e.prompt for e in examples])
 
     # -- model (pad ≠ eos fixed before tokenizing, so every id is final)
-    model = load_causal_lm(_common.model_dir(ctx, "model"))
+    model = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, "model")))
     pad_added = _common.fix_pad_token(ctx, "model", tokenizer, model)
     max_len = _common.resolve_max_len(ctx, p.max_len, model.config, "model")
 
@@ -133,7 +145,9 @@ def run(ctx: StageContext) -> None:
     model.train()
 
     # -- optimizer, schedule, data order, resume
-    order = EpochBatches(len(train), p.batch_size, sub_seed(ctx.seed, "order"))
+    seed = sub_seed(ctx.seed, "order")
+    order = (LengthGroupedBatches([len(s.input_ids) for s in train], p.batch_size, seed) if p.group_by_length
+             else EpochBatches(len(train), p.batch_size, seed))
     total = p.steps or p.epochs * order.batches_per_epoch
     opt = make_adamw(model, p.lr, p.weight_decay)
     sched = linear_warmup_decay(opt, total, min(p.warmup_steps, total))
@@ -149,13 +163,15 @@ def run(ctx: StageContext) -> None:
     # -- loop
     for step in range(resumed.step if resumed else 0, total):
         batch = collate_lm([train[i] for i in order.next().indices], pad)
-        loss, n_tokens = lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        with autocast(p.precision, model):
+            loss, n_tokens = lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched, parameters=trainable,
                                    max_grad_norm=p.max_grad_norm, checkpoints=ctx.checkpoints)
         loss_value = float(loss.detach())
         state["tokens"] += n_tokens
         state["recent"] = [*state["recent"], loss_value][-20:]
-        ctx.log_metrics(step + 1, loss=loss_value, lr=sched.get_last_lr()[0], grad_norm=grad_norm)
+        ctx.log_metrics(step + 1, loss=loss_value, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
+                        tokens=int(batch["attention_mask"].sum()), label_tokens=n_tokens)
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
@@ -176,12 +192,12 @@ def run(ctx: StageContext) -> None:
     ctx.annotate("model", eval_loss=eval_loss, eval_loss_init=state["eval_loss_init"], train_loss=train_loss,
                  steps=total, train_tokens=state["tokens"], examples={"train": len(train), "eval": len(held_out)},
                  skipped=_common.skip_summary(parse_skips, token_skips), pad_token_added=pad_added,
-                 completion_only=not p.include_prompt, lora=p.lora, max_len=max_len,
+                 completion_only=not p.include_prompt, lora=p.lora, precision=p.precision, max_len=max_len,
                  base_model=ctx.inputs["model"].id)
 
 
 STAGE = StageDef(
-    name="sft", version="1", params=Params, run=run,
+    name="sft", version="2", params=Params, run=run,
     inputs={"model": InputDef("model", doc="a HF causal LM directory (pretrain output or any checkpoint)"),
             "data": InputDef("dataset", doc="demonstrations: prompt/completion or chat messages")},
     outputs={"model": "model"}, doc=__doc__ or "",

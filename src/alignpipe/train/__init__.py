@@ -34,10 +34,10 @@ amount of the global stream used so far); keep dropout off; never iterate sets; 
 carries over between steps (a torch.Generator goes in `generators=`).
 """
 
-from alignpipe.train.batches import Batch, EpochBatches, train_eval_split
+from alignpipe.train.batches import Batch, EpochBatches, LengthGroupedBatches, train_eval_split
 from alignpipe.train.checkpoint import Checkpointer, Resumed, run_key
 from alignpipe.train.guard import check_finite
-from alignpipe.train.loop import evaluate_lm, lm_loss, make_adamw, optimizer_step
+from alignpipe.train.loop import autocast, evaluate_lm, lm_loss, make_adamw, optimizer_step
 from alignpipe.train.schedule import linear_lr_factor, linear_warmup_decay
 from alignpipe.train.seeding import capture_rng_state, restore_rng_state, seed_everything, sub_seed
 
@@ -45,7 +45,9 @@ __all__ = [
     "Batch",
     "Checkpointer",
     "EpochBatches",
+    "LengthGroupedBatches",
     "Resumed",
+    "autocast",
     "capture_rng_state",
     "check_finite",
     "evaluate_lm",

@@ -7,6 +7,7 @@ only on (seed, epoch, n), never on how many random numbers were drawn before, so
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass
@@ -67,17 +68,54 @@ class EpochBatches:
         self.position = min(end, self.n)
         return batch
 
+    _IDENTITY = ("n", "batch_size", "seed", "shuffle", "drop_last")  # a checkpoint must agree on these
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "position": self.position, "n": self.n, "batch_size": self.batch_size,
                 "seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self.state_dict()
-        differ = [k for k in ("n", "batch_size", "seed", "shuffle", "drop_last") if state.get(k) != mine[k]]
+        differ = [k for k in self._IDENTITY if state.get(k) != mine[k]]
         if differ:
             detail = ", ".join(f"{k} {state.get(k)} (checkpoint) vs {mine[k]} (now)" for k in differ)
             raise ValueError(f"the checkpoint's data order was made for other data: {detail}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class LengthGroupedBatches(EpochBatches):
+    """EpochBatches whose batches hold examples of similar length: far less padding, same examples per epoch.
+
+    Epoch e starts from EpochBatches' permutation of e; it is cut into groups of `group_batches` batches, each
+    group is sorted by length (stable) and cut into batches, and the full batches are shuffled (seeded by seed
+    and e) with the one short batch, if any, kept last. The order is still a function of (seed, epoch, lengths),
+    so (epoch, position) resumes it exactly; a batch's examples are a random draw from lengths close together
+    (the mega-batch scheme of HF's group_by_length; larger groups: less padding, more length-correlated batches).
+    """
+
+    _IDENTITY = (*EpochBatches._IDENTITY, "group_batches", "lengths_hash")
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, *, group_batches: int = 32,
+                 drop_last: bool = False):
+        super().__init__(len(lengths), batch_size, seed, drop_last=drop_last)
+        if group_batches < 1:
+            raise ValueError(f"group_batches must be ≥ 1, got {group_batches}")
+        self.lengths, self.group_batches = list(lengths), group_batches
+
+    def permutation(self, epoch: int) -> list[int]:
+        order, size = super().permutation(epoch), self.batch_size
+        span = size * self.group_batches
+        batches: list[list[int]] = []
+        for start in range(0, len(order), span):
+            group = sorted(order[start:start + span], key=self.lengths.__getitem__)
+            batches += [group[i:i + size] for i in range(0, len(group), size)]
+        full = [b for b in batches if len(b) == size]
+        random.Random(sub_seed(self.seed, "length_groups", epoch)).shuffle(full)
+        return [i for b in full + [b for b in batches if len(b) < size] for i in b]
+
+    def state_dict(self) -> dict[str, Any]:
+        digest = hashlib.sha256(",".join(map(str, self.lengths)).encode()).hexdigest()[:16]
+        return {**super().state_dict(), "group_batches": self.group_batches, "lengths_hash": digest}
 
 
 def train_eval_split(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:

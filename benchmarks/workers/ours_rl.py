@@ -1,0 +1,66 @@
+"""Worker: alignpipe's `ppo` stage on explicit paths, timed per full update from its own metrics.
+
+    python ours_rl.py SFT_DIR RM_DIR PROMPTS_DIR OUT_DIR --rollouts N --warmup W [--batch 64] [--params JSON]
+
+Each rollout (the stage's loop iteration) logs rollout_seconds (sampling `batch` responses of at most
+max_new_tokens, the recompute forwards of policy, critic, reference and Rφ) and update_seconds (advantages,
+ppo_epochs × minibatches of policy and value updates); a full update is their sum. samples/s = batch × rollouts
+W+1..N / Σ their seconds. Also reported: the rollout share alone, and the generated tokens. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("rm")
+    ap.add_argument("prompts")
+    ap.add_argument("out")
+    ap.add_argument("--rollouts", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--params", default="{}")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--curve", action="store_true", help="also return per-rollout gold and KL (quality benchmark)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from alignpipe.pipeline.entry import execute, manual_task
+
+    out = Path(a.out)
+    events = out.with_name(out.name + ".events.jsonl")
+    events.unlink(missing_ok=True)
+    params = {"rollouts": a.rollouts, "batch_size": a.batch, "max_new_tokens": a.new_tokens,
+              "checkpoint_every": 10**6, **json.loads(a.params)}
+    task = manual_task("ppo", {"policy": a.model, "reward_model": a.rm, "prompts": a.prompts}, params, str(out),
+                       seed=0)
+    task = task.model_copy(update={"events": str(events)})
+    t0 = time.perf_counter()
+    execute(task)
+    total_s = time.perf_counter() - t0
+    rows = sorted((e for e in map(json.loads, events.read_text().splitlines())
+                   if e["type"] == "metrics" and "rollout_seconds" in e["values"]), key=lambda e: e["step"])
+    timed = [e["values"] for e in rows[a.warmup:]]
+    curve = [{"kl": e["values"].get("kl"), "gold": e["values"].get("gold"), "score": e["values"].get("score")}
+             for e in rows] if a.curve else None
+    roll = sum(v["rollout_seconds"] for v in timed)
+    upd = sum(v["update_seconds"] for v in timed)
+    print(json.dumps({"samples_per_s": a.batch * len(timed) / (roll + upd), "rollout_s": roll / len(timed),
+                      "update_s": upd / len(timed), "rollouts": len(timed), "process_stage_s": total_s,
+                      "response_length": sum(v.get("response_length", 0) for v in timed) / len(timed),
+                      "score": timed[-1].get("score"), "kl": timed[-1].get("kl"),
+                      "train_seconds": sum(e["values"]["rollout_seconds"] + e["values"]["update_seconds"]
+                                           for e in rows), "curve": curve}))
+
+
+if __name__ == "__main__":
+    main()

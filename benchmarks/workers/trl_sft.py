@@ -1,0 +1,79 @@
+"""Worker (runs in the TRL venv): TRL `SFTTrainer` on alignpipe's own tokenization of the same demonstrations.
+
+    python trl_sft.py MODEL_DIR TOKENIZED_JSONL OUT_DIR --steps N --batch-size B --warmup W
+
+TOKENIZED_JSONL holds {"input_ids", "completion_mask"} records: exactly the token ids alignpipe's sft trains on
+(prompt with BOS, completion, one EOS), its training split; TRL recognizes a pre-tokenized dataset and builds
+completion-only labels from completion_mask. Settings: fp32 (bf16=False), gradient_checkpointing=False (TRL
+defaults both on, even on CPU), report_to="none", linear schedule, lr 5e-4, no warmup, no weight decay, clipping 1.0,
+max_length 128, no packing, no eval, no saving. A TrainerCallback stamps every step end; a wrapper around the
+data collator counts each batch's non-pad tokens. Throughput = tokens of steps W+1..N / (stamp N − stamp W).
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    records = [json.loads(line) for line in open(a.data)]
+    ds = Dataset.from_list(records)
+    tok = AutoTokenizer.from_pretrained(a.model)
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    stamps: list[float] = []
+    batch_tokens: list[int] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+    cfg = SFTConfig(
+        output_dir=a.out, per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=a.lr,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, bf16=False, fp16=False,
+        gradient_checkpointing=False, report_to="none", save_strategy="no", eval_strategy="no", max_length=128,
+        packing=False, completion_only_loss=True, use_cpu=True, dataloader_num_workers=0, seed=0,
+        disable_tqdm=True, logging_steps=10,
+    )
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[Stamp()])
+    collate = trainer.data_collator
+
+    def counting(features):
+        batch = collate(features)
+        batch_tokens.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch
+                            else int((batch["input_ids"] != tok.pad_token_id).sum()))
+        return batch
+
+    trainer.data_collator = counting
+    t0 = time.perf_counter()
+    out = trainer.train()
+    total_s = time.perf_counter() - t0
+    seconds = stamps[-1] - stamps[a.warmup - 1]
+    tokens = sum(batch_tokens[a.warmup:len(stamps)])
+    print(json.dumps({"tokens_per_s": tokens / seconds, "seconds": seconds, "steps": len(stamps) - a.warmup,
+                      "tokens": tokens, "train_s": total_s, "batches_collated": len(batch_tokens),
+                      "train_loss": out.training_loss}))
+
+
+if __name__ == "__main__":
+    main()
