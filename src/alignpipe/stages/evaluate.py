@@ -288,6 +288,7 @@ def _warn_on_mismatch(ctx: StageContext, p: Params) -> None:
 def run(ctx: StageContext) -> None:
     from alignpipe.data import parse_prompts
     from alignpipe.models.build import load_causal_lm
+    from alignpipe.models.forward import use_fused_kernels  # the kernels ppo trained and measured KL with
     from alignpipe.models.scoring import RewardScorer
     from alignpipe.stages.generate import _fitting_prompts
     from alignpipe.stages.ppo import position_limit, score_function
@@ -319,13 +320,13 @@ def run(ctx: StageContext) -> None:
         raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'prompts')}: no prompt fits the models")
 
     # -- model: the frozen reference and Rφ (each compared model is loaded in turn below)
-    reference = load_causal_lm(_common.model_dir(ctx, ref_name)).requires_grad_(False)
+    reference = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, ref_name))).requires_grad_(False)
     scorer = RewardScorer(_common.model_dir(ctx, "reward_model")) if "reward_model" in ctx.inputs else None
 
     # -- loop: each model samples (same seeds for all) and is measured
     results: dict[str, Responses] = {}
     for k, name in enumerate(p.models):
-        model = load_causal_lm(_common.model_dir(ctx, name)).requires_grad_(False)
+        model = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, name))).requires_grad_(False)
         results[name] = _sample_and_measure(model, reference, scorer, gold, tokenizer, kept, p, ctx.seed)
         ctx.progress(k + 1, len(p.models), "models")
         ctx.log(f"{name}: KL {mean_stderr(results[name].kl)['mean']:.3f} nats"
@@ -359,7 +360,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="evaluate", version="2", params=Params, run=run, check=check,
+    name="evaluate", version="3", params=Params, run=run, check=check,
     inputs=None,  # the model inputs are named by params.models; check() validates every name
     outputs={"out": "report"}, doc=__doc__ or "",
 )
