@@ -62,9 +62,10 @@ from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
 from alignpipe.rl.config import PPOConfig
 from alignpipe.stages import _common
+from alignpipe.stages._params import LoraParams
 
 MODEL_INPUTS = ("policy", "reward_model", "critic_init")  # exchange token ids: one tokenizer, one position limit
-class Params(PPOConfig):
+class Params(PPOConfig, LoraParams):
     """The PPO hyper-parameters of alignpipe.rl.config.PPOConfig (gamma, lam, clip_eps, ...) plus the stage's own."""
 
     model_config = StrictParams.model_config
@@ -98,12 +99,6 @@ class Params(PPOConfig):
     """'package.module:callable' scoring decoded responses, used as S instead of a reward_model input"""
     gold_function: str | None = None
     """'package.module:callable' gold scorer, logged per rollout, never trained on (alignpipe.task:gold_score)"""
-    lora: bool = False
-    """train LoRA adapters on the policy (merged into the saved πRLHF) instead of all its weights"""
-    lora_r: int = Field(default=8, ge=1)
-    """LoRA rank"""
-    lora_alpha: float = Field(default=16.0, gt=0)
-    """LoRA scaling numerator (scale = alpha / r)"""
     max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
     """fail if more prompt records are invalid or too long for prompt + max_new_tokens"""
     checkpoint_every: int = Field(default=10, ge=1)

@@ -28,11 +28,12 @@ from pydantic import Field
 
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
-from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
+from alignpipe.pipeline.stagedef import InputDef, StageDef
 from alignpipe.stages import _common
+from alignpipe.stages._params import LoopParams
 
 
-class Params(StrictParams):
+class Params(LoopParams):
     vocab_size: int = Field(default=1024, ge=263)
     """BPE vocabulary size, including the 256 byte symbols and 7 special tokens"""
     min_frequency: int = Field(default=2, ge=1)
@@ -51,22 +52,14 @@ class Params(StrictParams):
     """training window and the model's context length (max positions)"""
     epochs: int = Field(default=1, ge=1)
     """passes over the corpus (ignored when `steps` is set)"""
-    steps: int | None = Field(default=None, ge=1)
-    """optimizer steps; overrides epochs"""
     batch_size: int = Field(default=32, ge=1)
     """documents (windows) per step"""
     lr: float = Field(default=2e-3, gt=0)
     """peak AdamW learning rate"""
     warmup_steps: int = Field(default=20, ge=0)
     """linear warmup steps (capped at the total)"""
-    weight_decay: float = Field(default=0.0, ge=0)
-    """AdamW weight decay on matrices"""
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    """gradient clipping norm; null = no clipping"""
     eval_fraction: float = Field(default=0.02, ge=0, lt=1)
     """documents held out for the eval loss"""
-    max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
-    """fail if more of the corpus records are invalid (missing/empty text)"""
     checkpoint_every: int = Field(default=100, ge=1)
     """steps between checkpoints"""
 

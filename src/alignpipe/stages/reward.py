@@ -37,28 +37,23 @@ from pydantic import Field
 
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
-from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
+from alignpipe.pipeline.stagedef import InputDef, StageDef
 from alignpipe.stages import _common
+from alignpipe.stages._params import LoopParams, LoraParams
 from alignpipe.stages.label import CANDIDATES_FILE, PREFERENCES_FILE
 
 MARGIN_EDGES = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)  # histogram of normalized chosen − rejected margins
 
 
-class Params(StrictParams):
+class Params(LoopParams, LoraParams):
     epochs: int = Field(default=1, ge=1)
     """passes over the training pairs (ignored when `steps` is set)"""
-    steps: int | None = Field(default=None, ge=1)
-    """optimizer steps; overrides epochs"""
     batch_size: int = Field(default=16, ge=1)
     """preference pairs per step (2× rows through the model)"""
     lr: float = Field(default=3e-4, gt=0)
     """peak AdamW learning rate"""
     warmup_steps: int = Field(default=0, ge=0)
     """linear warmup steps (capped at the total)"""
-    weight_decay: float = Field(default=0.0, ge=0)
-    """AdamW weight decay on matrices"""
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    """gradient clipping norm; null = no clipping"""
     max_len: int | None = Field(default=None, ge=2)
     """longest prompt + response in tokens (longer pairs are skipped); default: the model's max positions"""
     margin: float = Field(default=0.0, ge=0)
@@ -76,17 +71,9 @@ class Params(StrictParams):
     """at most this many calibration responses are scored (a seeded subset)"""
     score_batch_size: int = Field(default=32, ge=1)
     """rows per forward when scoring calibration and held-out responses"""
-    max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
-    """fail if more records are invalid or over-long"""
     precision: Literal["fp32", "bf16"] = "fp32"
     """compute precision of the training forward: bf16 autocast (weights, optimizer and loss stay fp32) is ~2×
     faster per CPU-second from width 512 up on a bf16-capable CPU, slower at the default width 128"""
-    lora: bool = False
-    """train LoRA adapters plus the score head (merged into the saved model) instead of all weights"""
-    lora_r: int = Field(default=8, ge=1)
-    """LoRA rank"""
-    lora_alpha: float = Field(default=16.0, gt=0)
-    """LoRA scaling numerator (scale = alpha / r)"""
     checkpoint_every: int = Field(default=50, ge=1)
     """steps between checkpoints"""
 

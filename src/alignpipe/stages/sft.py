@@ -31,25 +31,20 @@ from pydantic import Field
 
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
-from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
+from alignpipe.pipeline.stagedef import InputDef, StageDef
 from alignpipe.stages import _common
+from alignpipe.stages._params import LoopParams, LoraParams
 
 
-class Params(StrictParams):
+class Params(LoopParams, LoraParams):
     epochs: int = Field(default=3, ge=1)
     """passes over the training demonstrations (ignored when `steps` is set)"""
-    steps: int | None = Field(default=None, ge=1)
-    """optimizer steps; overrides epochs"""
     batch_size: int = Field(default=16, ge=1)
     """demonstrations per step"""
     lr: float = Field(default=5e-4, gt=0)
     """peak AdamW learning rate"""
     warmup_steps: int = Field(default=0, ge=0)
     """linear warmup steps (capped at the total)"""
-    weight_decay: float = Field(default=0.0, ge=0)
-    """AdamW weight decay on matrices"""
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    """gradient clipping norm; null = no clipping"""
     max_len: int | None = Field(default=None, ge=2)
     """longest prompt + completion in tokens (longer ones are skipped); default: the model's max positions"""
     include_prompt: bool = False
@@ -59,17 +54,9 @@ class Params(StrictParams):
     padding on the default data; false = plain random batches"""
     eval_fraction: float = Field(default=0.05, ge=0, lt=1)
     """demonstrations held out for the eval loss"""
-    max_skip_fraction: float = Field(default=0.01, ge=0, le=1)
-    """fail if more records are invalid or over-long"""
     precision: Literal["fp32", "bf16"] = "fp32"
     """compute precision of the training forward: bf16 autocast (weights, optimizer and loss stay fp32) is ~2×
     faster per CPU-second from width 512 up on a bf16-capable CPU, slower at the default width 128"""
-    lora: bool = False
-    """train LoRA adapters (merged into the saved model) instead of all weights"""
-    lora_r: int = Field(default=8, ge=1)
-    """LoRA rank"""
-    lora_alpha: float = Field(default=16.0, gt=0)
-    """LoRA scaling numerator (scale = alpha / r)"""
     checkpoint_every: int = Field(default=50, ge=1)
     """steps between checkpoints"""
 
