@@ -11,26 +11,15 @@ Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import torch
+from _loop_args import parse_loop_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("data")
-    ap.add_argument("out")
-    ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--params", default="{}")
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    a = parse_loop_args(("--params", {"default": "{}"}))
 
     from alignpipe.models.build import count_parameters, load_causal_lm
     from alignpipe.pipeline.entry import execute, manual_task

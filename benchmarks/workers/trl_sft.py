@@ -13,25 +13,15 @@ Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
+from _loop_args import parse_loop_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("data")
-    ap.add_argument("out")
-    ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    a = parse_loop_args(("--lr", {"type": float, "default": 5e-4}))
 
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
