@@ -24,7 +24,7 @@ from alignpipe.pipeline.context import InputArtifact, StageContext
 from alignpipe.pipeline.errors import StageFailed, UserError
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
-from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree
+from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree, seal
 
 TASK_SCHEMA = 1
 
@@ -149,6 +149,7 @@ def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]
     inputs_meta = {n: ({"id": i.id, "external": i.external} if i.external else {"id": i.id})
                    for n, i in task.inputs.items()}
     code = code_version()
+    store = Store(task.store).ensure() if task.store else None
     outputs = {}
     for name, kind in ctx.output_kinds.items():
         meta = {
@@ -159,23 +160,18 @@ def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]
             "inputs": inputs_meta, "params": params, "code": code, "summary": ctx.summaries.get(name, {}),
         }
         staging = ctx.out_root / name
-        if task.store:
-            outputs[name] = Store(task.store).ensure().publish(staging, meta).id
+        if store is not None:
+            outputs[name] = store.publish(staging, meta).id
         else:
             outputs[name] = _publish_to_dir(staging, meta, Path(task.out), name, len(ctx.output_kinds) == 1)
-    if task.store and task.fingerprint:
-        Store(task.store).record(task.fingerprint, outputs, task.stage)  # the commit point of the cache
+    if store is not None and task.fingerprint:
+        store.record(task.fingerprint, outputs, task.stage)  # the commit point of the cache
     return outputs
 
 
 def _publish_to_dir(staging: Path, meta: dict[str, Any], out: Path, name: str, single: bool) -> str:
     """Manual mode: the same manifest, written into --out (or --out/<name> when a stage has several outputs)."""
-    from alignpipe.pipeline.store import SCHEMA_VERSION, LocalFS, fsync_tree
-
-    art_id, files = hash_tree(staging)
-    fsync_tree(staging)
-    manifest = {"id": art_id, **meta, "files": files, "created": time.time(), "schema_version": SCHEMA_VERSION}
-    LocalFS().write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    art_id = seal(staging, meta)["id"]
     dest = out if single else out / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():

@@ -17,10 +17,6 @@ from pathlib import Path
 from alignpipe.pipeline.errors import UserError
 
 
-def is_remote(uri: str) -> bool:
-    return uri.startswith("hf:") or "://" in uri and not uri.startswith("file://")
-
-
 def materialize(uri: str, workspace: Path) -> Path:
     """A local path holding the input's content (the path itself for local inputs)."""
     if uri.startswith("file://"):

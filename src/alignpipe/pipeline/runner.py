@@ -51,13 +51,11 @@ class StageState:
     name: str
     state: str = "pending"  # pending, ready, running, done, cached, failed, skipped, interrupted
     fingerprint: str | None = None
+    inputs: dict[str, TaskInput] = field(default_factory=dict)  # resolved once its upstream is done
     outputs: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
-    started: float | None = None
-    ended: float | None = None
     error: str | None = None
     not_before: float = 0.0  # retry backoff
-    progress: tuple[float, float, str] | None = None
 
 
 @dataclass
@@ -78,7 +76,6 @@ Reporter = Callable[[dict[str, Any]], None]
 @dataclass
 class _Running:
     handle: Handle
-    task: Task
     attempt_dir: Path
     log_path: Path
     started: float
@@ -86,7 +83,7 @@ class _Running:
     cpus: float
     events_offset: int = 0
     kill_deadline: float | None = None
-    reason: str | None = None  # "timeout" or "interrupted" once we started killing it
+    reason: str | None = None  # "timeout" once the runner started stopping it for overrunning
 
 
 class Runner:
@@ -177,7 +174,7 @@ class Runner:
                     gpus, free_gpus = free_gpus[: st.resources.gpus], free_gpus[st.resources.gpus:]
                     free_cpus -= st.resources.cpus
                     free_mem -= mem
-                    running[name] = self._launch(journal, run_id, st, s, ext, states, gpus)
+                    running[name] = self._launch(journal, run_id, st, s, gpus)
                 for name in list(running):
                     r = running[name]
                     self._pump_events(journal, run_id, states[name], r)
@@ -190,7 +187,7 @@ class Runner:
                 time.sleep(0.05 if running else 0.0)
         except KeyboardInterrupt:
             self._interrupt(journal, run_id, states, running)
-            return RunResult(run_id, "interrupted", self.ws, states)
+            return RunResult(run_id, "interrupted", self.ws, states)  # run() records the run's end
         status = "done" if all(s.state in ("done", "cached") for s in states.values()) else "failed"
         return RunResult(run_id, status, self.ws, states)
 
@@ -201,9 +198,9 @@ class Runner:
             s, st = states[name], self.p.stages[name]
             if s.state != "pending" or any(states[d].state not in ("done", "cached") for d in st.deps):
                 continue
-            inputs = self._input_ids(st, states, ext)
+            s.inputs = self._input_ids(st, states, ext)
             s.fingerprint = fingerprint(st.spec.uses, st.definition.version, st.params.model_dump(mode="json"),
-                                        {k: v.id for k, v in inputs.items()}, st.seed)
+                                        {k: v.id for k, v in s.inputs.items()}, st.seed)
             hit = self.store.lookup(s.fingerprint) if (st.spec.cache or name not in runnable) else None
             if hit is not None and name not in forced:
                 s.state, s.outputs = "cached", hit
@@ -226,17 +223,16 @@ class Runner:
                 s.state, s.error = "skipped", "an upstream stage failed"
                 self.report({"event": "stage", "stage": name, "state": "skipped"})
 
-    def _launch(self, journal: Journal, run_id: str, st: Stage, s: StageState, ext: dict[str, tuple[str, str]],
-                states: dict[str, StageState], gpus: list[int]) -> _Running:
+    def _launch(self, journal: Journal, run_id: str, st: Stage, s: StageState, gpus: list[int]) -> _Running:
         s.attempts += 1
-        s.state, s.started = "running", time.time()
+        s.state, started = "running", time.time()
         work = self.store.work_root / s.fingerprint
         attempt_dir = work / "attempts" / f"{run_id}-{s.attempts}"
         attempt_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.store.logs_root / run_id / f"{st.name}-{s.attempts}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         task = Task(stage=st.name, uses=st.spec.uses, params=st.params.model_dump(mode="json"), seed=st.seed,
-                    inputs=self._input_ids(st, states, ext), work_dir=str(work), store=str(self.ws),
+                    inputs=s.inputs, work_dir=str(work), store=str(self.ws),
                     fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
                     events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"))
         task_path = attempt_dir / "task.json"
@@ -249,10 +245,10 @@ class Runner:
         # = `alignpipe stage run --task FILE`, minus the CLI's imports (~60 ms per stage)
         cmd = [sys.executable, "-m", "alignpipe.pipeline.entry", str(task_path)]
         handle = self.executor.start(cmd, env, str(self.p.base_dir), str(log_path), st.resources)
-        journal.record_attempt(Attempt(run_id, st.name, s.attempts, "running", s.started, None, None, None, False,
+        journal.record_attempt(Attempt(run_id, st.name, s.attempts, "running", started, None, None, None, False,
                                        s.fingerprint, {}, socket.gethostname(), str(log_path)))
         self.report({"event": "stage", "stage": st.name, "state": "running", "attempt": s.attempts})
-        return _Running(handle, task, attempt_dir, log_path, s.started, gpus, st.resources.cpus)
+        return _Running(handle, attempt_dir, log_path, started, gpus, st.resources.cpus)
 
     def _pump_events(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> None:
         path = r.attempt_dir / "events.jsonl"
@@ -270,7 +266,6 @@ class Runner:
                 journal.add_metrics(run_id, s.name, s.fingerprint, ev["step"], ev["values"], ev["t"])
                 self.report({"event": "metrics", "stage": s.name, "step": ev["step"], "values": ev["values"]})
             elif ev["type"] == "progress":
-                s.progress = (ev["done"], ev["total"], ev.get("desc", ""))
                 self.report({"event": "progress", "stage": s.name, "done": ev["done"], "total": ev["total"],
                              "desc": ev.get("desc", "")})
 
@@ -291,7 +286,6 @@ class Runner:
             r.handle.kill()  # grandchildren that ignored SIGTERM
         self._pump_events(journal, run_id, s, r)
         result = _read_json(r.attempt_dir / "result.json")
-        s.ended = now
         if code == 0 and result and result.get("status") == "done":
             s.state, s.outputs, s.error = "done", result["outputs"], None
             status = "done"
@@ -329,14 +323,13 @@ class Runner:
             while r.handle.poll() is None:
                 time.sleep(0.02)
             s = states[name]
-            s.state, s.ended, s.error = "interrupted", time.time(), "interrupted (Ctrl-C or SIGTERM)"
-            journal.record_attempt(Attempt(run_id, name, s.attempts, "interrupted", r.started, s.ended,
+            s.state, s.error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
+            journal.record_attempt(Attempt(run_id, name, s.attempts, "interrupted", r.started, time.time(),
                                            r.handle.poll(), s.error, False, s.fingerprint, {}, socket.gethostname(),
                                            str(r.log_path)))
         for s in states.values():
-            if s.state not in TERMINAL:
-                s.state = "interrupted" if s.state == "running" else "skipped"
-        journal.end_run(run_id, "interrupted")
+            if s.state not in TERMINAL:  # pending or waiting to retry: never started this time
+                s.state = "skipped"
         self.report({"event": "interrupted", "run_id": run_id})
 
 
