@@ -123,8 +123,6 @@ class RewardModelJudge:
         scorer = RewardScorer(self.model_dir, batch_size=self.batch_size, max_length=self.max_length)
         for start in range(0, len(pairs), self.batch_size):
             batch = pairs[start:start + self.batch_size]
-            prompts = [q.prompt for q in batch]
-            sa = scorer.score(prompts, [q.a for q in batch])
-            sb = scorer.score(prompts, [q.b for q in batch])
-            for q, a, b in zip(batch, sa, sb, strict=True):
+            scores = scorer.score([q.prompt for q in batch] * 2, [q.a for q in batch] + [q.b for q in batch])
+            for q, a, b in zip(batch, scores[:len(batch)], scores[len(batch):], strict=True):
                 yield Judgment(q.key, None if a == b else a > b, a, b, None)

@@ -7,3 +7,14 @@ Submodules import torch and transformers; import them inside stage `run()` funct
 - `alignpipe.models.forward`: collation, position ids, response_logprobs, score_sequences, value_sequences,
   sample_responses, check_tokenizers_compatible
 """
+
+from typing import Any
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a model config supports (None if it does not say). Torch-free: stages use it too."""
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

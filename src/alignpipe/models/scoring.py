@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from alignpipe.data.tokenize import encode_pair
+from alignpipe.models import max_positions
 from alignpipe.models.build import load_reward_model, load_tokenizer, normalized_scores, reward_normalization
 from alignpipe.models.forward import PromptResponseBatch, collate_prompt_response, score_sequences, use_fused_kernels
 
@@ -50,7 +51,7 @@ class RewardScorer:
         if batch_size < 1 or max_length < 2:
             raise ValueError(f"need batch_size ≥ 1 and max_length ≥ 2, got {batch_size}, {max_length}")
         config = getattr(model, "config", None)
-        limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        limit = max_positions(config)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.max_length = min(max_length, limit) if isinstance(limit, int) else max_length
         self.truncated = 0

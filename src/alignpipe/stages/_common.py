@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.data.errors import DataError, SkipCounter
+from alignpipe.models import max_positions
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
+from alignpipe.pipeline.store import MANIFEST
 
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
-MANIFEST = "manifest.json"
+CANDIDATES_FILE = "candidates.jsonl"  # generate -> label, reward calibration
+PREFERENCES_FILE = "preferences.jsonl"  # label -> reward
 
 
 def describe(ctx: StageContext, name: str) -> str:
@@ -90,6 +93,21 @@ def read_dataset(
     if skips.skipped:
         ctx.log(f"{name}: skipped {skips.skipped} of {skips.seen} records {skips.summary()['by_reason']}")
     return items, skips, path
+
+
+def read_candidates(ctx: StageContext, name: str) -> tuple[list[dict[str, Any]], Path]:
+    """A generate output's records ({"prompt", "responses": [...], ...}) and the file they came from."""
+    from alignpipe.data.io import read_records
+
+    require_inputs(ctx, name)
+    with data_errors(ctx, name):
+        path = dataset_file(ctx.input_path(name), preferred=(CANDIDATES_FILE,))
+        records = read_records(path)
+    for i, rec in enumerate(records):
+        if "prompt" not in rec or not isinstance(rec.get("responses"), list):
+            raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)}: {path} record {i} needs fields 'prompt' and a "
+                              "list 'responses' (a generate stage's output)")
+    return records, path
 
 
 def skip_summary(*counters: SkipCounter) -> dict[str, Any]:
@@ -197,15 +215,6 @@ def check_tokenizers(ctx: StageContext, tokenizers: Mapping[str, Any]) -> None:
         raise StageFailed(f"stage {ctx.stage!r}: {e}") from None
 
 
-def max_positions(config: Any) -> int | None:
-    """The longest sequence a model config supports (None if it does not say)."""
-    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def resolve_max_len(ctx: StageContext, requested: int | None, config: Any, model: str, field: str = "max_len") -> int:
     """params.<field>, defaulting to (and refused above) the model's max positions."""
     limit = max_positions(config)
@@ -221,3 +230,25 @@ def upstream_model_id(ctx: StageContext, name: str) -> str | None:
     """The id of the model input of the stage that produced input `name` (e.g. generate's model), if recorded."""
     manifest = ctx.inputs[name].manifest or {}
     return (manifest.get("inputs", {}).get("model") or {}).get("id")
+
+
+def score_function(ctx: StageContext, field: str) -> Callable[[list[str], list[Any]], list[float]] | None:
+    """params.<field> ('package.module:callable' or null) as f(responses, prompts) -> floats (alignpipe.judges'
+    convention: a callable with one positional parameter gets the responses only)."""
+    from alignpipe.judges import score_function as load
+
+    ref = getattr(ctx.params, field)
+    if ref is None:
+        return None
+    try:
+        return load(ref)
+    except ValueError as e:
+        raise StageFailed(f"stage {ctx.stage!r} params.{field}: {e}") from None
+
+
+def position_limit(ctx: StageContext, names: list[str]) -> int | None:
+    """The fewest positions among the model inputs `names` (from their config.json; None if none says)."""
+    from transformers import AutoConfig
+
+    limits = [max_positions(AutoConfig.from_pretrained(str(model_dir(ctx, n)))) for n in names]
+    return min((x for x in limits if x), default=None)

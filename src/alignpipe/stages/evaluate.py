@@ -167,7 +167,8 @@ def _sample_and_measure(  # noqa: PLR0913 — one model's pass needs each of the
         mask = batch.response_mask.bool()  # (B, T) through the first EOS
         with torch.inference_mode():
             logp, _ = response_logprobs(model, ids, attn, width, p.temperature)  # (B, T)
-            ref_logp, _ = response_logprobs(reference, ids, attn, width, p.temperature)  # (B, T)
+            ref_logp = logp if model is reference else response_logprobs(  # the baseline: KL 0, no 2nd forward
+                reference, ids, attn, width, p.temperature)[0]  # (B, T)
             kl = torch.where(mask, logp - ref_logp, torch.zeros_like(logp)).sum(1)  # (B,) Σ_t k1_t
             if scorer is not None:
                 out.rm_score += scorer.score_batch(batch).tolist()
@@ -290,14 +291,9 @@ def run(ctx: StageContext) -> None:
     from alignpipe.models.build import load_causal_lm
     from alignpipe.models.forward import use_fused_kernels  # the kernels ppo trained and measured KL with
     from alignpipe.models.scoring import RewardScorer
-    from alignpipe.stages.generate import _fitting_prompts
-    from alignpipe.stages.ppo import position_limit, score_function
     from alignpipe.train import seed_everything
 
     p: Params = ctx.params
-    problems = check(p, set(ctx.inputs))
-    if problems:
-        raise StageFailed(f"stage {ctx.stage!r}: " + "; ".join(problems))
 
     # -- seed
     seed_everything(ctx.seed)
@@ -306,15 +302,16 @@ def run(ctx: StageContext) -> None:
     ref_name = "reference" if "reference" in ctx.inputs else p.models[0]
     extra = [n for n in ("reference", "reward_model") if n in ctx.inputs]
     tokenizer = _load_tokenizers(ctx, [*p.models, *extra])
-    gold = score_function(ctx, "gold_function")
+    gold = _common.score_function(ctx, "gold_function")
     _warn_on_mismatch(ctx, p)
 
     # -- data: held-out prompts that fit prompt + max_new_tokens into every model
     prompts, parse_skips, source = _common.read_dataset(ctx, "prompts", parse_prompts,
                                                         max_skip_fraction=p.max_skip_fraction)
     _common.require_chat_template(ctx, tokenizer, p.models[0], "prompts", prompts)
-    limit = position_limit(ctx, [*p.models, *extra])
-    kept, len_skips = _fitting_prompts(ctx, tokenizer, prompts, limit, p.max_new_tokens, str(source))
+    limit = _common.position_limit(ctx, [*p.models, *extra])
+    kept, len_skips = _common.fitting_prompts(ctx, tokenizer, prompts, limit=limit, max_new_tokens=p.max_new_tokens,
+                                              source=str(source), max_skip_fraction=p.max_skip_fraction)
     kept = kept[:p.max_prompts] if p.max_prompts else kept
     if not kept:
         raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'prompts')}: no prompt fits the models")
@@ -326,7 +323,8 @@ def run(ctx: StageContext) -> None:
     # -- loop: each model samples (same seeds for all) and is measured
     results: dict[str, Responses] = {}
     for k, name in enumerate(p.models):
-        model = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, name))).requires_grad_(False)
+        model = reference if name == ref_name else use_fused_kernels(
+            load_causal_lm(_common.model_dir(ctx, name))).requires_grad_(False)
         results[name] = _sample_and_measure(model, reference, scorer, gold, tokenizer, kept, p, ctx.seed)
         ctx.progress(k + 1, len(p.models), "models")
         ctx.log(f"{name}: KL {mean_stderr(results[name].kl)['mean']:.3f} nats"

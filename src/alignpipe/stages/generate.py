@@ -29,11 +29,11 @@ import json
 
 from pydantic import Field
 
+from alignpipe.models import max_positions
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
 from alignpipe.stages import _common
-from alignpipe.stages.label import CANDIDATES_FILE
 
 RECORDS = "records.jsonl"  # finished records inside a checkpoint
 
@@ -57,12 +57,6 @@ class Params(StrictParams):
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _fitting_prompts(ctx: StageContext, tokenizer, prompts: list, limit: int | None, max_new: int, source: str):
-    """Deprecated alias of _common.fitting_prompts (stages/ppo.py imports it); remove once ppo switches."""
-    return _common.fitting_prompts(ctx, tokenizer, prompts, limit=limit, max_new_tokens=max_new, source=source,
-                                   max_skip_fraction=ctx.params.max_skip_fraction)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -91,7 +85,7 @@ def run(ctx: StageContext) -> None:
     _common.fix_pad_token(ctx, "model", tokenizer, model)
 
     # -- data: prompt ids in fixed batches
-    limit = _common.max_positions(model.config)
+    limit = max_positions(model.config)
     kept, len_skips = _common.fitting_prompts(ctx, tokenizer, prompts, limit=limit, max_new_tokens=p.max_new_tokens,
                                               source=str(source), max_skip_fraction=p.max_skip_fraction)
     if not kept:
@@ -141,7 +135,7 @@ def run(ctx: StageContext) -> None:
     # -- save
     from alignpipe.data.io import write_jsonl
 
-    write_jsonl(ctx.output_dir() / CANDIDATES_FILE, records)
+    write_jsonl(ctx.output_dir() / _common.CANDIDATES_FILE, records)
     ctx.annotate(format="candidates", model=ctx.inputs["model"].id, prompts=len(records), responses=len(lengths),
                  sampling={"n": p.n, "temperature": p.temperature, "top_p": p.top_p, "top_k": 0,
                            "max_new_tokens": p.max_new_tokens, "seed": ctx.seed, "batch_size": p.batch_size},

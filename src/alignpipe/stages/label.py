@@ -28,9 +28,7 @@ from alignpipe.judges import FunctionJudge, Judge, Judgment, PairQuery, RewardMo
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
-
-CANDIDATES_FILE = "candidates.jsonl"
-PREFERENCES_FILE = "preferences.jsonl"
+from alignpipe.stages import _common
 
 
 class Params(StrictParams):
@@ -61,20 +59,6 @@ def check(p: Params, inputs: set[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _read_candidates(ctx: StageContext) -> list[dict]:
-    path = ctx.input_path("candidates") / CANDIDATES_FILE
-    if not path.is_file():
-        raise StageFailed(f"stage {ctx.stage!r}: input 'candidates' ({ctx.inputs['candidates'].id[:12]}) has no "
-                          f"{CANDIDATES_FILE}; connect it to a generate stage's output")
-    records = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        rec = json.loads(line)
-        if "prompt" not in rec or not isinstance(rec.get("responses"), list):
-            raise StageFailed(f"{path}: record {i} needs 'prompt' and a list 'responses'")
-        records.append(rec)
-    return records
 
 
 def make_pairs(records: list[dict], pairing: str) -> tuple[list[PairQuery], dict[str, int]]:
@@ -110,18 +94,11 @@ def _as_record(q: PairQuery, j: Judgment) -> dict:
 
 
 def _import(ctx: StageContext, p: Params) -> None:
-    from alignpipe.data import DataError, SkipCounter, parse_preferences, read_records
+    from alignpipe.data import parse_preferences
 
-    src = ctx.input_path("preferences")
-    files = [src] if src.is_file() else sorted(f for f in src.iterdir() if f.suffix in (".jsonl", ".json", ".parquet"))
-    skips = SkipCounter(str(src), max_fraction=p.max_skip_fraction)
-    prefs = []
-    try:
-        for f in files:
-            prefs += parse_preferences(read_records(f), str(f), skips)
-        skips.check()
-    except DataError as e:
-        raise StageFailed(str(e)) from None
+    prefs, skips, _ = _common.read_dataset(ctx, "preferences", parse_preferences,
+                                           max_skip_fraction=p.max_skip_fraction,
+                                           preferred=(_common.PREFERENCES_FILE,))
     seen, rows, dup = set(), [], 0
     for i, pr in enumerate(prefs):
         ident = json.dumps([pr.prompt, pr.chosen, pr.rejected])
@@ -136,9 +113,9 @@ def _import(ctx: StageContext, p: Params) -> None:
 
 
 def _write(ctx: StageContext, rows: list[dict], summary: dict) -> None:
-    with open(ctx.output_dir() / PREFERENCES_FILE, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    from alignpipe.data.io import write_jsonl
+
+    write_jsonl(ctx.output_dir() / _common.PREFERENCES_FILE, rows)
     ctx.annotate(pairs=len(rows), format="preferences", **summary)
     ctx.log(f"{len(rows)} preference pairs; skipped {summary.get('skipped')}")
 
@@ -163,7 +140,7 @@ def run(ctx: StageContext) -> None:
         return
 
     # -- inputs -> candidate pairs
-    records = _read_candidates(ctx)
+    records, _ = _common.read_candidates(ctx, "candidates")
     pairs, skipped = make_pairs(records, p.pairing)
     judge = _make_judge(ctx, p)
 

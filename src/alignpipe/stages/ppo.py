@@ -188,20 +188,6 @@ class Sampled:
         return forward
 
 
-def score_function(ctx: StageContext, field: str) -> ScoreFn | None:
-    """params.<field> ('package.module:callable' or null) as f(responses, prompts) -> floats (alignpipe.judges'
-    convention: a callable with one positional parameter gets the responses only)."""
-    from alignpipe.judges import score_function as load
-
-    ref = getattr(ctx.params, field)
-    if ref is None:
-        return None
-    try:
-        return load(ref)
-    except ValueError as e:
-        raise StageFailed(f"stage {ctx.stage!r} params.{field}: {e}") from None
-
-
 @contextmanager
 def _lm_head_input(policy: Any) -> Iterator[list]:
     """Capture what the policy's LM head sees: the final hidden states of the logit columns, (B, T + 1, d)."""
@@ -284,7 +270,7 @@ def _reward(ctx: StageContext) -> Callable[[Any, list[str], list[Any]], Any]:
 
     from alignpipe.models.scoring import RewardScorer
 
-    fn = score_function(ctx, "reward_function")
+    fn = _common.score_function(ctx, "reward_function")
     if fn is not None:
         return lambda batch, texts, prompts: torch.tensor(fn(texts, prompts), dtype=torch.float32)
     scorer = RewardScorer(_common.model_dir(ctx, "reward_model"))
@@ -304,25 +290,17 @@ def _check_tokenizers(ctx: StageContext, tokenizer: Any) -> None:
 def _prompt_ids(ctx: StageContext, tokenizer: Any, limit: int | None) -> tuple[list[tuple[Any, list[int]]], dict]:
     """(prompt, ids) pairs that fit prompt + max_new_tokens into every model, and the skip summary."""
     from alignpipe.data import parse_prompts
-    from alignpipe.stages.generate import _fitting_prompts
 
     p: Params = ctx.params
     prompts, parse_skips, source = _common.read_dataset(ctx, "prompts", parse_prompts,
                                                         max_skip_fraction=p.max_skip_fraction)
     _common.require_chat_template(ctx, tokenizer, "policy", "prompts", prompts)
-    kept, len_skips = _fitting_prompts(ctx, tokenizer, prompts, limit, p.max_new_tokens, str(source))
+    kept, len_skips = _common.fitting_prompts(ctx, tokenizer, prompts, limit=limit, max_new_tokens=p.max_new_tokens,
+                                              source=str(source), max_skip_fraction=p.max_skip_fraction)
     if len(kept) < p.batch_size:
         raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'prompts')}: {len(kept)} usable prompts, "
                           f"fewer than batch_size {p.batch_size}; lower params.batch_size or give more prompts")
     return kept, _common.skip_summary(parse_skips, len_skips)
-
-
-def position_limit(ctx: StageContext, names: list[str]) -> int | None:
-    """The fewest positions among the model inputs `names` (from their config.json; None if none says)."""
-    from transformers import AutoConfig
-
-    limits = [_common.max_positions(AutoConfig.from_pretrained(str(_common.model_dir(ctx, n)))) for n in names]
-    return min((x for x in limits if x), default=None)
 
 
 def _log_rollout(ctx: StageContext, r: int, p: Params, stats: dict[str, float]) -> None:
@@ -442,9 +420,6 @@ def run(ctx: StageContext) -> None:
     from alignpipe.train import Checkpointer, EpochBatches, run_key, seed_everything, sub_seed
 
     p: Params = ctx.params
-    problems = check(p, set(ctx.inputs))
-    if problems:
-        raise StageFailed(f"stage {ctx.stage!r}: " + "; ".join(problems))
     started = time.monotonic()
 
     # -- seed
@@ -455,10 +430,11 @@ def run(ctx: StageContext) -> None:
     tokenizer = _common.load_tokenizer(ctx, "policy")
     _common.fix_pad_token(ctx, "policy", tokenizer)
     _check_tokenizers(ctx, tokenizer)
-    gold = score_function(ctx, "gold_function")
+    gold = _common.score_function(ctx, "gold_function")
 
     # -- data: prompt ids that fit every model, in a seeded order of whole batches
-    kept, skipped = _prompt_ids(ctx, tokenizer, position_limit(ctx, [n for n in MODEL_INPUTS if n in ctx.inputs]))
+    limit = _common.position_limit(ctx, [n for n in MODEL_INPUTS if n in ctx.inputs])
+    kept, skipped = _prompt_ids(ctx, tokenizer, limit)
     order = EpochBatches(len(kept), p.batch_size, sub_seed(ctx.seed, "order"), drop_last=True)
 
     # -- model: policy, frozen reference, critic, reward
@@ -467,7 +443,7 @@ def run(ctx: StageContext) -> None:
     ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
 
     # -- optimizer, schedules, KL controller, minibatch order, resume
-    cfg = PPOConfig(**{k: getattr(p, k) for k in PPOConfig.model_fields})
+    cfg = p  # Params is a PPOConfig (plus the stage's own fields)
     optimizers, schedulers = _optimizers(models, p)
     kl_ctl = _kl_controller(p)
     generator = torch.Generator().manual_seed(sub_seed(ctx.seed, "minibatches"))

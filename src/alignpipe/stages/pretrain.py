@@ -117,9 +117,6 @@ def run(ctx: StageContext) -> None:
     )
 
     p: Params = ctx.params
-    problems = check(p, set(ctx.inputs))
-    if problems:
-        raise StageFailed(f"stage {ctx.stage!r}: " + "; ".join(problems))
 
     # -- seed
     seed_everything(ctx.seed)

@@ -13,7 +13,6 @@ Run alone:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import Field
@@ -38,9 +37,9 @@ class Params(StrictParams):
 
 
 def _write(dir_: Path, records: list[dict]) -> None:
-    with open(dir_ / DATA_FILE, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    from alignpipe.data.io import write_jsonl
+
+    write_jsonl(dir_ / DATA_FILE, records)
 
 
 def run(ctx: StageContext) -> None:

@@ -40,7 +40,6 @@ from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.stagedef import InputDef, StageDef
 from alignpipe.stages import _common
 from alignpipe.stages._params import LoopParams, LoraParams
-from alignpipe.stages.label import CANDIDATES_FILE, PREFERENCES_FILE
 
 MARGIN_EDGES = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)  # histogram of normalized chosen − rejected margins
 
@@ -104,16 +103,9 @@ def _calibration_texts(ctx: StageContext, p: Params, pairs: list) -> tuple[list,
     from alignpipe.train import sub_seed
 
     if "calibration" in ctx.inputs:
-        with _common.data_errors(ctx, "calibration"):
-            path = _common.dataset_file(ctx.input_path("calibration"), preferred=(CANDIDATES_FILE,))
+        records, path = _common.read_candidates(ctx, "calibration")
         items = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            rec = json.loads(line) if line.strip() else None
-            if rec is None:
-                continue
-            if not isinstance(rec.get("responses"), list) or "prompt" not in rec:
-                raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'calibration')}: {path} record {i} "
-                                  "needs fields 'prompt' and a list 'responses' (a generate stage's output)")
+        for rec in records:
             with _common.data_errors(ctx, "calibration"):
                 (prompt,) = parse_prompts([{"prompt": rec["prompt"]}], str(path))
             items += [(prompt, r) for r in rec["responses"] if isinstance(r, str) and r.strip()]
@@ -223,7 +215,7 @@ def run(ctx: StageContext) -> None:
     tokenizer = _common.load_tokenizer(ctx, "model")
     pairs, parse_skips, source = _common.read_dataset(ctx, "data", parse_preferences,
                                                       max_skip_fraction=p.max_skip_fraction,
-                                                      preferred=(PREFERENCES_FILE,))
+                                                      preferred=(_common.PREFERENCES_FILE,))
     _common.require_chat_template(ctx, tokenizer, "model", "data", [pr.prompt for pr in pairs])
     cal_prompts, cal_responses, cal_info = _calibration_texts(ctx, p, pairs)
     if "calibration" in ctx.inputs:
