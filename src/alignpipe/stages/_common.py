@@ -105,8 +105,8 @@ def read_candidates(ctx: StageContext, name: str) -> tuple[list[dict[str, Any]],
         records = read_records(path)
     for i, rec in enumerate(records):
         if "prompt" not in rec or not isinstance(rec.get("responses"), list):
-            raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)}: {path} record {i} needs fields 'prompt' and a "
-                              "list 'responses' (a generate stage's output)")
+            raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)}: {path} record {i} needs fields 'prompt' "
+                              "and a list 'responses' (a generate stage's output)")
     return records, path
 
 
