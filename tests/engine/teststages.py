@@ -58,6 +58,7 @@ def counter(ctx):
     """Counts to params.steps, one checkpoint per step, tracing every step it executes."""
     ckpt = ctx.checkpoints.latest()
     start = json.loads((ckpt.path / "state.json").read_text())["i"] if ckpt else 0
+    Path(ctx.params.trace + ".pid").write_text(str(os.getpid()))
     _trace(ctx.params.trace, f"start {start}")
     for i in range(start, ctx.params.steps):
         time.sleep(ctx.params.step_s)

@@ -130,7 +130,11 @@ def test_a_reward_artifact_serves_as_label_judge(tiny_model_dirs, tmp_path):
     api.run_stage("label", inputs={"candidates": str(candidates), "reward_model": str(rm)},
                   params={"judge": "reward_model"}, out=prefs)
     (row,) = [json.loads(line) for line in (prefs / "preferences.jsonl").read_text().splitlines()]
-    assert row["chosen_score"] > row["rejected_score"]
+    great, bad = RewardScorer(rm).score(["Review of the lamp:"] * 2, [" Great.", " Bad."])  # the RM's own verdict
+    assert great != bad
+    assert (row["chosen"], row["rejected"]) == ((" Great.", " Bad.") if great > bad else (" Bad.", " Great."))
+    assert row["chosen_score"] == pytest.approx(max(great, bad))
+    assert row["rejected_score"] == pytest.approx(min(great, bad))
 
 
 def test_lora_reward_model_saves_a_plain_sequence_classifier(tiny_model_dirs, tmp_path):

@@ -125,6 +125,15 @@ def test_chat_data_with_a_chat_template_trains_on_the_assistant_turn(tiny_model_
     out = tmp_path / "sft"
     run_sft(d, write_jsonl(tmp_path / "chat.jsonl", CHAT), out, steps=2, batch_size=2, eval_fraction=0)
     assert AutoTokenizer.from_pretrained(out).chat_template == DEFAULT_CHAT_TEMPLATE
+    # both records train, and only their assistant turns (plus EOS) carry loss: 2 steps over both records
+    from alignpipe.data.tokenize import encode_pair
+
+    turns = [([{"role": "user", "content": "Review the lamp."}], "Great."),
+             ([{"role": "user", "content": "Review the mug."}], "Bad.")]
+    assistant_tokens = sum(len(encode_pair(tok, prompt, reply)[1]) for prompt, reply in turns)
+    s = manifest(out)["summary"]
+    assert s["examples"] == {"train": 2, "eval": 0} and s["skipped"]["skipped"] == 0
+    assert s["train_tokens"] == 2 * assistant_tokens
 
 
 def test_bad_records_are_skipped_and_counted_up_to_the_threshold(tiny_model_dirs, tmp_path):
