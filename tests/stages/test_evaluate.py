@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from alignpipe import api
 from alignpipe.pipeline.errors import StageFailed
-
-HERE = Path(__file__).parent
 
 
 def text_length(responses):
@@ -19,10 +16,6 @@ def text_length(responses):
     return [float(len(r)) for r in responses]
 
 
-@pytest.fixture(autouse=True)
-def _importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(HERE))
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignpipe import api
@@ -14,9 +13,6 @@ PROMPTS = ["Review of the lamp:", "Thoughts on the fan:", "My review of the pan:
            "Customer review of the tent:", "Review of the drill:", "Thoughts on the clock:"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -2,16 +2,10 @@ import json
 import math
 
 import pytest
+from stage_util import manifest
 
 from alignpipe import api
 from alignpipe.pipeline.errors import StageFailed, UserError
-
-
-@pytest.fixture(autouse=True)
-def _importable(monkeypatch):
-    from pathlib import Path
-
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
 
 
 def candidates(tmp_path, records, name="cands"):
@@ -24,9 +18,6 @@ def candidates(tmp_path, records, name="cands"):
 def prefs(out):
     return [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
 
-
-def manifest(out):
-    return json.loads((out / "manifest.json").read_text())
 
 
 def test_noiseless_function_judge_counts_empty_duplicate_and_ties(tmp_path):

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from stage_util import manifest
 
 from alignpipe import api
 from alignpipe.pipeline.errors import StageFailed
 
-HERE = Path(__file__).parent
 TARGET = "!"  # a byte token of the tiny tokenizer; `target_fraction` rewards emitting it
 LEARN_TOKENS = 8
 
@@ -40,10 +40,6 @@ def nan_reward(responses):
     return [float("nan")] * len(responses)
 
 
-@pytest.fixture(autouse=True)
-def _importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(HERE))
-    torch.set_num_threads(1)
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------------
@@ -76,9 +72,6 @@ def run_ppo(out: Path, fx, arch: str = "gpt2", reward_model: bool = True, seed: 
     api.run_stage("ppo", inputs=inputs, params={**SMALL, **params}, out=out, seed=seed)
     return out
 
-
-def manifest(path: Path) -> dict:
-    return json.loads((path / "manifest.json").read_text())
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

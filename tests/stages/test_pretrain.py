@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignpipe import api
@@ -15,9 +14,6 @@ TINY = {"vocab_size": 300, "n_layer": 1, "n_embd": 32, "n_head": 2, "max_len": 4
         "warmup_steps": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,6 @@ PAIRS = [{"prompt": f"Review of the {item}:", "chosen": " It is great. I love it
          for i, item in enumerate(ITEMS)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 def write_prefs(tmp_path: Path, records, name="prefs") -> Path:

@@ -21,9 +21,6 @@ DEMOS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 def write_jsonl(path: Path, records) -> Path:
