@@ -211,8 +211,11 @@ def score_head(model: nn.Module) -> nn.Linear:
     head = getattr(base, "score", None)
     if head is None:
         raise ValueError(f"{type(base).__name__} has no `score` head; expected a *ForSequenceClassification model")
-    # peft's modules_to_save wraps the head; its active copy is what runs.
-    return getattr(head, "modules_to_save", {}).get("default", head) if hasattr(head, "modules_to_save") else head
+    # peft's modules_to_save wraps the head; its active copy (a ModuleDict entry) is what runs.
+    copies = getattr(head, "modules_to_save", None)
+    if copies is not None and "default" in copies:
+        return copies["default"]
+    return head
 
 
 def unwrap(model: nn.Module) -> PreTrainedModel:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-from alignpipe.models.build import unwrap
+from alignpipe.models.build import score_head, unwrap
 
 
 # -- collation --------------------------------------------------------------------------------------------------
@@ -173,16 +173,14 @@ def response_logprobs(
 def _token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, nn.Module]:
     """Backbone hidden states of a *ForSequenceClassification model -> ((B, L, d), its score head)."""
     check_ids_in_vocab(model, input_ids)
-    base = unwrap(model)
-    if not hasattr(base, "score"):
-        raise ValueError(f"{type(base).__name__} has no `score` head; expected a *ForSequenceClassification model")
+    head, base = score_head(model), unwrap(model)
     hidden = base.base_model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
     ).last_hidden_state  # (B, L, d)
-    return hidden, base.score
+    return hidden, head
 
 
 def score_sequences(rm: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

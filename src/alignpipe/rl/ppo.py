@@ -126,7 +126,8 @@ def compute_advantages(rollout: Rollout, beta: float, cfg: PPOConfig) -> Advanta
     mask = rollout.response_mask  # (B, T)
     with torch.no_grad():
         kl = kl_per_token(rollout.logprobs_old, rollout.ref_logprobs, mask, cfg.kl_estimator)  # (B, T)
-        kl1_sum = kl_k1(rollout.logprobs_old, rollout.ref_logprobs, mask).sum(1)  # (B,)
+        kl1 = kl if cfg.kl_estimator == "k1" else kl_k1(rollout.logprobs_old, rollout.ref_logprobs, mask)
+        kl1_sum = kl1.sum(1)  # (B,) the controller's KL_obs is always k1
         scores = apply_no_eos_penalty(rollout.scores, rollout.eos_emitted, cfg.no_eos_penalty)  # (B,)
         rewards = per_token_rewards(scores, kl, mask, beta)  # (B, T)
         advantages, returns = gae(rewards, rollout.values_old, mask, cfg.gamma, cfg.lam)  # (B, T) each

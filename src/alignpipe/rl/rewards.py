@@ -19,7 +19,11 @@ import torch
 
 
 def response_mask(response_ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
-    """Valid-token mask of right-padded responses.  response_ids: (B, T) int; returns (B, T) bool."""
+    """Valid-token mask of right-padded responses.  response_ids: (B, T) int; returns (B, T) bool.
+
+    Also ends a row at its first PAD (for batches padded without EOS). Sampled batches need not call this: their
+    mask comes from the sampler (`models.forward.eos_mask`, through the first EOS), where a pad id *sampled*
+    mid-response is a real token — the ppo stage uses that one, so reward, KL and loss see the same tokens."""
     if eos_id == pad_id:
         raise ValueError(
             f"pad_id == eos_id == {eos_id}: the EOS would be masked as padding; add a dedicated pad token"

@@ -156,6 +156,7 @@ def _sample_and_measure(  # noqa: PLR0913 — one model's pass needs each of the
     import torch
 
     from alignpipe.models.forward import response_logprobs, sample_responses
+    from alignpipe.rl.kl import kl_k1
     from alignpipe.train import sub_seed
 
     out = Responses()
@@ -169,7 +170,7 @@ def _sample_and_measure(  # noqa: PLR0913 — one model's pass needs each of the
             logp, _ = response_logprobs(model, ids, attn, width, p.temperature)  # (B, T)
             ref_logp = logp if model is reference else response_logprobs(  # the baseline: KL 0, no 2nd forward
                 reference, ids, attn, width, p.temperature)[0]  # (B, T)
-            kl = torch.where(mask, logp - ref_logp, torch.zeros_like(logp)).sum(1)  # (B,) Σ_t k1_t
+            kl = kl_k1(logp, ref_logp, mask).sum(1)  # (B,) Σ_t k1_t
             if scorer is not None:
                 out.rm_score += scorer.score_batch(batch).tolist()
         texts = tokenizer.batch_decode(batch.responses(), skip_special_tokens=True)

@@ -319,7 +319,6 @@ def rollout(
 
     from alignpipe.models.forward import response_logprobs, sample_responses
     from alignpipe.rl.ppo import Rollout
-    from alignpipe.rl.rewards import eos_emitted
 
     prompts = [prompt for prompt, _ in chosen]
     batch = sample_responses(m.policy, m.tokenizer, [ids for _, ids in chosen], temperature=p.temperature,
@@ -336,7 +335,7 @@ def rollout(
         raise StageFailed(f"the reward returned {tuple(scores.shape)} scores for {len(chosen)} responses")
     rollout_ = Rollout(logprobs_old=logprobs_old, values_old=values_old, ref_logprobs=ref_logprobs,
                        response_mask=mask, scores=scores,
-                       eos_emitted=eos_emitted(batch.response_ids, mask, m.tokenizer.eos_token_id))
+                       eos_emitted=batch.ended(m.tokenizer.eos_token_id))
     gold_mean = None if gold is None else sum(gold(texts, prompts)) / len(texts)
     return Sampled(batch, texts, rollout_, gold_mean)
 

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alignpipe.data.tokenize import IGNORE_INDEX
 from alignpipe.pipeline.context import Checkpoints
 from alignpipe.train.guard import check_finite
-
-IGNORE_INDEX = -100  # label value excluded from the loss (HF convention; same as alignpipe.data.tokenize)
 
 
 def make_adamw(model: nn.Module, lr: float, weight_decay: float = 0.0, eps: float = 1e-8) -> torch.optim.AdamW:
