@@ -103,15 +103,12 @@ def run(ctx: StageContext) -> None:
     from alignpipe.models.forward import use_fused_kernels
     from alignpipe.models.tokenizer import train_tokenizer
     from alignpipe.train import (
-        Checkpointer,
         EpochBatches,
         evaluate_lm,
-        linear_warmup_decay,
         lm_loss,
-        make_adamw,
         optimizer_step,
-        run_key,
         seed_everything,
+        setup_training,
         sub_seed,
         train_eval_split,
     )
@@ -143,12 +140,9 @@ def run(ctx: StageContext) -> None:
 
     # -- optimizer, schedule, data order, resume
     order = EpochBatches(len(train), p.batch_size, sub_seed(ctx.seed, "order"))
-    total = p.steps or p.epochs * order.batches_per_epoch
-    opt = make_adamw(model, p.lr, p.weight_decay)
-    sched = linear_warmup_decay(opt, total, min(p.warmup_steps, total))
-    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={"model": model}, optimizers={"model": opt},
-                        schedulers={"model": sched}, batches={"train": order}, log=ctx.log)
-    resumed = ckpt.restore()
+    training = setup_training(ctx, model, order, p)
+    total, opt, sched, ckpt, resumed = (training.total, training.optimizer, training.scheduler,
+                                        training.checkpointer, training.resumed)
     state = resumed.state if resumed else {"tokens": 0, "recent": [], "tokenizer": _tokenizer_hash(tokenizer)}
     if state["tokenizer"] != _tokenizer_hash(tokenizer):
         raise StageFailed(f"stage {ctx.stage!r}: the retrained tokenizer differs from the checkpoint's; delete "

@@ -192,15 +192,12 @@ def run(ctx: StageContext) -> None:
     from alignpipe.models.scoring import RewardScorer
     from alignpipe.rl.losses import reward_model_loss
     from alignpipe.train import (
-        Checkpointer,
         EpochBatches,
         LengthGroupedBatches,
         autocast,
-        linear_warmup_decay,
-        make_adamw,
         optimizer_step,
-        run_key,
         seed_everything,
+        setup_training,
         sub_seed,
         train_eval_split,
     )
@@ -246,12 +243,9 @@ def run(ctx: StageContext) -> None:
     order = (LengthGroupedBatches([len(s.prompt_ids) + max(len(s.chosen_ids), len(s.rejected_ids)) for s in train],
                                   p.batch_size, seed) if p.group_by_length
              else EpochBatches(len(train), p.batch_size, seed))
-    total = p.steps or p.epochs * order.batches_per_epoch
-    opt = make_adamw(model, p.lr, p.weight_decay)
-    sched = linear_warmup_decay(opt, total, min(p.warmup_steps, total))
-    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={"model": model}, optimizers={"model": opt},
-                        schedulers={"model": sched}, batches={"train": order}, log=ctx.log)
-    resumed = ckpt.restore()
+    training = setup_training(ctx, model, order, p)
+    total, opt, sched, ckpt, resumed = (training.total, training.optimizer, training.scheduler,
+                                        training.checkpointer, training.resumed)
     state = resumed.state if resumed else {"recent_loss": [], "recent_acc": []}
 
     def loss_fn(chosen, rejected):

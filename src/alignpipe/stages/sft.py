@@ -82,17 +82,14 @@ def run(ctx: StageContext) -> None:
     from alignpipe.models.build import apply_lora, count_parameters, load_causal_lm, save_model
     from alignpipe.models.forward import use_fused_kernels
     from alignpipe.train import (
-        Checkpointer,
         EpochBatches,
         LengthGroupedBatches,
         autocast,
         evaluate_lm,
-        linear_warmup_decay,
         lm_loss,
-        make_adamw,
         optimizer_step,
-        run_key,
         seed_everything,
+        setup_training,
         sub_seed,
         train_eval_split,
     )
@@ -135,12 +132,9 @@ def run(ctx: StageContext) -> None:
     seed = sub_seed(ctx.seed, "order")
     order = (LengthGroupedBatches([len(s.input_ids) for s in train], p.batch_size, seed) if p.group_by_length
              else EpochBatches(len(train), p.batch_size, seed))
-    total = p.steps or p.epochs * order.batches_per_epoch
-    opt = make_adamw(model, p.lr, p.weight_decay)
-    sched = linear_warmup_decay(opt, total, min(p.warmup_steps, total))
-    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={"model": model}, optimizers={"model": opt},
-                        schedulers={"model": sched}, batches={"train": order}, log=ctx.log)
-    resumed = ckpt.restore()
+    training = setup_training(ctx, model, order, p)
+    total, opt, sched, ckpt, resumed = (training.total, training.optimizer, training.scheduler,
+                                        training.checkpointer, training.resumed)
     eval_batches = _batches(held_out, p.batch_size, pad)
     if resumed:
         state = resumed.state

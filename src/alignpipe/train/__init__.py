@@ -8,6 +8,7 @@ Imports torch: import it inside a stage's run(), never at a stage module's top l
 - `guard`: `check_finite(value, step=, what=, checkpoints=)` (StageFailed on NaN/inf, names the kept checkpoint)
 - `checkpoint`: `Checkpointer(...)`: `.save(step, state)` / `.restore() -> Resumed | None`; `run_key(ctx)`
 - `loop`: `make_adamw`, `optimizer_step` (guarded step), `lm_loss`, `evaluate_lm`
+- `setup`: `setup_training(ctx, model, order, params) -> Training` (the steps/optimizer/schedule/resume block)
 
 The loop every trainer follows, resumable bit-identically on CPU (same thread count):
 
@@ -40,6 +41,7 @@ from alignpipe.train.guard import check_finite
 from alignpipe.train.loop import autocast, evaluate_lm, lm_loss, make_adamw, optimizer_step
 from alignpipe.train.schedule import linear_lr_factor, linear_warmup_decay
 from alignpipe.train.seeding import capture_rng_state, restore_rng_state, seed_everything, sub_seed
+from alignpipe.train.setup import Training, setup_training
 
 __all__ = [
     "Batch",
@@ -47,6 +49,7 @@ __all__ = [
     "EpochBatches",
     "LengthGroupedBatches",
     "Resumed",
+    "Training",
     "autocast",
     "capture_rng_state",
     "check_finite",
@@ -59,6 +62,7 @@ __all__ = [
     "restore_rng_state",
     "run_key",
     "seed_everything",
+    "setup_training",
     "sub_seed",
     "train_eval_split",
 ]
