@@ -1,13 +1,10 @@
 """The same graph on a real (local) Ray cluster: same artifacts, retries, timeouts, interruption."""
 
 import json
-import time
 
 import pytest
-from engine_util import cli
-from test_runner import _alive, chain, executed, rec
+from engine_util import assert_dies, chain, cli, executed, rec, run
 
-from alignpipe import api
 from alignpipe.pipeline.executors import RayExecutor
 from alignpipe.pipeline.journal import Journal
 from alignpipe.pipeline.store import Store
@@ -20,28 +17,23 @@ def ray_executor():
     ex.close()
 
 
-def run_on(executor, tmp_path, spec):
-    res = api.run(api.from_dict(spec, base_dir=tmp_path), executor=executor)
-    return res, {n: s.state for n, s in res.stages.items()}
-
-
 def test_ray_runs_the_graph_to_the_same_artifacts_as_local(ray_executor, tmp_path):
     assert ray_executor.machine().cpus >= 1
-    res_ray, states = run_on(ray_executor, tmp_path, chain(tmp_path))
+    res_ray, states = run(tmp_path, chain(tmp_path), executor=ray_executor)
     assert set(states.values()) == {"done"} and executed(tmp_path) == ["a", "b", "c", "d"]
     spec = chain(tmp_path)
     spec["workspace"] = str(tmp_path / "ws-local")
-    res_local, _ = run_on(None, tmp_path, spec)
+    res_local, _ = run(tmp_path, spec, executor=None)
     executed(tmp_path)
     assert {n: s.outputs for n, s in res_ray.stages.items()} == {n: s.outputs for n, s in res_local.stages.items()}
-    _, states = run_on(ray_executor, tmp_path, chain(tmp_path))
+    _, states = run(tmp_path, chain(tmp_path), executor=ray_executor)
     assert set(states.values()) == {"cached"} and executed(tmp_path) == []
 
 
 def test_ray_retries_and_records_attempts(ray_executor, tmp_path):
     spec = {"name": "f", "workspace": str(tmp_path / "ws"), "stages": {"f": {
         "uses": "teststages:flaky", "params": {"counter": str(tmp_path / "n"), "fail_times": 1}, "retries": 1}}}
-    res, states = run_on(ray_executor, tmp_path, spec)
+    res, states = run(tmp_path, spec, executor=ray_executor)
     assert states == {"f": "done"}
     assert [a.status for a in Journal(tmp_path / "ws").attempts(res.run_id, "f")] == ["failed", "done"]
 
@@ -50,18 +42,14 @@ def test_ray_timeout_stops_the_stage_process_group(ray_executor, tmp_path):
     pids = tmp_path / "pids.json"
     spec = {"name": "t", "workspace": str(tmp_path / "ws"),
             "stages": {"h": {"uses": "teststages:hang", "params": {"pids": str(pids)}, "timeout": 2}}}
-    res, states = run_on(ray_executor, tmp_path, spec)
+    res, states = run(tmp_path, spec, executor=ray_executor)
     assert states == {"h": "failed"} and res.stages["h"].error.startswith("timed out after 2s")
-    stage_pid, grandchild = json.loads(pids.read_text())
-    deadline = time.time() + 10
-    while (_alive(stage_pid) or _alive(grandchild)) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(stage_pid) and not _alive(grandchild)
+    assert_dies(*json.loads(pids.read_text()))
 
 
 def test_ray_stage_outputs_land_in_the_shared_store(ray_executor, tmp_path):
     spec = {"name": "s", "workspace": str(tmp_path / "ws"), "stages": {"a": rec(tmp_path / "m", 5)}}
-    res, _ = run_on(ray_executor, tmp_path, spec)
+    res, _ = run(tmp_path, spec, executor=ray_executor)
     art = Store(tmp_path / "ws").get(res.stages["a"].outputs["out"])
     assert (art.path / "value.txt").read_text() == "5" and Store(tmp_path / "ws").verify(art.id) == []
 

@@ -9,40 +9,13 @@ import sys
 import time
 
 import pytest
-from engine_util import cli
+from engine_util import assert_dies, chain, cli, executed, rec, run
 
 from alignpipe import api
 from alignpipe.pipeline.journal import Journal
 from alignpipe.pipeline.runner import Runner, RunOptions
 from alignpipe.pipeline.spec import Machine
 from alignpipe.pipeline.store import Store
-
-
-def rec(marker, value, **extra):
-    return {"uses": "teststages:record", "params": {"marker": str(marker), "value": value}, **extra}
-
-
-def chain(tmp_path, **over):
-    """a -> b -> c, and d on its own."""
-    m = tmp_path / "marker"
-    stages = {"a": rec(m, 1), "b": rec(m, 2, inputs={"x": "a.out"}), "c": rec(m, 3, inputs={"x": "b.out"}),
-              "d": rec(m, 4)}
-    for k, v in over.items():
-        stages[k] = {**stages[k], **v}
-    return {"name": "chain", "seed": 0, "workspace": str(tmp_path / "ws"), "stages": stages}
-
-
-def executed(tmp_path):
-    """Stage names that executed since the last call (read and clear the marker file)."""
-    m = tmp_path / "marker"
-    names = sorted(m.read_text().split()) if m.exists() else []
-    m.write_text("")
-    return names
-
-
-def run(tmp_path, spec, **kw):
-    res = api.run(api.from_dict(spec, base_dir=tmp_path), **kw)
-    return res, {n: s.state for n, s in res.stages.items()}
 
 
 def test_cache_hit_miss_matrix(tmp_path):
@@ -137,15 +110,6 @@ def test_crash_fails_the_stage_not_the_runner(tmp_path):
     assert res.stages["boom"].error.startswith("exited with code 137")
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split(")")[-1].split()[0] != "Z"
-
-
 def test_timeout_kills_the_whole_process_group(tmp_path):
     pids = tmp_path / "pids.json"
     spec = {"name": "t", "workspace": str(tmp_path / "ws"),
@@ -154,11 +118,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     res, states = run(tmp_path, spec)
     assert states == {"h": "failed"} and time.time() - t0 < 20
     assert res.stages["h"].error.startswith("timed out after 1.5s")
-    stage_pid, grandchild = json.loads(pids.read_text())
-    deadline = time.time() + 5
-    while (_alive(stage_pid) or _alive(grandchild)) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(stage_pid) and not _alive(grandchild)
+    assert_dies(*json.loads(pids.read_text()), timeout=5)
 
 
 def test_independent_stages_overlap_within_cpu_slots(tmp_path):
@@ -246,11 +206,7 @@ def test_kill_9_of_the_runner_then_rerun_resumes_from_checkpoint(write_pipeline,
     _wait_for_steps(tmp_path / "trace", 8, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    stage_pid = int((tmp_path / "trace.pid").read_text())
-    deadline = time.time() + 10
-    while _alive(stage_pid) and time.time() < deadline:
-        time.sleep(0.05)
-    assert not _alive(stage_pid), "the stage process must die with the runner (PR_SET_PDEATHSIG)"
+    assert_dies(int((tmp_path / "trace.pid").read_text()))  # PR_SET_PDEATHSIG: the stage dies with the runner
     lines_after_kill = _steps(tmp_path / "trace")
     store = Store(tmp_path / "ws")
     assert store.ids() == [], "no partial artifact may look complete"
