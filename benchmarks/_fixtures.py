@@ -8,7 +8,6 @@ processes (benchmarks/workers/*.py) get these paths on their command line.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -62,6 +61,3 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, **WORKER_ENV, **(extra or {})}
 
 
-def write_json(path: Path, data: object) -> Path:
-    path.write_text(json.dumps(data))
-    return path

@@ -97,17 +97,12 @@ def run(b: Bench) -> None:
     b.config(model="default πSFT base (gpt2, 4 layers, width 128, vocab 1024)", data="default demos (2000, seed 0)",
              batch_size=BATCH, steps=STEPS, warmup_steps_excluded=WARMUP, threads=fx.THREADS, dtype="fp32",
              OMP_WAIT_POLICY="PASSIVE", **{f"data_{k}": v for k, v in shape.items()})
-    variants = [ours(), trl]
-    bf16 = _supports_precision()
-    if bf16:
-        variants.append(ours({"precision": "bf16"}, "ours_bf16"))
-    cols = b.interleave(variants, repeats=5)
+    cols = b.interleave([ours(), trl, ours({"precision": "bf16"}, "ours_bf16")], repeats=5)
     ours_s, trl_s = cols[0], cols[1]
     row = b.add_row("train step loop, fp32", TOKENS_S, b.series("alignpipe sft", ours_s),
                     b.series("TRL SFTTrainer", trl_s), note="non-pad tokens (prompt + completion) per second")
     b.log(f"fp32: {row['ours']['median']:.0f} vs {row['peer']['median']:.0f} tokens/s -> {row['ratio']:.2f}x")
-    if bf16:
-        b.add_row("train step loop, alignpipe bf16 autocast vs TRL fp32", Metric("tokens/s", "higher"),
+    b.add_row("train step loop, alignpipe bf16 autocast vs TRL fp32", Metric("tokens/s", "higher"),
                   b.series("alignpipe sft precision=bf16", cols[2]), b.series("TRL SFTTrainer", trl_s))
 
     params = info["ours"][0]["params"] if info["ours"] else None
@@ -129,16 +124,10 @@ def run(b: Bench) -> None:
                   b.series("TRL SFTTrainer", _mfu(trl_s, fpt, peak, per_cpu=True)),
                   note="tokens/s × wall ÷ CPU-seconds × 2 threads: robust to other sessions' load, but credits us "
                        f"with the 2nd core our tiny ops leave idle; target ≥ {MFU_TARGET:.0f} %: {verdict(per_cpu)}")
-        if bf16:
-            b.add_row("MFU bf16 autocast (vs fp32 peak), per CPU-second", Metric("% of fp32 peak", "higher"),
-                      b.series("alignpipe sft precision=bf16", _mfu(cols[2], fpt, peak, per_cpu=True)))
+        b.add_row("MFU bf16 autocast (vs fp32 peak), per CPU-second", Metric("% of fp32 peak", "higher"),
+                  b.series("alignpipe sft precision=bf16", _mfu(cols[2], fpt, peak, per_cpu=True)))
         b.extra["mfu_target_pct"] = MFU_TARGET
         b.extra["params"] = params
         b.extra["peak_fp32_gflops"] = peak
     b.extra["workers"] = info
 
-
-def _supports_precision() -> bool:
-    from alignpipe.stages.sft import Params
-
-    return "precision" in Params.model_fields

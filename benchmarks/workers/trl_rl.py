@@ -72,7 +72,7 @@ def main() -> None:  # noqa: PLR0915 — a linear script
         beta = 0.0 if a.beta is None else a.beta
     cfg = Config(**common, beta=beta)
     stamps: list[float] = []
-    logs: list[dict] = []
+    all_logs: list[dict] = []  # not `logs`: on_log's parameter has that name
     started: list[float] = []
 
     class Stamp(TrainerCallback):
@@ -88,7 +88,6 @@ def main() -> None:  # noqa: PLR0915 — a linear script
             if logs:
                 all_logs.append({**logs, "t": time.perf_counter() - started[0], "step": state.global_step})
 
-    all_logs = logs
     trainer = Trainer(model=a.model, reward_funcs=a.rm, args=cfg, train_dataset=ds, processing_class=tok,
                       reward_processing_classes=[rm_tok], callbacks=[Stamp()])
     trainer.train()
