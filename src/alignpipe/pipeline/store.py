@@ -154,10 +154,12 @@ def check_files(path: Path, manifest: dict[str, Any], full: bool) -> list[str]:
     return problems
 
 
-def seal(staging: Path, meta: dict[str, Any], fs: LocalFS | None = None) -> dict[str, Any]:
-    """Hash a finished output directory and write its manifest, last: the payload is fsynced first, so once the
-    manifest exists (even after a power loss) the files it lists are on disk. Returns the manifest."""
-    art_id, files = hash_tree(staging)
+def seal(staging: Path, meta: dict[str, Any], fs: LocalFS | None = None,
+         hashed: tuple[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Hash a finished output directory (unless `hashed` is its hash_tree already) and write its manifest, last:
+    the payload is fsynced first, so once the manifest exists (even after a power loss) the files it lists are
+    on disk. Returns the manifest."""
+    art_id, files = hashed or hash_tree(staging)
     manifest = {"id": art_id, **meta, "files": files, "created": time.time(), "schema_version": SCHEMA_VERSION}
     fsync_tree(staging)
     (fs or LocalFS()).write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
@@ -182,12 +184,13 @@ class Store:
     # -- publish ----------------------------------------------------------------------------------------------
     def publish(self, staging: Path, meta: dict[str, Any]) -> Artifact:
         """Seal `staging` and move it into the store (atomic rename). Consumes staging."""
-        art_id = hash_tree(staging)[0]
-        final = self.artifacts_dir / art_id
+        hashed = hash_tree(staging)
+        final = self.artifacts_dir / hashed[0]
         if self.fs.exists(final / MANIFEST):  # identical content already published: keep the first
             self.fs.rmtree(staging)
-            return self.get(art_id)
-        manifest = seal(staging, meta, self.fs)
+            return self.get(hashed[0])
+        manifest = seal(staging, meta, self.fs, hashed)
+        art_id = hashed[0]
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         if self.fs.exists(final):  # a leftover without manifest: not an artifact, replace it
             self.fs.rmtree(final)
