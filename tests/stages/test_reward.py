@@ -144,20 +144,11 @@ def test_lora_reward_model_saves_a_plain_sequence_classifier(tiny_model_dirs, tm
     assert "alignpipe_reward_normalization" in json.loads((out / "config.json").read_text())
 
 
-def test_a_backbone_with_pad_equal_to_eos_gets_a_pad_token(tiny_model_dirs, tmp_path, capsys):
-    import shutil
-
+def test_a_backbone_with_pad_equal_to_eos_gets_a_pad_token(pad_is_eos_model, tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    base = tmp_path / "pad-is-eos"
-    shutil.copytree(tiny_model_dirs["gpt2"], base)
-    tok = AutoTokenizer.from_pretrained(base)
-    tok.pad_token = tok.eos_token
-    tok.save_pretrained(base)
-    config = json.loads((base / "config.json").read_text())
-    (base / "config.json").write_text(json.dumps({**config, "pad_token_id": tok.eos_token_id}))
     out = tmp_path / "rm"
-    s = run_reward(base, write_prefs(tmp_path, PAIRS), out, steps=2, eval_fraction=0)["summary"]
+    s = run_reward(pad_is_eos_model, write_prefs(tmp_path, PAIRS), out, steps=2, eval_fraction=0)["summary"]
     assert s["pad_token_added"] and "pad token was equal to eos" in capsys.readouterr().err
     assert AutoTokenizer.from_pretrained(out).pad_token_id == 2
     assert AutoModelForSequenceClassification.from_pretrained(out).config.pad_token_id == 2

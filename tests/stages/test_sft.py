@@ -78,19 +78,6 @@ def test_lora_sft_saves_a_plain_hf_directory(tiny_model_dirs, tmp_path):
     assert changed and all("proj" in k for k in changed)  # only the LoRA-targeted projections moved
 
 
-@pytest.fixture
-def pad_is_eos_model(tiny_model_dirs, tmp_path) -> Path:
-    """The tiny GPT-2 saved with pad = eos, as many published checkpoints are."""
-    d = tmp_path / "pad-is-eos"
-    shutil.copytree(tiny_model_dirs["gpt2"], d)
-    tok = AutoTokenizer.from_pretrained(d)
-    tok.pad_token = tok.eos_token
-    tok.save_pretrained(d)
-    config = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**config, "pad_token_id": tok.eos_token_id}))
-    return d
-
-
 def test_pad_equal_to_eos_is_fixed_and_logged(pad_is_eos_model, tmp_path, capsys):
     data = write_jsonl(tmp_path / "demos.jsonl", DEMOS)
     out = tmp_path / "sft"
