@@ -6,6 +6,8 @@ import torch.nn.functional as F
 
 from alignpipe.models.build import apply_lora, load_causal_lm, reward_model_from_causal
 from alignpipe.models.forward import (
+    _filter_top_p,
+    _sample_step,
     check_ids_in_vocab,
     check_tokenizers_compatible,
     collate_prompt_response,
@@ -239,3 +241,39 @@ def test_fused_kernels_keep_the_function_and_the_saved_model(tiny_model_dirs, ti
         torch.testing.assert_close(fused(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5, rtol=0)
     save_model(fused, tiny_tokenizer, tmp_path / "m")
     assert load_causal_lm(tmp_path / "m").config.activation_function == plain.config.activation_function
+
+
+# -- the sampling loop's own pieces (item 5) ---------------------------------------------------------------------
+@pytest.mark.parametrize("temperature", [0.7, 1.0])
+def test_inverse_cdf_step_samples_softmax_over_temperature(temperature):
+    logits = torch.tensor([2.0, 0.5, float("-inf"), -1.0, 1.5, float("-inf")])
+    torch.manual_seed(0)
+    n = 200_000
+    tokens, logp = _sample_step(logits.expand(n, -1), temperature, top_p=1.0)
+    want = torch.softmax(logits / temperature, dim=-1)
+    got = torch.bincount(tokens, minlength=len(logits)).double() / n
+    assert got[2] == 0 and got[5] == 0  # zero-probability tokens are never drawn
+    assert float((got - want).abs().sum()) / 2 < 0.005  # total variation; sampling noise is ~0.001 here
+    torch.testing.assert_close(logp[0], torch.log_softmax(logits / temperature, dim=-1))
+
+
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.99])
+def test_nucleus_filter_equals_transformers_top_p_warper(top_p):
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    torch.manual_seed(1)
+    logits = torch.randn(16, 50) * 2
+    theirs = TopPLogitsWarper(top_p)(None, logits.clone())
+    assert torch.equal(torch.isinf(_filter_top_p(logits, top_p)), torch.isinf(theirs))
+    tokens, _ = _sample_step(logits.repeat(200, 1), 1.0, top_p)
+    assert not torch.isinf(theirs.repeat(200, 1).gather(1, tokens[:, None])).any()  # only nucleus tokens drawn
+
+
+def test_sampling_stops_when_every_row_ended(tiny_model_dirs, tiny_tokenizer):
+    lm = load_causal_lm(tiny_model_dirs["llama"])
+    eos_bias = torch.zeros(len(tiny_tokenizer))
+    eos_bias[tiny_tokenizer.eos_token_id] = 50.0  # every row emits EOS first
+    lm.lm_head.register_forward_hook(lambda module, args, out: out + eos_bias)
+    g = sample_responses(lm, tiny_tokenizer, [tiny_tokenizer(p)["input_ids"] for p in PROMPTS], n=2,
+                         max_new_tokens=12, seed=0)
+    assert g.response_ids.shape == (6, 1) and (g.response_ids == tiny_tokenizer.eos_token_id).all()

@@ -3,8 +3,8 @@
 Layout (PPO.md items 1-4): a batch is `input_ids = [left-padded prompt | response right-padded with pad]`
 of shape (B, P + T). Response token i sits at column P + i; its logprob and the value V_i (the value before
 emitting it) come from column P − 1 + i. Every training/scoring forward passes
-position_ids = cumsum(mask) − 1, so a left-padded row sees the same positions as the row alone; `generate()`
-gets no position_ids (it derives them from the mask). Masks are built from positions (prompt padding, first
+position_ids = cumsum(mask) − 1, so a left-padded row sees the same positions as the row alone; the sampler
+continues each row's count. Masks are built from positions (prompt padding, first
 EOS), never from `ids != pad`, so a sampled pad id inside a response is still a real token.
 
 Shapes: B batch rows, P prompt columns, T response columns, L = P + T, V vocabulary, d hidden size.
@@ -12,13 +12,16 @@ Shapes: B batch rows, P prompt columns, T response columns, L = P + T, V vocabul
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, DynamicLayer
 
 from alignpipe.models.build import score_head, unwrap
 
@@ -201,30 +204,95 @@ def value_sequences(critic: nn.Module, input_ids: Tensor, attention_mask: Tensor
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------
-def _sampling_config(
-    tokenizer: PreTrainedTokenizerBase, temperature: float, top_p: float, max_new_tokens: int, scores: bool
-) -> GenerationConfig:
-    """Every logits-shaping knob set explicitly to "sample softmax(logits/τ)" (item 5)."""
-    return GenerationConfig(
-        do_sample=True,
-        num_beams=1,
-        temperature=temperature,
-        top_k=0,  # unset means top-50 in transformers 5
-        top_p=top_p,
-        typical_p=1.0,
-        epsilon_cutoff=0.0,
-        eta_cutoff=0.0,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        min_length=0,
-        max_new_tokens=max_new_tokens,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        use_cache=True,
-        return_dict_in_generate=True,
-        output_scores=scores,
-    )
+class _PreallocatedLayer(DynamicLayer):
+    """One layer's KV cache in buffers allocated once for the whole generation (B, H, P + T, D): each step writes
+    its column in place and attention reads a view of the filled part. transformers' DynamicLayer grows by
+    `torch.cat`, copying the whole cache every step (~20 % of a tiny model's generation time on CPU)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, _, _ = key_states.shape
+        self._k = key_states.new_empty(b, h, self.capacity, key_states.shape[-1])
+        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states: Tensor, value_states: Tensor, *_: object, **__: object) -> tuple[Tensor, Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, self.length = self.length, self.length + key_states.shape[-2]
+        self._k[:, :, start:self.length] = key_states
+        self._v[:, :, start:self.length] = value_states
+        self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
+    """(B, V) logits/τ -> the same with every token outside the nucleus at −inf: the smallest set of the most
+    probable tokens whose probability reaches top_p (transformers' TopPLogitsWarper; the top token always stays)."""
+    probs, order = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True)
+    outside = (probs.cumsum(dim=-1) - probs) >= top_p  # (B, V) mass of the more probable tokens already ≥ top_p
+    return logits.masked_fill(outside.scatter(1, order, outside), float("-inf"))
+
+
+def _sample_step(logits: Tensor, temperature: float, top_p: float) -> tuple[Tensor, Tensor]:
+    """(B, V) logits -> (B,) tokens ~ softmax(logits/τ) (nucleus-filtered if top_p < 1) and the (B, V) log-probs
+    they were drawn from. Inverse-CDF sampling, one uniform per row: the same distribution as torch.multinomial,
+    which draws V exponentials per row (~10 % of generation time at V = 1024)."""
+    scaled = logits.float() / temperature
+    if top_p < 1.0:
+        scaled = _filter_top_p(scaled, top_p)
+    logp = F.log_softmax(scaled, dim=-1)
+    cdf = logp.exp().cumsum(dim=-1)  # (B, V)
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]  # scaled by the total: rounding-safe
+    tokens = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # first cdf > u
+    return tokens, logp
+
+
+def _decode(  # noqa: PLR0913 — the sampler's knobs
+    model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int, temperature: float,
+    top_p: float, eos_id: int, pad_id: int, logprobs: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The sampling loop: prefill the left-padded prompts, then one token per step for every row, with the KV
+    cache in preallocated buffers. A row that emitted EOS gets pad from then on (its mask stays 1, as in
+    `generate`; eos_mask drops those columns later). Stops when every row has ended or after max_new_tokens
+    (T = the steps taken). position_ids continue each row's own count of real tokens (item 3), so the
+    sampler's logits are the training forward's. Returns (B, T) tokens and, if asked, (B, T) the sampler's
+    log-probs of them."""
+    b, p = prompt_ids.shape
+    device = prompt_ids.device
+    cache = Cache(layer_class_to_replicate=functools.partial(_PreallocatedLayer, p + max_new_tokens))
+    mask = torch.ones(b, p + max_new_tokens, dtype=prompt_mask.dtype, device=device)
+    mask[:, :p] = prompt_mask
+    positions = position_ids_from_mask(prompt_mask)  # (B, P)
+    first = positions[:, -1] + 1  # (B,) position of the first response token (left padding: column P − 1 is real)
+    tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    token_logp = torch.zeros(b, max_new_tokens, device=device) if logprobs else None
+    ended = torch.zeros(b, dtype=torch.bool, device=device)
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters \
+        else {}
+    logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, **keep_last).logits[:, -1]  # (B, V)
+    steps = 0
+    for t in range(max_new_tokens):
+        step, logp = _sample_step(logits, temperature, top_p)
+        steps = t + 1
+        step.masked_fill_(ended, pad_id)
+        tokens[:, t] = step
+        if token_logp is not None:
+            token_logp[:, t] = logp.gather(1, step[:, None]).squeeze(1)
+        ended |= step == eos_id
+        if t == max_new_tokens - 1 or bool(ended.all()):
+            break
+        logits = model(input_ids=step[:, None], attention_mask=mask[:, : p + t + 1],
+                       position_ids=(first + t)[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+    return tokens[:, :steps], token_logp[:, :steps] if token_logp is not None else None
 
 
 @torch.no_grad()
@@ -240,16 +308,19 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     seed: int | None = None,
     return_logprobs: bool = False,
 ) -> PromptResponseBatch:
-    """Sample n responses per prompt from softmax(logits/τ) with `model.generate`.
+    """Sample n responses per prompt from softmax(logits/τ): exactly that distribution (item 5: no top-k, no
+    repetition penalty, no minimum length; the model's generation_config.json is never read).
 
     top_p < 1 samples from the nucleus only; the training forward's logprobs then differ from the sampler's,
     so PPO rollouts must keep top_p = 1 (PPO.md item 5); evaluation may use it.
 
-    Rows are prompt-major: row i·n + j is sample j of prompt i. The model's own generation_config is ignored
-    (a generation_config.json could inject top_k or a repetition penalty). With `seed`, sampling uses a forked
-    RNG seeded with it and the caller's global RNG is untouched; without, it draws from the global RNG.
+    Rows are prompt-major: row i·n + j is sample j of prompt i. With `seed`, sampling uses a forked RNG seeded
+    with it and the caller's global RNG is untouched; without, it draws from the global RNG.
     `return_logprobs` also returns the sampler's own logprobs of the sampled tokens (for diagnostics; PPO
     recomputes them with the training forward, item 7).
+
+    Our own loop rather than `model.generate`: 1.3–1.4× its tokens/s on the default model on CPU (inverse-CDF
+    sampling, a preallocated KV cache, no logits processors; benchmarks/rl_step), same distribution.
     """
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise ValueError("sampling needs a pad token distinct from eos: call ensure_pad_token(tokenizer, model)")
@@ -263,31 +334,22 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     prompt_ids, prompt_mask = pad_left(expanded, tokenizer.pad_token_id)  # (B, P)
     device = next(model.parameters()).device
     check_ids_in_vocab(model, prompt_ids)
-    base = unwrap(model)
-    saved_config = base.generation_config
-    base.generation_config = GenerationConfig()  # nothing model-specific can fill unset fields
     was_training = model.training
     model.eval()
     try:
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            out = model.generate(
-                input_ids=prompt_ids.to(device),
-                attention_mask=prompt_mask.to(device),
-                generation_config=_sampling_config(tokenizer, temperature, top_p, max_new_tokens, return_logprobs),
-            )
+            response_ids, logp = _decode(model, prompt_ids.to(device), prompt_mask.to(device),
+                                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                         eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                                         logprobs=return_logprobs)
     finally:
-        base.generation_config = saved_config
         model.train(was_training)
-    response_ids = out.sequences[:, prompt_ids.shape[1]:].cpu()  # (B, T)
+    response_ids = response_ids.cpu()  # (B, T)
     response_mask = eos_mask(response_ids, tokenizer.eos_token_id)  # (B, T)
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
-    sampler_logprobs = None
-    if return_logprobs:
-        scores = torch.stack(out.scores, dim=1).float().cpu()  # (B, T, V) processed logits, i.e. logits/τ
-        logp = F.log_softmax(scores, dim=-1)
-        sampler_logprobs = torch.gather(logp, 2, response_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    sampler_logprobs = logp.cpu() if logp is not None else None
     return PromptResponseBatch(prompt_ids, prompt_mask, response_ids, response_mask, sampler_logprobs)
 
 
