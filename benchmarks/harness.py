@@ -45,7 +45,6 @@ import inspect
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -55,34 +54,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignpipe.pipeline.cpu import QUIET_CORES, own_cpu, proc_stat
+
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 RESULTS = ROOT / "results"
 SCHEMA_VERSION = 1
-BUSY_CORES = 0.5  # others using more than this many cores during a sample (a quarter of this 2-core machine)
+BUSY_CORES = QUIET_CORES  # others using more than this many cores during a sample: a busy one
 MIN_RESOLVED_S = 0.1  # shorter samples get a load estimate too coarse to call them busy: batch such work
-_TICK = os.sysconf("SC_CLK_TCK")
 
 SampleFn = Callable[[], "float | None"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # load accounting
-
-
-def _proc_stat() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat's aggregate line."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal [guest, guest_nice: already inside user and nice]
-    busy = v[0] + v[1] + v[2] + v[5] + v[6]
-    return busy / _TICK, v[7] / _TICK
-
-
-def _own_cpu() -> float:
-    """CPU seconds of this process (all threads) plus its terminated, waited-for descendants."""
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
 def _loadavg() -> list[float]:
@@ -122,13 +107,13 @@ def per_cpu_second(samples: list[Sample]) -> list[Sample]:
 
 def measure(fn: SampleFn) -> Sample:
     """Run fn once; its figure (or its wall seconds) with the CPU the rest of the machine used meanwhile."""
-    busy0, steal0 = _proc_stat()
-    own0 = _own_cpu()
+    busy0, steal0, _ = proc_stat()
+    own0 = own_cpu()
     t0 = time.perf_counter()
     value = fn()
     wall = time.perf_counter() - t0
-    own = _own_cpu() - own0
-    busy1, steal1 = _proc_stat()
+    own = own_cpu() - own0
+    busy1, steal1, _ = proc_stat()
     # /proc/stat counts in clock ticks (10 ms): clip to the machine, and do not judge samples too short to resolve.
     cores = os.cpu_count() or 1
     others = min(cores, max(0.0, (busy1 - busy0) - own) / max(wall, 1e-9))
@@ -163,11 +148,11 @@ def advantage(ours: float, peer: float, better: str) -> float:
 def _await_quiet(budget: list[float], window_s: float = 0.2) -> None:
     """Idle in short windows until other processes use fewer than BUSY_CORES cores, or budget[0] runs out."""
     while budget[0] > 0:
-        b0, _ = _proc_stat()
-        own0 = _own_cpu()
+        b0 = proc_stat()[0]
+        own0 = own_cpu()
         time.sleep(window_s)
         budget[0] -= window_s
-        if ((_proc_stat()[0] - b0) - (_own_cpu() - own0)) / window_s < BUSY_CORES:
+        if ((proc_stat()[0] - b0) - (own_cpu() - own0)) / window_s < BUSY_CORES:
             return
 
 

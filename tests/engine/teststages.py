@@ -95,5 +95,5 @@ def typed(ctx):
 def env_probe(ctx):
     """Records the placement environment the executor gave it, after a pause so siblings overlap."""
     time.sleep(ctx.params.seconds)
-    keys = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+    keys = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     (ctx.output_dir() / "env.json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))

@@ -21,11 +21,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from alignpipe.pipeline.context import InputArtifact, StageContext
+from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
 from alignpipe.pipeline.errors import StageFailed, UserError
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
 from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree, seal
 
+# Started when a stage process imports its entry: the time until the stage loads torch is the window over which
+# other processes' load is measured to choose the OpenMP wait policy (pipeline.cpu).
+_STARTUP = LoadProbe()
 TASK_SCHEMA = 1
 
 
@@ -212,6 +216,9 @@ def run_task_file(path: str) -> int:
     """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else."""
     task = Task.model_validate_json(Path(path).read_text())
     result_path = Path(task.result) if task.result else None
+    policy = configure_openmp(_STARTUP)
+    if "PASSIVE" in policy or "spin" in policy:  # a choice made here, not inherited
+        print(f"[{task.stage}] {policy}", flush=True)
     try:
         outputs = execute(task)
     except (UserError, StageFailed) as e:

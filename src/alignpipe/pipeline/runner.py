@@ -238,8 +238,8 @@ class Runner:
         task_path = attempt_dir / "task.json"
         task_path.write_text(task.model_dump_json(indent=1))
         threads = str(max(1, math.ceil(st.resources.cpus)))
+        # the OpenMP wait policy is the stage process's own choice, from its machine's load (pipeline.cpu)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ALIGNPIPE_CPUS": threads,
-               "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(self.p.base_dir), os.environ.get("PYTHONPATH")]))}
         # = `alignpipe stage run --task FILE`, minus the CLI's imports (~60 ms per stage)

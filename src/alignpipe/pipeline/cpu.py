@@ -1,0 +1,88 @@
+"""How busy the machine is, and the OpenMP wait policy a stage process starts torch with.
+
+torch's CPU ops run on an OpenMP pool (libgomp). Between two parallel regions its threads either spin for a
+while or sleep on a futex. For the small ops of small models (the default pipeline's step is ~400 tokens × width
+128) a sleeping thread takes longer to wake than the op takes to run: with OMP_WAIT_POLICY=PASSIVE two threads
+keep ~1.1 cores busy. On a quiet machine a short spin (GOMP_SPINCOUNT=1000, tens of µs) makes the same SFT
+step 1.5–1.7× faster. On a machine where other processes want the cores the same spin makes it ~1.3× *slower*
+(a spinning thread waits for a partner that is not scheduled; longer spins are worse: 2× at 3000) while PASSIVE
+barely slows down (benchmarks/notes/sft.md). libgomp reads the policy once, when torch loads, so the stage
+process chooses it before importing torch, from the load other processes put on the machine while it started:
+
+    quiet (others ≤ QUIET_CORES cores)  ->  GOMP_SPINCOUNT=1000
+    busy                                ->  OMP_WAIT_POLICY=PASSIVE
+
+The policy changes only timing, never results: the thread count (and so every reduction order) stays what
+the stage's resources declare. A policy the user set (OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment)
+is always kept. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+
+QUIET_CORES = 0.5  # others' load up to which the machine counts as quiet
+SPIN_COUNT = "1000"  # libgomp spin iterations before sleeping: ~tens of µs, spans the gap between two small ops
+MIN_WINDOW_S = 0.2  # /proc/stat counts 10 ms ticks: 0.2 s resolves ~0.1 cores on 2 CPUs
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_stat() -> tuple[float, float, int]:
+    """(busy, steal) CPU seconds of the whole machine since boot and its CPU count, from /proc/stat."""
+    with open("/proc/stat") as f:
+        lines = f.read().splitlines()
+    v = [int(x) for x in lines[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest, guest_nice: already inside user and nice]
+    cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / _TICK, v[7] / _TICK, cpus
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process (all threads) plus its terminated, waited-for descendants."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+class LoadProbe:
+    """Cores other processes kept busy since the probe started: machine busy time minus our own CPU time."""
+
+    def __init__(self) -> None:
+        self.t0, self.own0 = time.monotonic(), own_cpu()
+        self.busy0, _, self.cpus = proc_stat()
+
+    def others_cores(self) -> tuple[float, float]:
+        """(others' average cores, window seconds) over the time since the probe started."""
+        wall = time.monotonic() - self.t0
+        busy, _, _ = proc_stat()
+        others = max(0.0, (busy - self.busy0) - (own_cpu() - self.own0)) / max(wall, 1e-9)
+        return min(float(self.cpus), others), wall
+
+
+def configure_openmp(probe: LoadProbe, env: dict[str, str] | None = None) -> str:
+    """Set this process's OpenMP wait policy in `env` (default os.environ) before torch loads; returns what
+    was chosen and why, for the stage log. No-op when the user set a policy, when torch is already loaded (its
+    pool is initialized), when /proc/stat is not there, or with one thread (nothing to wait for)."""
+    env = os.environ if env is None else env
+    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
+        return "OpenMP wait policy: as set in the environment"
+    if "torch" in sys.modules:
+        return "OpenMP wait policy: torch already loaded, left as is"
+    threads = int(env.get("OMP_NUM_THREADS") or env.get("ALIGNPIPE_CPUS") or os.cpu_count() or 1)
+    if threads <= 1:
+        return "OpenMP wait policy: one thread, nothing to choose"
+    try:
+        wait = MIN_WINDOW_S - (time.monotonic() - probe.t0)
+        if wait > 0:
+            time.sleep(wait)
+        others, window = probe.others_cores()
+    except OSError:
+        return "OpenMP wait policy: /proc/stat unreadable, left as is"
+    if others <= QUIET_CORES:
+        env["GOMP_SPINCOUNT"] = SPIN_COUNT
+        return (f"OpenMP wait policy: spin {SPIN_COUNT} before sleeping (other processes used {others:.2f} cores "
+                f"over {window:.2f} s)")
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return f"OpenMP wait policy: PASSIVE (other processes used {others:.2f} cores over {window:.2f} s)"

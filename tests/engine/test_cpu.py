@@ -1,0 +1,65 @@
+"""The OpenMP wait policy a stage process picks before torch loads (pipeline.cpu), in real subprocesses:
+the machine's real /proc/stat, real CPU-burning neighbours, and the variable libgomp will read."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alignpipe.pipeline.cpu import QUIET_CORES
+
+CHOOSE = """
+import json, os, sys
+from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
+message = configure_openmp(LoadProbe())
+print(json.dumps({"message": message, "torch_loaded": "torch" in sys.modules,
+                  **{k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}))
+"""
+BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"
+
+
+def choose(threads: str, **env: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", CHOOSE], env={**base, "OMP_NUM_THREADS": threads, **env},
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_a_busy_machine_gets_passive_threads():
+    burners = [subprocess.Popen([sys.executable, "-c", BURN.format(s=3)]) for _ in range(os.cpu_count() or 2)]
+    try:
+        time.sleep(0.3)  # the burners are past their start-up and spinning
+        got = choose("2")
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert got["OMP_WAIT_POLICY"] == "PASSIVE" and got["GOMP_SPINCOUNT"] is None, got
+    assert got["message"].startswith("OpenMP wait policy: PASSIVE (other processes used ") and not got["torch_loaded"]
+
+
+def test_the_choice_is_one_of_the_two_and_names_the_load():
+    got = choose("2")  # quiet or not depends on this shared machine: either answer, consistent with its reason
+    others = float(got["message"].split("used ")[1].split(" cores")[0])
+    if others <= QUIET_CORES:
+        assert got["GOMP_SPINCOUNT"] == "1000" and got["OMP_WAIT_POLICY"] is None, got
+    else:
+        assert got["OMP_WAIT_POLICY"] == "PASSIVE" and got["GOMP_SPINCOUNT"] is None, got
+
+
+@pytest.mark.parametrize("env", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "5"}])
+def test_a_policy_the_user_set_is_kept(env):
+    got = choose("2", **env)
+    assert {k: got[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} == {
+        "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY"), "GOMP_SPINCOUNT": env.get("GOMP_SPINCOUNT")}
+    assert got["message"] == "OpenMP wait policy: as set in the environment"
+
+
+def test_one_thread_has_nothing_to_wait_for():
+    got = choose("1")
+    assert got["OMP_WAIT_POLICY"] is None and got["GOMP_SPINCOUNT"] is None
+    assert got["message"] == "OpenMP wait policy: one thread, nothing to choose"
+
