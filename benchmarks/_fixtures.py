@@ -12,13 +12,16 @@ import os
 import sys
 from pathlib import Path
 
+from alignpipe.pipeline.cpu import SPIN_COUNT
 from benchmarks.harness import ROOT, sh
 
 WORKSPACE = ROOT / "_runs" / "rlhf-ws"
 WORKERS = ROOT / "workers"
-# Every training worker: 2 intra-op threads, OpenMP threads sleep instead of spinning between parallel regions.
+# Every training worker, ours and the peer's alike: 2 intra-op threads and one OpenMP wait policy (WAIT_POLICIES).
 THREADS = 2
-WORKER_ENV = {"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS), "OMP_WAIT_POLICY": "PASSIVE",
+WAIT_POLICIES = {"spin": {"GOMP_SPINCOUNT": SPIN_COUNT},  # what a stage process picks on a quiet machine
+                 "passive": {"OMP_WAIT_POLICY": "PASSIVE"}}  # ... and on a busy one (alignpipe.pipeline.cpu)
+WORKER_ENV = {"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS),
               "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
               "TRANSFORMERS_VERBOSITY": "error", "DISABLE_MLFLOW_INTEGRATION": "TRUE", "WANDB_DISABLED": "true",
               "PYTHONWARNINGS": "ignore"}
@@ -38,7 +41,7 @@ def rlhf_artifacts(until: str = "reward") -> dict[str, Path]:
 
     WORKSPACE.parent.mkdir(parents=True, exist_ok=True)
     sh([*alignpipe_exe(), "run", "-w", str(WORKSPACE), "--until", until, "-q"],
-       env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+       env=stage_env())
     ws = Workspace(WORKSPACE)
     try:
         out = {}
@@ -57,7 +60,12 @@ def data_file(path: Path) -> Path:
     return next(p for p in sorted(path.iterdir()) if p.suffix == ".jsonl")
 
 
-def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, **WORKER_ENV, **(extra or {})}
+def stage_env() -> dict[str, str]:
+    """os.environ without an OpenMP wait policy: `alignpipe run`'s stage processes choose their own."""
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+
+def worker_env(extra: dict[str, str] | None = None, policy: str = "spin") -> dict[str, str]:
+    return {**stage_env(), **WORKER_ENV, **WAIT_POLICIES[policy], **(extra or {})}
 
 

@@ -342,7 +342,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
         "alignpipe": _version_of("alignpipe"), "git": _git_sha(),
         "torch": _version_of("torch"), "transformers": _version_of("transformers"), "peft": _version_of("peft"),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
     }
 
 

@@ -170,7 +170,7 @@ def _config(cfg: dict[str, Any]) -> list[str]:
 
 def _env_line(env: dict[str, Any]) -> str:
     keys = ("cpu", "cores", "kernel", "python", "alignpipe", "git", "torch", "transformers", "peft",
-            "OMP_WAIT_POLICY")
+            "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     parts = [f"{k} {env[k]}" for k in keys if env.get(k) is not None]
     parts += [f"{k} {v}" for k, v in env.items() if k not in keys and v is not None]
     return "; ".join(parts)
@@ -229,7 +229,9 @@ def write(path: Path = DOC) -> Path:
         "too few quiet rounds could be had, all rounds count and the row is marked ⚠ (samples shorter than "
         f"{MIN_RESOLVED_S:g} s are never called busy: /proc/stat counts 10 ms ticks). Hypervisor steal time is "
         "recorded too and shown when it is not negligible. "
-        "Torch work runs with `OMP_WAIT_POLICY=PASSIVE`.",
+        "Torch work, ours and the peer's, runs with the OpenMP wait policy alignpipe's stage processes pick on a "
+        "quiet machine (`GOMP_SPINCOUNT=1000`, see `alignpipe.pipeline.cpu`) unless a row says otherwise; "
+        "`alignpipe run` (end_to_end) lets each stage process pick its own.",
         "",
         "## Summary",
         "",
