@@ -4,7 +4,7 @@ alone, alignpipe's sampler vs a raw `model.generate`.
 
 All start from the default pipeline's πSFT and score with its Rφ (the `sft` and `reward` artifacts of the
 embedded pipeline; TRL gets Rφ's directory as its reward model, an AutoModelForSequenceClassification), sample
-at τ 0.7 with top_k 0 / top_p 1, lr 1e-4, fp32, 2 threads, OMP_WAIT_POLICY=PASSIVE, each in its own process.
+at τ 0.7 with top_k 0 / top_p 1, lr 1e-4, fp32, 2 threads, the same OpenMP wait policy, each in its own process.
 
 A full update is, for alignpipe PPO: sampling 64 responses, the no-grad recompute of policy logprobs, critic
 values, reference logprobs and Rφ scores, advantages, then the policy and critic updates (the stage's own
@@ -14,10 +14,13 @@ num_iterations 1), stamped at step end. alignpipe's PPO uses 64 distinct prompts
 (its algorithm), TRL 16 prompts × 4 (theirs): the same 64 rows through the same models. The first update of
 each process is a warm-up and not counted.
 
-PPO does more work per sample than RLOO/GRPO by design (a critic model, trained too). Two PPO settings are
+PPO does more work per sample than RLOO/GRPO by design (a critic, trained too). Three PPO settings are
 measured: one optimization pass (ppo_epochs 1, one minibatch of 64: the same optimizer work per generation
-batch as TRL's single step) — the row the target applies to — and the pipeline's defaults (4 epochs ×
-minibatches of 8: 32 policy and 32 critic steps per rollout).
+batch as TRL's single step) with the default separate critic (a value model initialized from Rφ: one more
+forward in the rollout, one more forward + backward + AdamW step in the update), the same with `critic:
+shared` (a value head on the policy, PPO.md item 19: its value loss rides on the policy's forward and backward)
+— the target applies to both — and the pipeline's defaults (4 epochs × minibatches of 8: 32 policy and 32
+critic steps per rollout).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from benchmarks.harness import Bench, Metric, benchmark, run_json
 ROLLOUTS = 4  # per process: 1 warm-up + 3 timed
 SAMPLES_S = Metric("samples/s", "higher", target=1.5)
 ONE_PASS = {"ppo_epochs": 1, "minibatch_size": 64}
+ONE_PASS_SHARED = {**ONE_PASS, "critic": "shared"}
 DEFAULTS: dict = {}
 
 
@@ -114,18 +118,23 @@ def run(b: Bench) -> None:
     b.config(model="default πSFT, Rφ", prompts="default rl_prompts", samples_per_update=64,
              trl_layout="16 prompts × 4 generations", ppo_layout="64 prompts × 1", max_new_tokens=32,
              temperature=0.7, updates_per_process=f"{ROLLOUTS} (first not counted)", threads=fx.THREADS,
-             dtype="fp32", OMP_WAIT_POLICY="PASSIVE", rloo_beta=0.05, grpo_beta=0.0)
-    cols = b.interleave([ours(ONE_PASS, "ppo_one_pass"), trl("rloo"), trl("grpo"), ours(DEFAULTS, "ppo_default")],
-                        repeats=5, warmup=0)
-    one, rloo, grpo, default = (b.series(lbl, c) for lbl, c in zip(
+             dtype="fp32", OpenMP_wait_policy=f"both sides {fx.WAIT_POLICIES['spin']}", rloo_beta=0.05,
+             grpo_beta=0.0)
+    cols = b.interleave([ours(ONE_PASS, "ppo_one_pass"), trl("rloo"), trl("grpo"), ours(DEFAULTS, "ppo_default"),
+                         ours(ONE_PASS_SHARED, "ppo_one_pass_shared")], repeats=5, warmup=0)
+    one, rloo, grpo, default, shared = (b.series(lbl, c) for lbl, c in zip(
         ("alignpipe PPO, 1 epoch × 64", "TRL RLOOTrainer β 0.05", "TRL GRPOTrainer β 0",
-         "alignpipe PPO, 4 epochs × 8"), cols, strict=True))
+         "alignpipe PPO, 4 epochs × 8", "alignpipe PPO shared critic, 1 epoch × 64"), cols, strict=True))
     b.add_row("full update, PPO 1 pass vs RLOO", SAMPLES_S, one, rloo,
-              note="generation + reference + RM + critic + policy and value update, per sample")
+              note="generation + reference + RM + critic + policy and value update, per sample; the critic a "
+                   "separate value model (the default, PPO.md item 19)")
+    b.add_row("full update, PPO 1 pass, shared critic vs RLOO", SAMPLES_S, shared, rloo,
+              note="critic: shared — a value head on the policy, one forward and backward for both losses "
+                   "(PPO.md items 18–19)")
     b.add_row("full update, PPO 1 pass vs GRPO", Metric("samples/s", "higher"), one, grpo)
     b.add_row("full update, PPO pipeline defaults vs RLOO", Metric("samples/s", "higher"), default, rloo,
               note="4 PPO epochs × 8 minibatches for policy and critic: 32× the optimizer steps of RLOO")
-    for key in ("ppo_one_pass", "ppo_default"):
+    for key in ("ppo_one_pass", "ppo_default", "ppo_one_pass_shared"):
         if info.get(key):
             rs = info[key]
             b.extra[f"{key}_split_s"] = {"rollout": sorted(r["rollout_s"] for r in rs)[len(rs) // 2],
