@@ -277,3 +277,27 @@ def test_sampling_stops_when_every_row_ended(tiny_model_dirs, tiny_tokenizer):
     g = sample_responses(lm, tiny_tokenizer, [tiny_tokenizer(p)["input_ids"] for p in PROMPTS], n=2,
                          max_new_tokens=12, seed=0)
     assert g.response_ids.shape == (6, 1) and (g.response_ids == tiny_tokenizer.eos_token_id).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_length_chunks_cut_unused_columns_and_match_the_whole_batch(arch, models, tiny_tokenizer):
+    lm, rm = models[arch]
+    prompts = PROMPTS * 2
+    responses = [r * k for k in (1, 2) for r in RESPONSES]  # 6 rows of very different lengths
+    batch = _batch(tiny_tokenizer, prompts, responses)
+    short = batch.select(torch.tensor([1, 0]))  # two short rows: prompt pads and long responses cut away
+    assert short.response_ids.shape[1] == int(batch.response_mask[[0, 1]].sum(1).max())
+    assert short.prompt_ids.shape[1] == max(len(tiny_tokenizer(p)["input_ids"]) for p in PROMPTS[:2])
+    assert short.prompt_ids[0].tolist() == batch.prompt_ids[1, -short.prompt_len:].tolist()
+    with torch.no_grad():
+        whole = response_logprobs(lm, batch.input_ids, batch.attention_mask, batch.prompt_len, 0.7)
+        chunked = batch.map_by_length(lambda sub: response_logprobs(lm, sub.input_ids, sub.attention_mask,
+                                                                    sub.prompt_len, 0.7), rows_per_chunk=2)
+        scores = score_sequences(rm, batch.input_ids, batch.attention_mask)
+        (chunk_scores,) = batch.map_by_length(lambda sub: (score_sequences(rm, sub.input_ids, sub.attention_mask),),
+                                              rows_per_chunk=4)
+    valid = batch.response_mask.bool()
+    for w, c in zip(whole, chunked, strict=True):
+        assert c.shape == w.shape  # masked columns: meaningless, as for the whole batch
+        torch.testing.assert_close(c[valid], w[valid], atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunk_scores, scores, atol=1e-5, rtol=0)

@@ -74,7 +74,8 @@ class RewardScorer:
     def score_batch(self, batch: PromptResponseBatch, normalized: bool = True) -> Tensor:
         """(B,) scores of a left-padded prompt / right-padded response batch (token ids of this tokenizer)."""
         device = next(self.model.parameters()).device
-        raw = score_sequences(self.model, batch.input_ids.to(device), batch.attention_mask.to(device)).cpu()
+        (raw,) = batch.map_by_length(lambda sub: (score_sequences(self.model, sub.input_ids.to(device),
+                                                                  sub.attention_mask.to(device)).cpu(),))
         return normalized_scores(self.model, raw) if normalized else raw
 
     @torch.no_grad()

@@ -171,19 +171,19 @@ class Sampled:
     def forward_fn(self, m: PPOModels, temperature: float) -> Callable[[Any], tuple[Any, Any, Any]]:
         """rl.ppo's forward_fn: rows idx (b,) of this batch through `training_forward`, with grad.
 
-        Only the response columns some row of the minibatch uses go through the models (valid tokens are a
-        prefix of each row, PPO.md item 10); the outputs are zero-padded back to (b, T), where the response mask
-        is 0 anyway. A minibatch of 8 rarely holds the batch's longest response: about a fifth fewer columns.
+        Only the columns some row of the minibatch uses go through the models (PromptResponseBatch.select: valid
+        response tokens are a prefix of each row, PPO.md item 10; all-pad leading prompt columns are dropped);
+        the outputs are zero-padded back to (b, T), where the response mask is 0 anyway. A minibatch of 8 rarely
+        holds the batch's longest response: about a fifth fewer columns.
         """
         import torch.nn.functional as F
 
-        ids, attn, width = self.batch.input_ids, self.batch.attention_mask, self.batch.prompt_len
-        resp = self.batch.response_mask  # (B, T)
+        width = self.batch.response_ids.shape[1]  # T
 
         def forward(idx: Any) -> tuple[Any, Any, Any]:
-            used = max(1, int(resp[idx].sum(1).max()))  # response columns any of these rows needs
-            out = training_forward(m, ids[idx, :width + used], attn[idx, :width + used], width, temperature)
-            return tuple(F.pad(x, (0, resp.shape[1] - used)) for x in out)  # (b, T) each
+            sub = self.batch.select(idx)  # only the columns these rows use
+            out = training_forward(m, sub.input_ids, sub.attention_mask, sub.prompt_len, temperature)
+            return tuple(F.pad(x, (0, width - x.shape[1])) for x in out)  # (b, T) each
 
         return forward
 
@@ -324,12 +324,17 @@ def rollout(
     batch = sample_responses(m.policy, m.tokenizer, [ids for _, ids in chosen], temperature=p.temperature,
                              top_p=1.0, max_new_tokens=p.max_new_tokens, seed=seed)
     texts = m.tokenizer.batch_decode(batch.responses(), skip_special_tokens=True)
-    ids, attn, width = batch.input_ids, batch.attention_mask, batch.prompt_len  # (B, P + T)
     mask = batch.response_mask.bool()  # (B, T) through the first EOS, by position
+
+    def recompute(sub: Any) -> tuple[Any, ...]:  # rows of similar length, only the columns they use
+        ids, attn, width = sub.input_ids, sub.attention_mask, sub.prompt_len
+        logprobs, values, _ = training_forward(m, ids, attn, width, p.temperature)  # (b, t) each
+        ref_logprobs, _ = response_logprobs(m.reference, ids, attn, width, p.temperature)  # (b, t)
+        return logprobs, values, ref_logprobs
+
     m.train(False)
     with torch.no_grad():
-        logprobs_old, values_old, _ = training_forward(m, ids, attn, width, p.temperature)  # (B, T) each
-        ref_logprobs, _ = response_logprobs(m.reference, ids, attn, width, p.temperature)  # (B, T)
+        logprobs_old, values_old, ref_logprobs = batch.map_by_length(recompute)  # (B, T) each
         scores = reward(batch, texts, prompts).float()  # (B,)
     if tuple(scores.shape) != (len(chosen),):
         raise StageFailed(f"the reward returned {tuple(scores.shape)} scores for {len(chosen)} responses")
