@@ -29,7 +29,7 @@ from benchmarks import _fixtures as fx
 from benchmarks import peers
 from benchmarks.harness import Bench, Metric, Sample, benchmark, load_result, run_json
 
-STEPS = 40
+STEPS = 150  # ~4 s of timed steps for alignpipe, ~7 s for TRL: shorter windows varied ±20 % run to run
 WARMUP = 3
 BATCH = 16
 TOKENS_S = Metric("tokens/s", "higher", target=2.0)

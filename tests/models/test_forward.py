@@ -301,3 +301,15 @@ def test_length_chunks_cut_unused_columns_and_match_the_whole_batch(arch, models
         assert c.shape == w.shape  # masked columns: meaningless, as for the whole batch
         torch.testing.assert_close(c[valid], w[valid], atol=1e-5, rtol=0)
     torch.testing.assert_close(chunk_scores, scores, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_logprobs_without_entropy_equal_the_full_log_softmax(arch, models, tiny_tokenizer):
+    lm, _ = models[arch]
+    batch = _batch(tiny_tokenizer)
+    with torch.no_grad():
+        full, ent = response_logprobs(lm, batch.input_ids, batch.attention_mask, batch.prompt_len, 0.7)
+        lean, none = response_logprobs(lm, batch.input_ids, batch.attention_mask, batch.prompt_len, 0.7,
+                                       entropy=False)
+    assert none is None and ent.shape == full.shape
+    torch.testing.assert_close(lean, full, atol=1e-5, rtol=0)

@@ -174,13 +174,16 @@ def check_ids_in_vocab(model: nn.Module, input_ids: Tensor) -> None:
         )
 
 
-def response_logprobs(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int, temperature: float = 1.0
-) -> tuple[Tensor, Tensor]:
+def response_logprobs(  # noqa: PLR0913 — the forward's inputs plus two switches
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int, temperature: float = 1.0,
+    entropy: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Per-token logprobs and entropies of the response under softmax(logits/τ) (items 4, 6).
 
-    input_ids, attention_mask: (B, L) with L = prompt_len + T. Returns (logprobs (B, T), entropy (B, T));
-    values on masked response columns are meaningless, callers multiply by the response mask.
+    input_ids, attention_mask: (B, L) with L = prompt_len + T. Returns (logprobs (B, T), entropy (B, T)), or
+    (logprobs, None) with entropy=False: logit − logsumexp, without materializing the (B, T, V) log-softmax
+    (for no-grad recomputes that only need the logprobs). Values on masked response columns are meaningless,
+    callers multiply by the response mask.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -197,11 +200,12 @@ def response_logprobs(
         use_cache=False,
     )
     logits = out.logits[:, :-1, :].float() / temperature  # (B, T, V) column P−1+i predicts response token i
+    targets = input_ids[:, prompt_len:].unsqueeze(-1)  # (B, T, 1)
+    if not entropy:
+        return (torch.gather(logits, 2, targets) - torch.logsumexp(logits, dim=-1, keepdim=True)).squeeze(-1), None
     logp_all = F.log_softmax(logits, dim=-1)  # (B, T, V)
-    targets = input_ids[:, prompt_len:]  # (B, T)
-    logprobs = torch.gather(logp_all, 2, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, T)
-    return logprobs, entropy
+    logprobs = torch.gather(logp_all, 2, targets).squeeze(-1)  # (B, T)
+    return logprobs, -(logp_all.exp() * logp_all).sum(-1)  # (B, T) each
 
 
 def _token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, nn.Module]:

@@ -167,9 +167,9 @@ def _sample_and_measure(  # noqa: PLR0913 — one model's pass needs each of the
         ids, attn, width = batch.input_ids, batch.attention_mask, batch.prompt_len
         mask = batch.response_mask.bool()  # (B, T) through the first EOS
         with torch.inference_mode():
-            logp, _ = response_logprobs(model, ids, attn, width, p.temperature)  # (B, T)
+            logp, _ = response_logprobs(model, ids, attn, width, p.temperature, entropy=False)  # (B, T)
             ref_logp = logp if model is reference else response_logprobs(  # the baseline: KL 0, no 2nd forward
-                reference, ids, attn, width, p.temperature)[0]  # (B, T)
+                reference, ids, attn, width, p.temperature, entropy=False)[0]  # (B, T)
             kl = kl_k1(logp, ref_logp, mask).sum(1)  # (B,) Σ_t k1_t
             if scorer is not None:
                 out.rm_score += scorer.score_batch(batch).tolist()

@@ -201,23 +201,26 @@ def _lm_head_input(policy: Any) -> Iterator[list]:
         handle.remove()
 
 
-def training_forward(m: PPOModels, ids: Any, mask: Any, prompt_len: int, temperature: float) -> tuple[Any, Any, Any]:
+def training_forward(  # noqa: PLR0913 — the forward's inputs plus a switch
+    m: PPOModels, ids: Any, mask: Any, prompt_len: int, temperature: float, entropy: bool = True
+) -> tuple[Any, Any, Any]:
     """The one forward of rollout recompute and PPO updates: ids, mask (b, P + T) -> logprobs, values, entropy (b, T).
 
     Logprobs under softmax(logits/τ) with position ids from the mask; values V_t before token t from the same
     columns, through the critic's recorded normalization (separate) or the value head on the policy (shared).
+    entropy=False (the rollout recompute) returns None for it and skips its (b, T, V) pass.
     """
     from alignpipe.models.build import normalized_scores
     from alignpipe.models.forward import response_logprobs, value_sequences
 
     if m.value_head is None:
-        logprobs, entropy = response_logprobs(m.policy, ids, mask, prompt_len, temperature)  # (b, T) each
+        logprobs, ent = response_logprobs(m.policy, ids, mask, prompt_len, temperature, entropy)  # (b, T) each
         values = normalized_scores(m.critic, value_sequences(m.critic, ids, mask, prompt_len))  # (b, T)
-        return logprobs, values, entropy
+        return logprobs, values, ent
     with _lm_head_input(m.policy) as hidden:
-        logprobs, entropy = response_logprobs(m.policy, ids, mask, prompt_len, temperature)
+        logprobs, ent = response_logprobs(m.policy, ids, mask, prompt_len, temperature, entropy)
     values = m.value_head(hidden[0][:, :-1]).squeeze(-1).float()  # (b, T): columns P−1 … L−2, as the logprobs
-    return logprobs, values, entropy
+    return logprobs, values, ent
 
 
 def _load_critic(ctx: StageContext, policy: Any) -> tuple[Any | None, Any | None, str]:
@@ -328,8 +331,8 @@ def rollout(
 
     def recompute(sub: Any) -> tuple[Any, ...]:  # rows of similar length, only the columns they use
         ids, attn, width = sub.input_ids, sub.attention_mask, sub.prompt_len
-        logprobs, values, _ = training_forward(m, ids, attn, width, p.temperature)  # (b, t) each
-        ref_logprobs, _ = response_logprobs(m.reference, ids, attn, width, p.temperature)  # (b, t)
+        logprobs, values, _ = training_forward(m, ids, attn, width, p.temperature, entropy=False)  # (b, t) each
+        ref_logprobs, _ = response_logprobs(m.reference, ids, attn, width, p.temperature, entropy=False)  # (b, t)
         return logprobs, values, ref_logprobs
 
     m.train(False)
