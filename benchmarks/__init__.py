@@ -12,8 +12,10 @@ in benchmarks/results/<name>.json, from which report.py writes docs/benchmarks.m
 
 import os
 
+from alignpipe.pipeline.cpu import SPIN_COUNT  # torch-free
+
 # Before anything imports torch: the OpenMP wait policy alignpipe's stage processes choose on a quiet machine
 # (alignpipe.pipeline.cpu), for this process and, through _fixtures.worker_env, for both sides' workers. The
 # harness keeps only samples taken while the machine was quiet, which is where this policy applies.
 if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+    os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)

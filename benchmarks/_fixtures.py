@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from alignpipe.pipeline.cpu import SPIN_COUNT
+from alignpipe.pipeline.cpu import POLICY_VARS, SPIN_COUNT
 from benchmarks.harness import ROOT, sh
 
 WORKSPACE = ROOT / "_runs" / "rlhf-ws"
@@ -62,7 +62,7 @@ def data_file(path: Path) -> Path:
 
 def stage_env() -> dict[str, str]:
     """os.environ without an OpenMP wait policy: `alignpipe run`'s stage processes choose their own."""
-    return {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    return {k: v for k, v in os.environ.items() if k not in POLICY_VARS}
 
 
 def worker_env(extra: dict[str, str] | None = None, policy: str = "spin") -> dict[str, str]:

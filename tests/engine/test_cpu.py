@@ -9,20 +9,20 @@ import time
 
 import pytest
 
-from alignpipe.pipeline.cpu import QUIET_CORES
+from alignpipe.pipeline.cpu import POLICY_VARS, QUIET_CORES
 
 CHOOSE = """
 import json, os, sys
-from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
-message = configure_openmp(LoadProbe())
-print(json.dumps({"message": message, "torch_loaded": "torch" in sys.modules,
-                  **{k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}))
+from alignpipe.pipeline.cpu import POLICY_VARS, LoadProbe, configure_openmp
+chose, message = configure_openmp(LoadProbe())
+print(json.dumps({"chose": chose, "message": message, "torch_loaded": "torch" in sys.modules,
+                  **{k: os.environ.get(k) for k in POLICY_VARS}}))
 """
 BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"
 
 
 def choose(threads: str, **env: str) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    base = {k: v for k, v in os.environ.items() if k not in POLICY_VARS}
     out = subprocess.run([sys.executable, "-c", CHOOSE], env={**base, "OMP_NUM_THREADS": threads, **env},
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
@@ -37,13 +37,14 @@ def test_a_busy_machine_gets_passive_threads():
         for b in burners:
             b.kill()
             b.wait()
-    assert got["OMP_WAIT_POLICY"] == "PASSIVE" and got["GOMP_SPINCOUNT"] is None, got
+    assert got["OMP_WAIT_POLICY"] == "PASSIVE" and got["GOMP_SPINCOUNT"] is None and got["chose"], got
     assert got["message"].startswith("OpenMP wait policy: PASSIVE (other processes used ") and not got["torch_loaded"]
 
 
 def test_the_choice_is_one_of_the_two_and_names_the_load():
     got = choose("2")  # quiet or not depends on this shared machine: either answer, consistent with its reason
     others = float(got["message"].split("used ")[1].split(" cores")[0])
+    assert got["chose"]
     if others <= QUIET_CORES:
         assert got["GOMP_SPINCOUNT"] == "1000" and got["OMP_WAIT_POLICY"] is None, got
     else:
@@ -55,11 +56,11 @@ def test_a_policy_the_user_set_is_kept(env):
     got = choose("2", **env)
     assert {k: got[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} == {
         "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY"), "GOMP_SPINCOUNT": env.get("GOMP_SPINCOUNT")}
-    assert got["message"] == "OpenMP wait policy: as set in the environment"
+    assert got["message"] == "OpenMP wait policy: as set in the environment" and not got["chose"]
 
 
 def test_one_thread_has_nothing_to_wait_for():
     got = choose("1")
     assert got["OMP_WAIT_POLICY"] is None and got["GOMP_SPINCOUNT"] is None
-    assert got["message"] == "OpenMP wait policy: one thread, nothing to choose"
+    assert got["message"] == "OpenMP wait policy: one thread, nothing to choose" and not got["chose"]
 

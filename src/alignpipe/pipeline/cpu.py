@@ -23,10 +23,12 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Mapping, MutableMapping
 
 QUIET_CORES = 0.5  # others' load up to which the machine counts as quiet
 SPIN_COUNT = "1000"  # libgomp spin iterations before sleeping: ~tens of µs, spans the gap between two small ops
 MIN_WINDOW_S = 0.2  # /proc/stat counts 10 ms ticks: 0.2 s resolves ~0.1 cores on 2 CPUs
+POLICY_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # libgomp reads these; GOMP_SPINCOUNT wins
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -47,42 +49,53 @@ def own_cpu() -> float:
 
 
 class LoadProbe:
-    """Cores other processes kept busy since the probe started: machine busy time minus our own CPU time."""
+    """Cores other processes kept busy since the probe started: machine busy time minus our own CPU time.
+    Without /proc/stat (not Linux) it measures nothing and `others_cores` returns None."""
 
     def __init__(self) -> None:
         self.t0, self.own0 = time.monotonic(), own_cpu()
-        self.busy0, _, self.cpus = proc_stat()
+        try:
+            self.busy0: float | None = proc_stat()[0]
+        except OSError:
+            self.busy0 = None
 
-    def others_cores(self) -> tuple[float, float]:
+    def others_cores(self) -> tuple[float, float] | None:
         """(others' average cores, window seconds) over the time since the probe started."""
+        if self.busy0 is None:
+            return None
         wall = time.monotonic() - self.t0
-        busy, _, _ = proc_stat()
+        busy, _, cpus = proc_stat()
         others = max(0.0, (busy - self.busy0) - (own_cpu() - self.own0)) / max(wall, 1e-9)
-        return min(float(self.cpus), others), wall
+        return min(float(cpus), others), wall
 
 
-def configure_openmp(probe: LoadProbe, env: dict[str, str] | None = None) -> str:
-    """Set this process's OpenMP wait policy in `env` (default os.environ) before torch loads; returns what
-    was chosen and why, for the stage log. No-op when the user set a policy, when torch is already loaded (its
-    pool is initialized), when /proc/stat is not there, or with one thread (nothing to wait for)."""
+def _threads(env: Mapping[str, str]) -> int:
+    """The process's OpenMP thread count: OMP_NUM_THREADS (its outermost level), else the cores."""
+    first = (env.get("OMP_NUM_THREADS") or env.get("ALIGNPIPE_CPUS") or "").split(",")[0].strip()
+    return int(first) if first.isdigit() else os.cpu_count() or 1
+
+
+def configure_openmp(probe: LoadProbe, env: MutableMapping[str, str] | None = None) -> tuple[bool, str]:
+    """Set this process's OpenMP wait policy in `env` (default os.environ) before torch loads. Returns (whether
+    it chose one, what and why) for the stage log. Leaves the policy alone when the user set one, when torch is
+    already loaded (its pool is initialized), without /proc/stat, or with one thread (nothing to wait for)."""
     env = os.environ if env is None else env
-    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
-        return "OpenMP wait policy: as set in the environment"
+    if any(k in env for k in POLICY_VARS):
+        return False, "OpenMP wait policy: as set in the environment"
     if "torch" in sys.modules:
-        return "OpenMP wait policy: torch already loaded, left as is"
-    threads = int(env.get("OMP_NUM_THREADS") or env.get("ALIGNPIPE_CPUS") or os.cpu_count() or 1)
-    if threads <= 1:
-        return "OpenMP wait policy: one thread, nothing to choose"
-    try:
-        wait = MIN_WINDOW_S - (time.monotonic() - probe.t0)
-        if wait > 0:
-            time.sleep(wait)
-        others, window = probe.others_cores()
-    except OSError:
-        return "OpenMP wait policy: /proc/stat unreadable, left as is"
+        return False, "OpenMP wait policy: torch already loaded, left as is"
+    if _threads(env) <= 1:
+        return False, "OpenMP wait policy: one thread, nothing to choose"
+    wait = MIN_WINDOW_S - (time.monotonic() - probe.t0)
+    if wait > 0 and probe.busy0 is not None:
+        time.sleep(wait)
+    measured = probe.others_cores()
+    if measured is None:
+        return False, "OpenMP wait policy: no /proc/stat to measure the load, left as is"
+    others, window = measured
+    load = f"other processes used {others:.2f} cores over {window:.2f} s"
     if others <= QUIET_CORES:
         env["GOMP_SPINCOUNT"] = SPIN_COUNT
-        return (f"OpenMP wait policy: spin {SPIN_COUNT} before sleeping (other processes used {others:.2f} cores "
-                f"over {window:.2f} s)")
+        return True, f"OpenMP wait policy: spin {SPIN_COUNT} before sleeping ({load})"
     env["OMP_WAIT_POLICY"] = "PASSIVE"
-    return f"OpenMP wait policy: PASSIVE (other processes used {others:.2f} cores over {window:.2f} s)"
+    return True, f"OpenMP wait policy: PASSIVE ({load})"

@@ -216,8 +216,8 @@ def run_task_file(path: str) -> int:
     """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else."""
     task = Task.model_validate_json(Path(path).read_text())
     result_path = Path(task.result) if task.result else None
-    policy = configure_openmp(_STARTUP)
-    if "PASSIVE" in policy or "spin" in policy:  # a choice made here, not inherited
+    chose, policy = configure_openmp(_STARTUP)
+    if chose:
         print(f"[{task.stage}] {policy}", flush=True)
     try:
         outputs = execute(task)
