@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alignpipe.pipeline.cpu import POLICY_VARS, SPIN_COUNT
-from benchmarks.harness import ROOT, sh
+from benchmarks.harness import ROOT, run_json, sh
 
 WORKSPACE = ROOT / "_runs" / "rlhf-ws"
 WORKERS = ROOT / "workers"
@@ -69,3 +70,15 @@ def worker_env(extra: dict[str, str] | None = None, policy: str = "spin") -> dic
     return {**stage_env(), **WORKER_ENV, **WAIT_POLICIES[policy], **(extra or {})}
 
 
+
+
+def worker(info: dict[str, list[dict]], key: str, cmd: Sequence[str], metric: str,
+           policy: str = "spin") -> Callable[[], float]:
+    """A harness sample: run a worker printing one JSON line under `policy`, keep its record in info[key],
+    return its `metric`."""
+    def sample() -> float:
+        r = run_json(cmd, env=worker_env(policy=policy))
+        r.pop("logs", None)
+        info.setdefault(key, []).append(r)
+        return r[metric]
+    return sample

@@ -6,8 +6,10 @@ and train on the default pipeline's preference pairs (the `labels` artifact: 102
 6 pairs per prompt, simulated labels), alignpipe's training split (90 %), with the same token ids (alignpipe's
 tokenization handed to TRL pre-tokenized as chosen_ids / rejected_ids = prompt + response + EOS), batch 16
 pairs (32 rows per forward), Bradley-Terry loss, AdamW lr 3e-4 linear decay, clipping 1.0, the same number of
-steps, fp32, 2 threads, OMP_WAIT_POLICY=PASSIVE, each in its own process; TRL with bf16=False,
-gradient_checkpointing=False, report_to="none".
+steps, fp32, 2 threads, the same OpenMP wait policy, each in its own process; TRL with bf16=False,
+gradient_checkpointing=False, report_to="none". Batch order: alignpipe groups pairs of similar length (its
+default); TRL runs both with its default random order and with transformers' length-grouped sampler, and the
+1.5× target is checked against each.
 
 What is timed: the optimizer-step loop only, after 3 warm-up steps (per-step stamps: alignpipe's own metrics
 events, TRL's step-end callback). Start-up, loading, tokenization, calibration, held-out evaluation and saving
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from benchmarks import _fixtures as fx
 from benchmarks import peers
-from benchmarks.harness import Bench, Metric, benchmark, run_json
+from benchmarks.harness import Bench, Metric, benchmark
 
 STEPS = 40
 WARMUP = 3
@@ -46,8 +48,9 @@ def tokenized_train_split(model_dir: Path, prefs: Path, out: Path) -> dict:
     with open(out, "w") as f:
         for i in train_idx:
             s = samples[i]
+            longer = len(s.prompt_ids) + max(len(s.chosen_ids), len(s.rejected_ids))
             f.write(json.dumps({"chosen_ids": s.prompt_ids + s.chosen_ids,
-                                "rejected_ids": s.prompt_ids + s.rejected_ids}) + "\n")
+                                "rejected_ids": s.prompt_ids + s.rejected_ids, "length": longer}) + "\n")
             lengths += [len(s.prompt_ids) + len(s.chosen_ids), len(s.prompt_ids) + len(s.rejected_ids)]
     return {"train_pairs": len(train_idx), "mean_row_len": round(sum(lengths) / len(lengths), 1),
             "max_row_len": max(lengths)}
@@ -59,27 +62,22 @@ def run(b: Bench) -> None:
     wd = b.workdir
     prefs = art["labels"] / "preferences.jsonl"
     shape = tokenized_train_split(art["sft"], prefs, wd / "train.jsonl")
-    env = fx.worker_env()
     ours_cmd = [sys.executable, str(fx.WORKERS / "ours_reward.py"), str(art["sft"]), str(art["labels"]),
                 str(wd / "ours"), "--steps", str(STEPS), "--batch-size", str(BATCH), "--warmup", str(WARMUP)]
     trl_cmd = [str(peers.bin_path("trl", "python")), str(fx.WORKERS / "trl_reward.py"), str(art["sft"]),
                str(wd / "train.jsonl"), str(wd / "trl"), "--steps", str(STEPS), "--batch-size", str(BATCH),
                "--warmup", str(WARMUP)]
-    info: dict[str, list[dict]] = {"ours": [], "trl": []}
-
-    def ours() -> float:
-        r = run_json(ours_cmd, env=env)
-        info["ours"].append(r)
-        return r["pairs_per_s"]
-
-    def trl() -> float:
-        r = run_json(trl_cmd, env=env)
-        info["trl"].append(r)
-        return r["pairs_per_s"]
-
+    info: dict[str, list[dict]] = {}
     b.config(model="default πSFT + fresh scalar head", data="default preference pairs (labels artifact)",
              batch_pairs=BATCH, steps=STEPS, warmup_steps_excluded=WARMUP, threads=fx.THREADS, dtype="fp32",
-             OMP_WAIT_POLICY="PASSIVE", **{f"data_{k}": v for k, v in shape.items()})
-    b.compare("train step loop, fp32", PAIRS_S, ours=ours, peer=("TRL RewardTrainer", trl), repeats=5,
-              note="(chosen, rejected) pairs per second; 2 rows per pair")
+             OpenMP_wait_policy=f"both sides {fx.WAIT_POLICIES['spin']}",
+             batch_order="alignpipe: length-grouped (its default); TRL: random (its default) and length-grouped",
+             **{f"data_{k}": v for k, v in shape.items()})
+    ours, trl, trl_grouped = b.interleave([
+        fx.worker(info, "ours", ours_cmd, "pairs_per_s"), fx.worker(info, "trl", trl_cmd, "pairs_per_s"),
+        fx.worker(info, "trl_grouped", [*trl_cmd, "--group-by-length"], "pairs_per_s")], repeats=5)
+    b.add_row("train step loop, fp32", PAIRS_S, b.series("alignpipe reward", ours),
+              b.series("TRL RewardTrainer", trl), note="(chosen, rejected) pairs per second; 2 rows per pair")
+    b.add_row("train step loop, fp32, TRL length-grouped", PAIRS_S,
+              b.series("alignpipe reward", ours), b.series("TRL RewardTrainer, length-grouped", trl_grouped))
     b.extra["workers"] = info

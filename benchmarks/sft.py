@@ -6,7 +6,10 @@ the `data.demos` artifact), with the same token ids (alignpipe's tokenization is
 BOS + prompt, completion, one EOS; TRL builds completion-only labels from it), the same training split, batch
 size 16, completion-only loss, AdamW lr 5e-4 with linear decay, clipping 1.0, the same number of steps, fp32,
 2 threads, the same OpenMP wait policy, each in its own process. TRL runs with bf16=False and
-gradient_checkpointing=False (its defaults turn both on, even on CPU) and report_to="none".
+gradient_checkpointing=False (its defaults turn both on, even on CPU) and report_to="none". Batch order: both
+group demonstrations of similar length (alignpipe's default; TRL with `train_sampling_strategy="group_by_length"`,
+transformers' LengthGroupedSampler) — the like-for-like row; TRL's default random order is a second row, and the
+2× target is checked against both.
 
 What is timed: the optimizer-step loop only, after 3 warm-up steps — per-step stamps written by each loop
 (alignpipe: the stage's own metrics events; TRL: a TrainerCallback at step end), tokens counted per step
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from benchmarks import _fixtures as fx
 from benchmarks import peers
-from benchmarks.harness import Bench, Metric, Sample, benchmark, load_result, run_json
+from benchmarks.harness import Bench, Metric, Sample, benchmark, load_result
 
 STEPS = 150  # ~4 s of timed steps for alignpipe, ~7 s for TRL: shorter windows varied ±20 % run to run
 WARMUP = 3
@@ -81,31 +84,32 @@ def run(b: Bench) -> None:
                "--warmup", str(WARMUP)]
     info: dict[str, list[dict]] = {}
 
-    def worker(key: str, cmd: list[str], policy: str = "spin"):
-        def fn() -> float:
-            r = run_json(cmd, env=fx.worker_env(policy=policy))
-            info.setdefault(key, []).append(r)
-            return r["tokens_per_s"]
-        return fn
-
     def ours(key: str, extra: dict | None = None, policy: str = "spin"):
-        return worker(key, [*ours_cmd, "--params", json.dumps(extra or {})], policy)
+        return fx.worker(info, key, [*ours_cmd, "--params", json.dumps(extra or {})], "tokens_per_s", policy)
+
+    def trl(key: str, grouped: bool, policy: str = "spin"):
+        return fx.worker(info, key, [*trl_cmd, *(["--group-by-length"] if grouped else [])], "tokens_per_s", policy)
 
     b.config(model="default πSFT base (gpt2, 4 layers, width 128, vocab 1024)", data="default demos (2000, seed 0)",
              batch_size=BATCH, steps=STEPS, warmup_steps_excluded=WARMUP, threads=fx.THREADS, dtype="fp32",
              OpenMP_wait_policy=f"both sides {fx.WAIT_POLICIES['spin']} (PASSIVE rows: OMP_WAIT_POLICY=PASSIVE)",
+             batch_order="alignpipe: length-grouped (its default); TRL: length-grouped (train_sampling_strategy="
+                         "group_by_length) and, in one row, random (its default)",
              **{f"data_{k}": v for k, v in shape.items()})
-    cols = b.interleave([ours("ours"), worker("trl", trl_cmd), ours("ours_bf16", {"precision": "bf16"}),
-                         ours("ours_passive", policy="passive"), worker("trl_passive", trl_cmd, "passive")],
-                        repeats=5)
+    cols = b.interleave([ours("ours"), trl("trl_grouped", True), trl("trl", False),
+                         ours("ours_bf16", {"precision": "bf16"}), ours("ours_passive", policy="passive"),
+                         trl("trl_grouped_passive", True, "passive")], repeats=5)
     ours_s, trl_s = cols[0], cols[1]
     row = b.add_row("train step loop, fp32", TOKENS_S, b.series("alignpipe sft", ours_s),
-                    b.series("TRL SFTTrainer", trl_s), note="non-pad tokens (prompt + completion) per second")
+                    b.series("TRL SFTTrainer, length-grouped", trl_s),
+                    note="non-pad tokens (prompt + completion) per second; both sides length-grouped batches")
     b.log(f"fp32: {row['ours']['median']:.0f} vs {row['peer']['median']:.0f} tokens/s -> {row['ratio']:.2f}x")
+    b.add_row("train step loop, fp32, vs TRL's default random batch order", TOKENS_S,
+              b.series("alignpipe sft", ours_s), b.series("TRL SFTTrainer, random order", cols[2]))
     b.add_row("train step loop, alignpipe bf16 autocast vs TRL fp32", Metric("tokens/s", "higher"),
-              b.series("alignpipe sft precision=bf16", cols[2]), b.series("TRL SFTTrainer", trl_s))
+              b.series("alignpipe sft precision=bf16", cols[3]), b.series("TRL SFTTrainer, length-grouped", trl_s))
     b.add_row("train step loop, fp32, both OMP_WAIT_POLICY=PASSIVE", Metric("tokens/s", "higher"),
-              b.series("alignpipe sft", cols[3]), b.series("TRL SFTTrainer", cols[4]),
+              b.series("alignpipe sft", cols[4]), b.series("TRL SFTTrainer, length-grouped", cols[5]),
               note="the policy a stage process picks when other processes use the cores")
 
     params = info["ours"][0]["params"] if info["ours"] else None

@@ -1,14 +1,18 @@
-"""The command line every train-loop worker (ours and TRL's, in either venv) shares, and its thread setting."""
+"""What every train-loop worker (ours and TRL's, in either venv: never imports alignpipe) shares: the command
+line, the thread setting, and the timed window over per-step stamps."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Sequence
 
 import torch
 
 
 def parse_loop_args(*extra: tuple[str, dict]) -> argparse.Namespace:
-    """MODEL DATA OUT --steps N [--batch-size B] [--warmup W] [--threads T], plus `extra` (flag, kwargs)."""
+    """MODEL DATA OUT --steps N [--batch-size B] [--warmup W ≥ 1], plus `extra` (flag, kwargs). Torch threads:
+    OMP_NUM_THREADS, which the benchmark sets for both sides (benchmarks/_fixtures.py)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("data")
@@ -16,9 +20,15 @@ def parse_loop_args(*extra: tuple[str, dict]) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
     for flag, kwargs in extra:
         ap.add_argument(flag, **kwargs)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    if not 1 <= a.warmup < a.steps:
+        ap.error(f"--warmup {a.warmup}: need 1 ≤ warmup < --steps {a.steps} (the window starts at a step stamp)")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     return a
+
+
+def timed_window(stamps: Sequence[float], counts: Sequence[float], warmup: int) -> tuple[float, float, int]:
+    """(seconds, units, steps) of steps warmup+1..N: stamp N − stamp warmup, and those steps' counts."""
+    return stamps[-1] - stamps[warmup - 1], sum(counts[warmup:len(stamps)]), len(stamps) - warmup
