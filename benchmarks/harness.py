@@ -54,13 +54,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignpipe.pipeline.cpu import QUIET_CORES, own_cpu, proc_stat
+from alignpipe.pipeline.cpu import LoadProbe
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 RESULTS = ROOT / "results"
 SCHEMA_VERSION = 1
-BUSY_CORES = QUIET_CORES  # others using more than this many cores during a sample: a busy one
+BUSY_CORES = 0.5  # others using more than this many cores during a sample (a quarter of this 2-core machine)
 MIN_RESOLVED_S = 0.1  # shorter samples get a load estimate too coarse to call them busy: batch such work
 
 SampleFn = Callable[[], "float | None"]
@@ -107,19 +107,14 @@ def per_cpu_second(samples: list[Sample]) -> list[Sample]:
 
 def measure(fn: SampleFn) -> Sample:
     """Run fn once; its figure (or its wall seconds) with the CPU the rest of the machine used meanwhile."""
-    busy0, steal0, _ = proc_stat()
-    own0 = own_cpu()
-    t0 = time.perf_counter()
+    probe = LoadProbe()
     value = fn()
-    wall = time.perf_counter() - t0
-    own = own_cpu() - own0
-    busy1, steal1, _ = proc_stat()
-    # /proc/stat counts in clock ticks (10 ms): clip to the machine, and do not judge samples too short to resolve.
-    cores = os.cpu_count() or 1
-    others = min(cores, max(0.0, (busy1 - busy0) - own) / max(wall, 1e-9))
-    steal = min(cores, (steal1 - steal0) / max(wall, 1e-9))
-    busy = others > BUSY_CORES and wall >= MIN_RESOLVED_S
-    return Sample(wall if value is None else float(value), wall, others, own, _loadavg(), busy, steal_cores=steal)
+    load = probe.read()
+    assert load is not None, "the benchmarks need /proc/stat (Linux)"
+    # /proc/stat counts in clock ticks (10 ms): do not judge samples too short to resolve.
+    busy = load.others_cores > BUSY_CORES and load.window_s >= MIN_RESOLVED_S
+    return Sample(load.window_s if value is None else float(value), load.window_s, load.others_cores,
+                  load.own_cpu_s, _loadavg(), busy, steal_cores=load.steal_cores)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,11 +143,11 @@ def advantage(ours: float, peer: float, better: str) -> float:
 def _await_quiet(budget: list[float], window_s: float = 0.2) -> None:
     """Idle in short windows until other processes use fewer than BUSY_CORES cores, or budget[0] runs out."""
     while budget[0] > 0:
-        b0 = proc_stat()[0]
-        own0 = own_cpu()
+        probe = LoadProbe()
         time.sleep(window_s)
         budget[0] -= window_s
-        if ((proc_stat()[0] - b0) - (own_cpu() - own0)) / window_s < BUSY_CORES:
+        load = probe.read()
+        if load is None or load.others_cores < BUSY_CORES:
             return
 
 

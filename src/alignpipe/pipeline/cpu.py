@@ -9,8 +9,8 @@ step 1.5–1.7× faster. On a machine where other processes want the cores the s
 barely slows down (benchmarks/notes/sft.md). libgomp reads the policy once, when torch loads, so the stage
 process chooses it before importing torch, from the load other processes put on the machine while it started:
 
-    quiet (others ≤ QUIET_CORES cores)  ->  GOMP_SPINCOUNT=1000
-    busy                                ->  OMP_WAIT_POLICY=PASSIVE
+    quiet (the CPUs others leave free cover the threads, to QUIET_CORES)  ->  GOMP_SPINCOUNT=1000
+    busy                                                                   ->  OMP_WAIT_POLICY=PASSIVE
 
 The policy changes only timing, never results: the thread count (and so every reduction order) stays what
 the stage's resources declare. A policy the user set (OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment)
@@ -24,8 +24,9 @@ import resource
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 
-QUIET_CORES = 0.5  # others' load up to which the machine counts as quiet
+QUIET_CORES = 0.5  # how much of its threads' cores others may take for the machine to count as quiet
 SPIN_COUNT = "1000"  # libgomp spin iterations before sleeping: ~tens of µs, spans the gap between two small ops
 MIN_WINDOW_S = 0.2  # /proc/stat counts 10 ms ticks: 0.2 s resolves ~0.1 cores on 2 CPUs
 POLICY_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # libgomp reads these; GOMP_SPINCOUNT wins
@@ -48,25 +49,47 @@ def own_cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+@dataclass(frozen=True)
+class Load:
+    """What the machine did over a probe's window: cores others kept busy, hypervisor steal, our own CPU."""
+
+    others_cores: float
+    steal_cores: float
+    window_s: float
+    own_cpu_s: float
+
+
 class LoadProbe:
-    """Cores other processes kept busy since the probe started: machine busy time minus our own CPU time.
-    Without /proc/stat (not Linux) it measures nothing and `others_cores` returns None."""
+    """Cores other processes kept busy since the probe started: machine busy time minus our own CPU time
+    (this process's threads and its waited-for children). Without /proc/stat (not Linux) it measures nothing
+    and `read` returns None."""
 
     def __init__(self) -> None:
         self.t0, self.own0 = time.monotonic(), own_cpu()
         try:
-            self.busy0: float | None = proc_stat()[0]
+            self.busy0, self.steal0, _ = proc_stat()
         except OSError:
-            self.busy0 = None
+            self.busy0 = self.steal0 = None
 
-    def others_cores(self) -> tuple[float, float] | None:
-        """(others' average cores, window seconds) over the time since the probe started."""
-        if self.busy0 is None:
+    def read(self) -> Load | None:
+        """The load since the probe started (clipped to the machine; /proc/stat counts 10 ms ticks)."""
+        if self.busy0 is None or self.steal0 is None:
             return None
-        wall = time.monotonic() - self.t0
-        busy, _, cpus = proc_stat()
-        others = max(0.0, (busy - self.busy0) - (own_cpu() - self.own0)) / max(wall, 1e-9)
-        return min(float(cpus), others), wall
+        wall, own = max(time.monotonic() - self.t0, 1e-9), own_cpu() - self.own0
+        busy, steal, cpus = proc_stat()
+        return Load(min(float(cpus), max(0.0, (busy - self.busy0) - own) / wall),
+                    min(float(cpus), (steal - self.steal0) / wall), wall, own)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), else the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def is_quiet(others: float, threads: int) -> bool:
+    """Whether `threads` spinning threads would have their cores: the CPUs others leave free cover them all
+    but QUIET_CORES (on 2 CPUs with 2 threads: others ≤ 0.5 cores)."""
+    return usable_cpus() - others >= threads - QUIET_CORES
 
 
 def _threads(env: Mapping[str, str]) -> int:
@@ -89,13 +112,12 @@ def configure_openmp(probe: LoadProbe, env: MutableMapping[str, str] | None = No
     wait = MIN_WINDOW_S - (time.monotonic() - probe.t0)
     if wait > 0 and probe.busy0 is not None:
         time.sleep(wait)
-    measured = probe.others_cores()
-    if measured is None:
+    load = probe.read()
+    if load is None:
         return False, "OpenMP wait policy: no /proc/stat to measure the load, left as is"
-    others, window = measured
-    load = f"other processes used {others:.2f} cores over {window:.2f} s"
-    if others <= QUIET_CORES:
+    why = f"other processes used {load.others_cores:.2f} cores over {load.window_s:.2f} s"
+    if is_quiet(load.others_cores, _threads(env)):
         env["GOMP_SPINCOUNT"] = SPIN_COUNT
-        return True, f"OpenMP wait policy: spin {SPIN_COUNT} before sleeping ({load})"
+        return True, f"OpenMP wait policy: spin {SPIN_COUNT} before sleeping ({why})"
     env["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True, f"OpenMP wait policy: PASSIVE ({load})"
+    return True, f"OpenMP wait policy: PASSIVE ({why})"

@@ -27,9 +27,6 @@ from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
 from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree, seal
 
-# Started when a stage process imports its entry: the time until the stage loads torch is the window over which
-# other processes' load is measured to choose the OpenMP wait policy (pipeline.cpu).
-_STARTUP = LoadProbe()
 TASK_SCHEMA = 1
 
 
@@ -59,7 +56,6 @@ class Task(BaseModel):
     attempt: int = 1
     events: str | None = None
     result: str | None = None
-    verify_inputs: str = "full"  # "full" re-hashes input artifacts; "size" checks sizes only
 
 
 def code_version() -> dict[str, Any]:
@@ -103,7 +99,7 @@ def _open_inputs(task: Task) -> dict[str, InputArtifact]:
             except FileNotFoundError:
                 raise StageFailed(f"stage {task.stage!r} input {name!r}: {path} is not a published artifact "
                                   "(no manifest.json)") from None
-            problems = check_files(path, manifest, full=task.verify_inputs == "full")
+            problems = check_files(path, manifest, full=True)  # re-hash: a stage never trains on corrupt bytes
             if problems:
                 raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: artifact {ti.id[:12]} is corrupt: "
                                   f"{'; '.join(problems)}. Run `alignpipe verify`, then rerun its producer with "
@@ -114,6 +110,7 @@ def _open_inputs(task: Task) -> dict[str, InputArtifact]:
 
 def execute(task: Task) -> dict[str, str]:
     """Run the stage and publish its outputs; returns output name -> artifact id."""
+    probe = LoadProbe()  # its window: resolving, checking and opening inputs, until the stage loads torch
     try:
         sdef = resolve_stage(task.uses)
     except StageLookupError as e:
@@ -137,6 +134,9 @@ def execute(task: Task) -> dict[str, str]:
                            out_root=staging, work_dir=work_dir, output_kinds=dict(sdef.outputs),
                            events_path=Path(task.events) if task.events else None, attempt=task.attempt,
                            run_id=task.run_id)
+        chose, policy = configure_openmp(probe)  # before the stage imports torch (pipeline.cpu)
+        if chose:
+            print(f"[{task.stage}] {policy}", flush=True)
         sdef.run(ctx)
         outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"))
         shutil.rmtree(work_dir / "ckpt", ignore_errors=True)  # published: the checkpoints have done their job
@@ -216,9 +216,6 @@ def run_task_file(path: str) -> int:
     """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else."""
     task = Task.model_validate_json(Path(path).read_text())
     result_path = Path(task.result) if task.result else None
-    chose, policy = configure_openmp(_STARTUP)
-    if chose:
-        print(f"[{task.stage}] {policy}", flush=True)
     try:
         outputs = execute(task)
     except (UserError, StageFailed) as e:
