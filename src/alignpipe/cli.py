@@ -83,27 +83,31 @@ def run(
 
 
 def _print_result(result: Any, quiet: bool, as_json: bool) -> None:
-    from rich.markdown import Markdown  # ~30 ms of regex compiling: only when a run prints its result
-
     from alignpipe.pipeline.store import Store
 
-    store = Store(result.workspace)
     headlines = []
-    for s in result.stages.values():
-        for oid in s.outputs.values():
-            head = store.get(oid).manifest.get("summary", {}).get("headline")
-            if head:
-                headlines.append((s.name, head))
+    if as_json or not quiet:  # -q prints none: no manifest reads
+        store = Store(result.workspace)
+        for s in result.stages.values():
+            for oid in s.outputs.values():
+                head = store.get(oid).manifest.get("summary", {}).get("headline")
+                if head:
+                    headlines.append((s.name, head))
     if as_json:  # one JSON object per line, like the events before it
         print(json.dumps({"event": "result", "run_id": result.run_id, "status": result.status,
                           "headlines": dict(headlines),
                           "stages": {n: {"state": s.state, "attempts": s.attempts, "outputs": s.outputs,
                                          "error": s.error} for n, s in result.stages.items()}}))
         return
-    for name, head in headlines if not quiet else []:
+    for name, head in headlines:
         out.print(f"\n[bold]{name}[/]")
         # a terminal gets the rendered table; a pipe or log gets the markdown itself (pasteable, never wrapped)
-        out.print(Markdown(head) if out.is_terminal else head, markup=False)
+        if out.is_terminal:
+            from rich.markdown import Markdown  # ~30 ms of regex compiling: only when a terminal shows a table
+
+            out.print(Markdown(head), markup=False)
+        else:
+            out.print(head, markup=False)
     counts: dict[str, int] = {}
     for s in result.stages.values():
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -376,8 +380,6 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except SystemExit:
-        raise
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # click usage errors come through here in non-standalone mode

@@ -56,10 +56,6 @@ class Attempt:
     host: str | None
     log: str | None
 
-    @property
-    def duration(self) -> float | None:
-        return None if self.started is None or self.ended is None else self.ended - self.started
-
 
 class Journal:
     def __init__(self, workspace: str | os.PathLike, readonly: bool = False):
@@ -96,11 +92,8 @@ class Journal:
                               "ORDER BY started DESC LIMIT ?", (limit,))
         return [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r, strict=True)) for r in cur]
 
-    def latest_run(self, pipeline: str | None = None) -> str | None:
-        q, args = "SELECT id FROM runs", ()
-        if pipeline:
-            q, args = q + " WHERE pipeline=?", (pipeline,)
-        row = self.db.execute(q + " ORDER BY started DESC LIMIT 1", args).fetchone()
+    def latest_run(self) -> str | None:
+        row = self.db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
     def resolve_run(self, ref: str | None) -> str:
@@ -135,12 +128,10 @@ class Journal:
             return None
         return next(a for a in self.attempts(row[0], stage) if a.attempt == row[1])
 
-    def referenced_artifacts(self, latest_only: bool = True) -> set[str]:
-        if latest_only:
-            runs = [r[0] for r in self.db.execute("SELECT id FROM runs r WHERE started = (SELECT MAX(started) FROM "
-                                                  "runs WHERE pipeline = r.pipeline)")]
-        else:
-            runs = [r[0] for r in self.db.execute("SELECT id FROM runs")]
+    def referenced_artifacts(self) -> set[str]:
+        """Outputs of the latest run of every pipeline (what gc keeps besides tags)."""
+        runs = [r[0] for r in self.db.execute("SELECT id FROM runs r WHERE started = (SELECT MAX(started) FROM "
+                                              "runs WHERE pipeline = r.pipeline)")]
         ids: set[str] = set()
         for run in runs:
             for a in self.attempts(run):

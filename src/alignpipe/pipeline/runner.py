@@ -136,13 +136,13 @@ class Runner:
         return out
 
     # -- main loop ---------------------------------------------------------------------------------------------
-    def run(self, argv: list[str] | None = None) -> RunResult:
+    def run(self) -> RunResult:
         self.store.ensure()
         lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait)
         journal = Journal(self.ws)
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            run_id = journal.start_run(self.p.name, self.p.source, argv or sys.argv)
+            run_id = journal.start_run(self.p.name, self.p.source, sys.argv)
             result = self._loop(journal, run_id)
             journal.end_run(run_id, result.status)
             return result
@@ -184,7 +184,8 @@ class Runner:
                         free_gpus = sorted(free_gpus + r.gpus)
                         del running[name]
                 self._skip_blocked(plan, states)
-                time.sleep(0.05 if running else 0.0)
+                backoff = any(s.state == "ready" and s.not_before > time.time() for s in states.values())
+                time.sleep(0.05 if running or backoff else 0.0)  # a retry's backoff is waited, not spun
         except KeyboardInterrupt:
             self._interrupt(journal, run_id, states, running)
             return RunResult(run_id, "interrupted", self.ws, states)  # run() records the run's end

@@ -132,13 +132,6 @@ class Pipeline:
         p = Path(os.path.expanduser(str(ws)))
         return p if p.is_absolute() else (Path.cwd() / p if override else self.base_dir / p)
 
-    def children(self) -> dict[str, set[str]]:
-        kids: dict[str, set[str]] = {n: set() for n in self.stages}
-        for s in self.stages.values():
-            for d in s.deps:
-                kids[d].add(s.name)
-        return kids
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # loading

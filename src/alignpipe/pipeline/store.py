@@ -63,9 +63,6 @@ class LocalFS:
     def rmtree(self, p: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
-    def size_of(self, p: Path) -> int:
-        return p.stat().st_size
-
 
 def fsync_dir(p: Path) -> None:
     fd = os.open(p, os.O_RDONLY)
@@ -130,10 +127,6 @@ class Artifact:
     @property
     def producer(self) -> dict[str, Any]:
         return self.manifest.get("producer", {})
-
-
-class CorruptArtifact(Exception):
-    pass
 
 
 def check_files(path: Path, manifest: dict[str, Any], full: bool) -> list[str]:
@@ -268,13 +261,6 @@ class Store:
     def verify(self, art_id: str, full: bool = True) -> list[str]:
         a = self.get(art_id)
         return check_files(a.path, a.manifest, full=full)
-
-    def open_verified(self, art_id: str, full: bool = True) -> Artifact:
-        problems = self.verify(art_id, full=full)
-        if problems:
-            raise CorruptArtifact(f"artifact {art_id[:12]} is corrupt: {'; '.join(problems)}. Run `alignpipe verify "
-                                  f"{art_id[:12]}`, then `alignpipe gc` and rerun the producing stage with --force")
-        return self.get(art_id)
 
     # -- lineage -----------------------------------------------------------------------------------------------
     def lineage(self, art_id: str) -> dict[str, Any]:
