@@ -83,6 +83,20 @@ def test_retries_fail_twice_then_succeed(tmp_path):
     assert "planned failure 1" in j.attempts(res.run_id, "f")[0].error
 
 
+def test_the_runner_sleeps_through_a_retry_backoff(tmp_path):
+    import resource
+
+    spec = {"name": "f", "workspace": str(tmp_path / "ws"), "stages": {"f": {
+        "uses": "teststages:flaky", "params": {"counter": str(tmp_path / "n"), "fail_times": 1}, "retries": 1}}}
+    pipe = api.from_dict(spec, base_dir=tmp_path)
+    cpu0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    res = Runner(pipe, RunOptions(retry_base_delay=1.5)).run()
+    cpu1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+    assert res.stages["f"].state == "done" and res.stages["f"].attempts == 2 and wall >= 1.5
+    busy = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)  # measured: 0.015 s; spinning 0.4
+    assert busy < 0.15, f"the runner used {busy:.2f} CPU-s over {wall:.1f} s, 1.5 s of it a backoff"
+
+
 def test_retries_exhausted_keeps_exit_code_and_log_tail(tmp_path):
     spec = {"name": "f", "workspace": str(tmp_path / "ws"), "stages": {
         "f": {"uses": "teststages:flaky", "params": {"counter": str(tmp_path / "n"), "fail_times": 5}, "retries": 1},

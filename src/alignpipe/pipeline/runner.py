@@ -42,7 +42,7 @@ class RunOptions:
     only: str | None = None
     force: tuple[str, ...] = ()
     wait: bool = False  # wait for the workspace lock instead of refusing
-    retry_base_delay: float = float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0"))
+    retry_base_delay: float = field(default_factory=lambda: float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0")))
     kill_grace: float = 5.0
 
 
