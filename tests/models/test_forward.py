@@ -249,7 +249,7 @@ def test_inverse_cdf_step_samples_softmax_over_temperature(temperature):
     logits = torch.tensor([2.0, 0.5, float("-inf"), -1.0, 1.5, float("-inf")])
     torch.manual_seed(0)
     n = 200_000
-    tokens, logp = _sample_step(logits.expand(n, -1), temperature, top_p=1.0)
+    tokens, logp = _sample_step(logits.expand(n, -1), temperature, top_p=1.0, logprobs=True)
     want = torch.softmax(logits / temperature, dim=-1)
     got = torch.bincount(tokens, minlength=len(logits)).double() / n
     assert got[2] == 0 and got[5] == 0  # zero-probability tokens are never drawn

@@ -13,8 +13,8 @@ Shapes: B batch rows, P prompt columns, T response columns, L = P + T, V vocabul
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -162,6 +162,17 @@ def use_fused_kernels(model: nn.Module) -> nn.Module:
 
 
 # -- forwards ---------------------------------------------------------------------------------------------------
+@contextmanager
+def lm_head_pre_hook(model: nn.Module, hook: Callable[[nn.Module, tuple], tuple | None]) -> Iterator[None]:
+    """`hook` as a forward pre-hook on the (possibly LoRA-wrapped) model's LM head for the duration: it sees
+    (and may replace) the final hidden states the head is applied to."""
+    handle = unwrap(model).get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def check_ids_in_vocab(model: nn.Module, input_ids: Tensor) -> None:
     """Raise if an id is negative or ≥ the model's embedding rows (an opaque index error or device assert
     otherwise)."""
@@ -276,18 +287,18 @@ def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(outside.scatter(1, order, outside), float("-inf"))
 
 
-def _sample_step(logits: Tensor, temperature: float, top_p: float) -> tuple[Tensor, Tensor]:
-    """(B, V) logits -> (B,) tokens ~ softmax(logits/τ) (nucleus-filtered if top_p < 1) and the (B, V) log-probs
-    they were drawn from. Inverse-CDF sampling, one uniform per row: the same distribution as torch.multinomial,
-    which draws V exponentials per row (~10 % of generation time at V = 1024)."""
+def _sample_step(logits: Tensor, temperature: float, top_p: float, logprobs: bool = False
+                 ) -> tuple[Tensor, Tensor | None]:
+    """(B, V) logits -> (B,) tokens ~ softmax(logits/τ) (nucleus-filtered if top_p < 1) and, if asked, the (B, V)
+    log-probs they were drawn from. Inverse-CDF sampling, one uniform per row: the same distribution as
+    torch.multinomial, which draws V exponentials per row (~10 % of generation time at V = 1024)."""
     scaled = logits.float() / temperature
     if top_p < 1.0:
         scaled = _filter_top_p(scaled, top_p)
-    logp = F.log_softmax(scaled, dim=-1)
-    cdf = logp.exp().cumsum(dim=-1)  # (B, V)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]  # scaled by the total: rounding-safe
+    cdf = (scaled - scaled.max(dim=-1, keepdim=True).values).exp().cumsum(dim=-1)  # (B, V) unnormalized
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]  # scaled by the total: no normalizing
     tokens = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # first cdf > u
-    return tokens, logp
+    return tokens, F.log_softmax(scaled, dim=-1) if logprobs else None
 
 
 def _decode(  # noqa: PLR0913 — the sampler's knobs
@@ -310,17 +321,15 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
     tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
     token_logp = torch.zeros(b, max_new_tokens, device=device) if logprobs else None
     ended = torch.zeros(b, dtype=torch.bool, device=device)
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters \
-        else {}
     logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, **keep_last).logits[:, -1]  # (B, V)
+                   use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
     steps = 0
     for t in range(max_new_tokens):
-        step, logp = _sample_step(logits, temperature, top_p)
+        step, logp = _sample_step(logits, temperature, top_p, logprobs)
         steps = t + 1
         step.masked_fill_(ended, pad_id)
         tokens[:, t] = step
-        if token_logp is not None:
+        if token_logp is not None and logp is not None:
             token_logp[:, t] = logp.gather(1, step[:, None]).squeeze(1)
         ended |= step == eos_id
         if t == max_new_tokens - 1 or bool(ended.all()):
@@ -381,9 +390,8 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
                                          logprobs=return_logprobs)
     finally:
         model.train(was_training)
-    response_ids = response_ids.cpu()  # (B, T)
+    response_ids = response_ids.cpu()  # (B, T), pad after the first EOS
     response_mask = eos_mask(response_ids, tokenizer.eos_token_id)  # (B, T)
-    response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     sampler_logprobs = logp.cpu() if logp is not None else None
     return PromptResponseBatch(prompt_ids, prompt_mask, response_ids, response_mask, sampler_logprobs)
 

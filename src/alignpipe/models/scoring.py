@@ -72,33 +72,27 @@ class RewardScorer:
 
     @torch.no_grad()
     def score_batch(self, batch: PromptResponseBatch, normalized: bool = True) -> Tensor:
-        """(B,) scores of a left-padded prompt / right-padded response batch (token ids of this tokenizer)."""
+        """(B,) scores of a left-padded prompt / right-padded response batch (token ids of this tokenizer), in
+        forwards of about `batch_size` rows of similar length, each cut to the columns it uses."""
         device = next(self.model.parameters()).device
         (raw,) = batch.map_by_length(lambda sub: (score_sequences(self.model, sub.input_ids.to(device),
-                                                                  sub.attention_mask.to(device)).cpu(),))
+                                                                  sub.attention_mask.to(device)).cpu(),),
+                                     rows_per_chunk=self.batch_size)
         return normalized_scores(self.model, raw) if normalized else raw
 
-    @torch.no_grad()
     def _scores(self, prompts: Sequence[Any], responses: Sequence[str], normalized: bool) -> list[float]:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if not prompts:
+            return []
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
-        # Batches of similar length waste less compute on padding; scores do not depend on batch-mates beyond
-        # float rounding (padding invariance, PPO.md item 3), and the order is a pure function of the inputs.
-        order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i][0]) + len(encoded[i][1]), i))
-        out = [0.0] * len(encoded)
+        batch = collate_prompt_response([p for p, _ in encoded], [r for _, r in encoded], self.tokenizer.pad_token_id)
         was_training = self.model.training
         self.model.eval()
-        try:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                batch = collate_prompt_response([encoded[i][0] for i in idx], [encoded[i][1] for i in idx],
-                                                self.tokenizer.pad_token_id)
-                for i, s in zip(idx, self.score_batch(batch, normalized).tolist(), strict=True):
-                    out[i] = float(s)
+        try:  # score_batch groups rows of similar length: scores do not depend on batch-mates beyond rounding
+            return [float(s) for s in self.score_batch(batch, normalized).tolist()]
         finally:
             self.model.train(was_training)
-        return out
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> list[float]:
         """Normalized scores S (mean 0, std 1 on the πSFT samples the reward stage calibrated on)."""

@@ -9,14 +9,15 @@ from __future__ import annotations
 import torch
 
 
-def _zero_pads(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # where (not multiply): pads may hold inf/NaN and 0 * inf = NaN.
+def zero_pads(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x with every position outside the mask exactly 0: where, not multiply, since pads may hold inf/NaN
+    and 0 * inf = NaN. The one masking helper of rl/."""
     return torch.where(mask.bool(), x, torch.zeros_like(x))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of x over valid positions (all of them, or along `dim`).  x, mask: (B, T)."""
-    total = _zero_pads(x, mask)
+    total = zero_pads(x, mask)
     count = mask.to(x.dtype)
     if dim is None:
         return total.sum() / count.sum()
@@ -33,7 +34,7 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     """(x − mean) / sqrt(var + eps) over valid positions, biased variance, pads set to 0.  (B, T) -> (B, T)."""
     mean = masked_mean(x, mask)
     var = masked_var(x, mask)
-    return _zero_pads((x - mean) * torch.rsqrt(var + eps), mask)
+    return zero_pads((x - mean) * torch.rsqrt(var + eps), mask)
 
 
 def gae(
@@ -48,8 +49,8 @@ def gae(
     rewards, values, mask: (B, T). Returns (advantages (B, T), returns (B, T)), both 0 on padding.
     Vectorized over the batch, a reverse loop over T.
     """
-    rewards = _zero_pads(rewards, mask)  # (B, T)
-    values = _zero_pads(values, mask)  # (B, T)
+    rewards = zero_pads(rewards, mask)  # (B, T)
+    values = zero_pads(values, mask)  # (B, T)
     n_tokens = rewards.shape[1]
     advantages = torch.zeros_like(rewards)  # (B, T)
     next_value = torch.zeros_like(rewards[:, 0])  # (B,)
@@ -59,6 +60,6 @@ def gae(
         next_advantage = delta + gamma * lam * next_advantage  # (B,)
         advantages[:, t] = next_advantage
         next_value = values[:, t]
-    advantages = _zero_pads(advantages, mask)
-    returns = _zero_pads(advantages + values, mask)
+    advantages = zero_pads(advantages, mask)
+    returns = zero_pads(advantages + values, mask)
     return advantages, returns

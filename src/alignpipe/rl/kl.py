@@ -18,30 +18,26 @@ from typing import Protocol
 
 import torch
 
+from alignpipe.rl.advantages import zero_pads
 from alignpipe.rl.config import KLEstimator  # one definition, torch-free
-
-
-def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # where (not multiply) so that inf/NaN at padded positions cannot leak: 0 * inf = NaN.
-    return torch.where(mask.bool(), x, torch.zeros_like(x))
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """k1 = −log ρ = log π_θ − log π_ref.  All inputs (B, T); returns (B, T), 0 at masked positions."""
     log_ratio = ref_logprobs - logprobs  # (B, T) log ρ
-    return _masked(-log_ratio, mask)
+    return zero_pads(-log_ratio, mask)
 
 
 def kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """k2 = ½ (log ρ)².  All inputs (B, T); returns (B, T), 0 at masked positions."""
     log_ratio = ref_logprobs - logprobs  # (B, T)
-    return _masked(0.5 * log_ratio.square(), mask)
+    return zero_pads(0.5 * log_ratio.square(), mask)
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """k3 = (ρ − 1) − log ρ, computed as expm1(log ρ) − log ρ for accuracy near ρ = 1.  (B, T) -> (B, T)."""
     log_ratio = ref_logprobs - logprobs  # (B, T)
-    return _masked(torch.expm1(log_ratio) - log_ratio, mask)
+    return zero_pads(torch.expm1(log_ratio) - log_ratio, mask)
 
 
 _ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}

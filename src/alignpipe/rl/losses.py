@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from alignpipe.rl.advantages import masked_mean
+from alignpipe.rl.advantages import masked_mean, zero_pads
 
 
 class PolicyLoss(NamedTuple):
@@ -46,7 +46,7 @@ class PairwiseAccuracy(NamedTuple):
 def _token_mean(x: torch.Tensor, mask: torch.Tensor, num_tokens: float | None) -> torch.Tensor:
     if num_tokens is None:
         return masked_mean(x, mask)
-    return torch.where(mask.bool(), x, torch.zeros_like(x)).sum() / num_tokens
+    return zero_pads(x, mask).sum() / num_tokens
 
 
 def policy_loss(
@@ -62,7 +62,7 @@ def policy_loss(
     logprobs (differentiable), old_logprobs, advantages, mask: (b, T).
     """
     valid = mask.bool()
-    log_ratio = torch.where(valid, logprobs - old_logprobs, torch.zeros_like(logprobs))  # (b, T)
+    log_ratio = zero_pads(logprobs - old_logprobs, valid)  # (b, T)
     ratio = torch.exp(log_ratio)  # (b, T)
     unclipped = -advantages * ratio  # (b, T)
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # (b, T)
@@ -93,7 +93,7 @@ def value_loss(
     """
     valid = mask.bool()
     # Zero the pads first: a non-finite value there would make 0-weighted gradients NaN.
-    values, old_values, returns = (torch.where(valid, x, torch.zeros_like(x)) for x in (values, old_values, returns))
+    values, old_values, returns = (zero_pads(x, valid) for x in (values, old_values, returns))
     values_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)  # (b, T)
     error = (values - returns).square()  # (b, T)
     error_clipped = (values_clipped - returns).square()  # (b, T)

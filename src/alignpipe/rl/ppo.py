@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alignpipe.rl.advantages import gae, masked_mean, masked_var, masked_whiten
+from alignpipe.rl.advantages import gae, masked_mean, masked_var, masked_whiten, zero_pads
 from alignpipe.rl.config import PPOConfig
 from alignpipe.rl.kl import kl_k1, kl_per_token
 from alignpipe.rl.losses import policy_loss, value_loss
@@ -257,7 +257,7 @@ def _minibatch_step(
         vf = value_loss(new_values, rollout.values_old[idx], returns[idx], m, cfg.value_clip_eps, num_tokens)
         # Without a bonus the entropy is only logged: detach it so no backward runs through it.
         entropy = entropy if cfg.ent_coef > 0 else entropy.detach()
-        ent = torch.where(m, entropy, torch.zeros_like(entropy)).sum() / num_tokens
+        ent = zero_pads(entropy, m).sum() / num_tokens
         vf_weight = cfg.vf_coef if cfg.critic == "shared" else 1.0
         (pg.loss - cfg.ent_coef * ent + vf_weight * vf.loss).backward()
         stats["policy_loss"] += pg.loss.item()

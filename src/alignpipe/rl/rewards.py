@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from alignpipe.rl.advantages import zero_pads
+
 
 def response_mask(response_ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     """Valid-token mask of right-padded responses.  response_ids: (B, T) int; returns (B, T) bool.
@@ -71,6 +73,6 @@ def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
     Returns (B, T) with Σ_t r_t = S − β·Σ_t kl_t per row.
     """
     valid = mask.bool()
-    rewards = torch.where(valid, -beta * kl, torch.zeros_like(kl))  # (B, T)
+    rewards = zero_pads(-beta * kl, valid)  # (B, T)
     t_end = end_index(valid)  # (B,)
     return rewards.scatter_add(1, t_end[:, None], scores[:, None].to(rewards.dtype))

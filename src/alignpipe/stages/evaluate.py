@@ -139,12 +139,7 @@ class Responses:
 def _load_tokenizers(ctx: StageContext, names: list[str]) -> Any:
     """The shared tokenizer of every model, the reference and Rφ, checked identical before any compute."""
     tokenizers = {n: _common.load_tokenizer(ctx, n) for n in names}
-    for n, tok in tokenizers.items():
-        if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
-            raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, n)}: the tokenizer has no pad token "
-                              "distinct from eos; models trained by sft/ppo have one — resave this model with "
-                              "ensure_pad_token(tokenizer, model)")
-    _common.check_tokenizers(ctx, tokenizers)
+    _common.check_tokenizers(ctx, tokenizers)  # also refuses a tokenizer without a pad distinct from eos
     return tokenizers[names[0]]
 
 
@@ -164,13 +159,18 @@ def _sample_and_measure(  # noqa: PLR0913 — one model's pass needs each of the
         chunk = prompts[start:start + p.batch_size]
         batch = sample_responses(model, tokenizer, [ids for _, ids in chunk], temperature=p.temperature,
                                  top_p=1.0, max_new_tokens=p.max_new_tokens, seed=sub_seed(seed, "batch", b))
-        ids, attn, width = batch.input_ids, batch.attention_mask, batch.prompt_len
         mask = batch.response_mask.bool()  # (B, T) through the first EOS
+
+        def logprobs(sub: Any) -> tuple[Any, Any]:  # rows of similar length, only the columns they use
+            return tuple(response_logprobs(m, sub.input_ids, sub.attention_mask, sub.prompt_len, p.temperature,
+                                           entropy=False)[0] for m in (model, reference))
+
         with torch.inference_mode():
-            logp, _ = response_logprobs(model, ids, attn, width, p.temperature, entropy=False)  # (B, T)
-            ref_logp = logp if model is reference else response_logprobs(  # the baseline: KL 0, no 2nd forward
-                reference, ids, attn, width, p.temperature, entropy=False)[0]  # (B, T)
-            kl = kl_k1(logp, ref_logp, mask).sum(1)  # (B,) Σ_t k1_t
+            if model is reference:  # the baseline itself: KL 0, no forward
+                kl = torch.zeros(len(chunk))
+            else:
+                logp, ref_logp = batch.map_by_length(logprobs)  # (B, T) each
+                kl = kl_k1(logp, ref_logp, mask).sum(1)  # (B,) Σ_t k1_t
             if scorer is not None:
                 out.rm_score += scorer.score_batch(batch).tolist()
         texts = tokenizer.batch_decode(batch.responses(), skip_special_tokens=True)

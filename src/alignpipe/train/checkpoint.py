@@ -52,8 +52,9 @@ class Resumed:
 def run_key(ctx: Any) -> str:
     """A key of what a stage run computes: stage type, params, input artifact ids and seed.
 
-    The engine keys work dirs by fingerprint, but manual mode (`alignpipe stage run ... -o DIR`) reuses
-    `DIR.work` whatever the params; a checkpoint with another key is ignored instead of silently resumed.
+    Work dirs are already keyed by fingerprint (the runner's, and manual mode's `DIR.work/<fingerprint>`); this is
+    a second guard: a checkpoint written for other params or inputs (a copied or hand-edited work dir) is ignored
+    instead of silently resumed.
     """
     payload = {"uses": ctx.uses, "params": ctx.params.model_dump(mode="json"), "seed": ctx.seed,
                "inputs": {name: inp.id for name, inp in sorted(ctx.inputs.items())}}

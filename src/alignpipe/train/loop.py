@@ -3,8 +3,7 @@ token-level causal-LM loss and its evaluation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,23 +68,6 @@ def autocast(precision: str, model: nn.Module) -> torch.autocast:
     return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-@contextmanager
-def _head_on_rows(model: nn.Module, keep: Tensor) -> Iterator[None]:
-    """Run the LM head only on the hidden states of columns 0..L−2 where `keep` (B, L−1) is true: the model then
-    returns logits (N, V) for those N positions instead of (B, L, V). On SFT data (prompt and pad columns not
-    trained on) this skips about half of the head's matmul and of the log-softmax."""
-    from alignpipe.models.build import unwrap
-
-    def select(_module: nn.Module, args: tuple) -> tuple:
-        return (args[0][:, :-1][keep], *args[1:])  # (B, L, d) -> (N, d)
-
-    handle = unwrap(model).get_output_embeddings().register_forward_pre_hook(select)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def lm_loss(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, int]:
     """Token-level mean next-token cross-entropy over labelled tokens, and their count.
 
@@ -94,12 +76,14 @@ def lm_loss(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels:
     token weighs the same: long completions weigh more than short ones (as HF's labels loss). Logits are
     computed for the labelled positions only.
     """
-    from alignpipe.models.forward import position_ids_from_mask
+    from alignpipe.models.forward import lm_head_pre_hook, position_ids_from_mask
 
     targets = labels[:, 1:]  # (B, L-1)
     keep = targets != IGNORE_INDEX  # (B, L-1)
     n_tokens = int(keep.sum())
-    with _head_on_rows(model, keep):
+    # The LM head runs only on the hidden states of labelled columns: logits (N, V) instead of (B, L, V). On SFT
+    # data (prompt and pad columns not trained on) this skips about half of the head's matmul and log-softmax.
+    with lm_head_pre_hook(model, lambda _m, args: (args[0][:, :-1][keep], *args[1:])):  # (B, L, d) -> (N, d)
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
                        position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits  # (N, V)
     loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
