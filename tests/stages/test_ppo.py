@@ -328,6 +328,18 @@ def test_lora_policy_with_a_shared_value_head_saves_plain_hf_directories(fx, tmp
     assert manifest(out / "value")["summary"]["critic_init"] == "policy"
 
 
+def test_a_policy_with_pad_equal_to_eos_gives_policy_and_separate_critic_the_same_pad(fx, pad_is_eos_model,
+                                                                                       tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    out = run_ppo(tmp_path / "out", {**fx, "gpt2": pad_is_eos_model}, reward_model=False,
+                  reward_function="test_ppo:target_fraction", rollouts=1)  # the critic starts from the policy
+    for name in ("policy", "value"):
+        tok = AutoTokenizer.from_pretrained(out / name)
+        assert tok.pad_token_id == 2 != tok.eos_token_id
+        assert AutoConfig.from_pretrained(out / name).pad_token_id == 2, name
+
+
 def test_check_survives_the_params_round_trip_through_a_task_file():
     """The runner hands stages fully dumped params; defaults must not count as 'given'."""
     from alignpipe.stages.ppo import Params, check

@@ -133,32 +133,45 @@ def load_causal_lm(path: str | Path) -> PreTrainedModel:
     return disable_dropout(model).eval()
 
 
-def load_reward_model(path: str | Path) -> PreTrainedModel:
-    """A scalar-output sequence classifier (reward model or critic) from a HF directory, dropout off, eval mode."""
-    with _quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+def _sequence_classifier(path: str | Path, tokenizer: PreTrainedTokenizerBase | None, fresh_head: bool
+                         ) -> PreTrainedModel:
+    """AutoModelForSequenceClassification (num_labels=1) from `path`; with `tokenizer` (whose pad the stage
+    fixed, PPO.md item 1) the model is made to match it: its config's pad id, embeddings grown for a new pad."""
+    from alignpipe.models.tokenizer import ensure_pad_token
+
+    pad = {} if tokenizer is None else {"pad_token_id": tokenizer.pad_token_id}
+    with _quiet_transformers(warnings=not fresh_head):  # a fresh head's "newly initialized: score.weight" is expected
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32,
+                                                                   **pad)
+    if tokenizer is not None:
+        ensure_pad_token(tokenizer, model)
     if model.config.pad_token_id is None:
-        raise ValueError(f"{path}: config.json has no pad_token_id; a reward model needs one to find the last token")
+        raise ValueError(f"{path}: config.json has no pad_token_id; run ensure_pad_token(tokenizer, model), resave")
     return disable_dropout(model).eval()
 
 
-def reward_model_from_causal(lm_path: str | Path) -> PreTrainedModel:
-    """A sequence classifier (num_labels=1) on the backbone of the causal LM in `lm_path`.
+def load_reward_model(path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> PreTrainedModel:
+    """A scalar-output sequence classifier (reward model or critic) from a HF directory, dropout off, eval mode
+    (matched to `tokenizer`'s pad token if given)."""
+    return _sequence_classifier(path, tokenizer, fresh_head=False)
+
+
+def reward_model_from_causal(lm_path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None
+                             ) -> PreTrainedModel:
+    """A sequence classifier (num_labels=1) on the backbone of the causal LM in `lm_path` (matched to
+    `tokenizer`'s pad token if given).
 
     The LM head is dropped; the new score head is initialized N(0, std 1/√(d+1)) (PPO.md item 22, as in
     openai/lm-human-preferences) so initial scores have unit scale.
     """
-    with _quiet_transformers(warnings=False):  # "newly initialized: score.weight" is expected here
-        model = AutoModelForSequenceClassification.from_pretrained(str(lm_path), num_labels=1, dtype=torch.float32)
-    if model.config.pad_token_id is None:
-        raise ValueError(f"{lm_path}: config.json has no pad_token_id; run ensure_pad_token(tokenizer, model), resave")
+    model = _sequence_classifier(lm_path, tokenizer, fresh_head=True)
     head = score_head(model)
     d = head.in_features
     with torch.no_grad():
         head.weight.normal_(mean=0.0, std=1.0 / math.sqrt(d + 1))
         if head.bias is not None:
             head.bias.zero_()
-    return disable_dropout(model).eval()
+    return model
 
 
 REWARD_NORM_KEY = "alignpipe_reward_normalization"

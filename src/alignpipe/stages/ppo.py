@@ -18,7 +18,8 @@ curves and a one-line `headline`.
 Run alone:
     alignpipe stage run ppo -i policy=sft/ -i reward_model=rm/ -i prompts=data/rl_prompts -p rollouts=40 -o ppo/
     alignpipe stage run ppo -i policy=sft/ -i prompts=p.jsonl -p reward_function=mypkg.rewards:score -o ppo/
-(outputs land in ppo/policy and ppo/value; checkpoints in ppo.work/ckpt, a rerun resumes from the newest.)
+(outputs land in ppo/policy and ppo/value; checkpoints in ppo.work/<fingerprint>/ckpt, a rerun of the same
+command resumes from the newest.)
 
 Method (shared/PPO.md; the math lives in alignpipe.rl, this module drives it). Per rollout batch of
 `batch_size` prompts (one response each; prompt order reshuffled every epoch, seeded, incomplete batches dropped):
@@ -50,8 +51,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -188,19 +188,6 @@ class Sampled:
         return forward
 
 
-@contextmanager
-def _lm_head_input(policy: Any) -> Iterator[list]:
-    """Capture what the policy's LM head sees: the final hidden states of the logit columns, (B, T + 1, d)."""
-    from alignpipe.models.build import unwrap
-
-    captured: list = []
-    handle = unwrap(policy).get_output_embeddings().register_forward_pre_hook(lambda _m, a: captured.append(a[0]))
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
 def training_forward(  # noqa: PLR0913 — the forward's inputs plus a switch
     m: PPOModels, ids: Any, mask: Any, prompt_len: int, temperature: float, entropy: bool = True
 ) -> tuple[Any, Any, Any]:
@@ -211,20 +198,22 @@ def training_forward(  # noqa: PLR0913 — the forward's inputs plus a switch
     entropy=False (the rollout recompute) returns None for it and skips its (b, T, V) pass.
     """
     from alignpipe.models.build import normalized_scores
-    from alignpipe.models.forward import response_logprobs, value_sequences
+    from alignpipe.models.forward import lm_head_pre_hook, response_logprobs, value_sequences
 
     if m.value_head is None:
         logprobs, ent = response_logprobs(m.policy, ids, mask, prompt_len, temperature, entropy)  # (b, T) each
         values = normalized_scores(m.critic, value_sequences(m.critic, ids, mask, prompt_len))  # (b, T)
         return logprobs, values, ent
-    with _lm_head_input(m.policy) as hidden:
+    hidden: list = []  # what the LM head sees: the final hidden states of the logit columns, (b, T + 1, d)
+    with lm_head_pre_hook(m.policy, lambda _m, args: hidden.append(args[0])):
         logprobs, ent = response_logprobs(m.policy, ids, mask, prompt_len, temperature, entropy)
     values = m.value_head(hidden[0][:, :-1]).squeeze(-1).float()  # (b, T): columns P−1 … L−2, as the logprobs
     return logprobs, values, ent
 
 
-def _load_critic(ctx: StageContext, policy: Any) -> tuple[Any | None, Any | None, str]:
-    """(separate critic, shared value head, source input name)."""
+def _load_critic(ctx: StageContext, policy: Any, tokenizer: Any) -> tuple[Any | None, Any | None, str]:
+    """(separate critic, shared value head, source input name); a separate critic matches the (pad-fixed)
+    tokenizer, as the policy does."""
     import torch
 
     from alignpipe.models.build import load_reward_model, reward_model_from_causal, score_head
@@ -239,9 +228,9 @@ def _load_critic(ctx: StageContext, policy: Any) -> tuple[Any | None, Any | None
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     try:
         if any(a.endswith("ForSequenceClassification") for a in architectures):
-            critic = use_fused_kernels(load_reward_model(path))  # head and normalization included
+            critic = use_fused_kernels(load_reward_model(path, tokenizer))  # head and normalization included
         else:
-            critic = use_fused_kernels(reward_model_from_causal(path))
+            critic = use_fused_kernels(reward_model_from_causal(path, tokenizer))
             with torch.no_grad():
                 score_head(critic).weight.zero_()  # V ≡ 0 at the start
     except ValueError as e:
@@ -261,7 +250,7 @@ def _load_models(ctx: StageContext, tokenizer: Any) -> PPOModels:
     policy = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, "policy")))
     _common.fix_pad_token(ctx, "policy", tokenizer, policy)  # grows the embeddings if the pad token is new
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
-    critic, head, source = _load_critic(ctx, policy)
+    critic, head, source = _load_critic(ctx, policy, tokenizer)
     if p.lora:
         policy = apply_lora(policy, r=p.lora_r, alpha=p.lora_alpha)
     return PPOModels(tokenizer, policy, reference, critic, head, source)

@@ -30,7 +30,6 @@ treat pairs independently (label's `pairing: all` produces the comparisons). No 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -79,20 +78,6 @@ class Params(LoopParams, LoraParams):
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _backbone_dir(ctx: StageContext, tokenizer) -> tuple[Path, bool]:
-    """The πSFT directory to build the RM from: the input itself, or (pad = eos / missing) a fixed copy."""
-    from alignpipe.models.build import load_causal_lm, save_model
-
-    path = _common.model_dir(ctx, "model")
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
-        return path, False
-    lm = load_causal_lm(path)
-    _common.fix_pad_token(ctx, "model", tokenizer, lm)
-    fixed = ctx.work_dir / f"backbone-{ctx.inputs['model'].id[:16]}"
-    save_model(lm, tokenizer, fixed)
-    return fixed, True
 
 
 def _calibration_texts(ctx: StageContext, p: Params, pairs: list) -> tuple[list, list, dict]:
@@ -155,17 +140,18 @@ def _evaluate(scorer, samples: list, batch_size: int, loss_fn) -> dict:
     import torch
 
     from alignpipe.data.tokenize import collate_preferences
+    from alignpipe.models.build import normalized_scores
     from alignpipe.rl.losses import pairwise_accuracy
 
-    chosen, rejected = [], []
+    raw_c, raw_r = [], []
     for i in range(0, len(samples), batch_size):
         batch = collate_preferences(samples[i:i + batch_size], scorer.tokenizer.pad_token_id)
-        c, r = scorer.score_batch(batch).chunk(2)  # (b,), (b,)
-        chosen += c.tolist()
-        rejected += r.tolist()
+        c, r = scorer.score_batch(batch, normalized=False).chunk(2)  # (b,), (b,)
+        raw_c.append(c)
+        raw_r.append(r)
+    raw_c, raw_r = torch.cat(raw_c), torch.cat(raw_r)
+    chosen, rejected = (normalized_scores(scorer.model, x).tolist() for x in (raw_c, raw_r))
     acc = pairwise_accuracy(torch.tensor(chosen), torch.tensor(rejected))
-    bias, gain = scorer.normalization
-    raw_c, raw_r = (torch.tensor(x) / gain - bias for x in (chosen, rejected))
     return {"pairs": len(samples), "accuracy": acc.accuracy, "ties": acc.ties, "loss": float(loss_fn(raw_c, raw_r)),
             "mean_chosen": statistics.fmean(chosen), "mean_rejected": statistics.fmean(rejected),
             "margin": _margin_stats([c - r for c, r in zip(chosen, rejected, strict=True)])}
@@ -219,8 +205,8 @@ def run(ctx: StageContext) -> None:
         _common.require_chat_template(ctx, tokenizer, "model", "calibration", cal_prompts)
 
     # -- model: πSFT backbone + a fresh scalar head
-    backbone, pad_added = _backbone_dir(ctx, tokenizer)
-    model = use_fused_kernels(reward_model_from_causal(backbone))
+    pad_added = _common.fix_pad_token(ctx, "model", tokenizer)  # the model follows it as it loads
+    model = use_fused_kernels(reward_model_from_causal(_common.model_dir(ctx, "model"), tokenizer))
     max_len = _common.resolve_max_len(ctx, p.max_len, model.config, "model")
 
     # -- data
