@@ -32,6 +32,7 @@ REFS = {"base": "base.model", "sft": "sft.model", "reward": "reward.model", "dem
 
 
 def alignpipe_exe() -> list[str]:
+    """The installed console script next to this interpreter (not a pyenv shim, which adds its own ~60 ms)."""
     exe = Path(sys.executable).with_name("alignpipe")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "alignpipe"]
 
@@ -59,6 +60,11 @@ def rlhf_artifacts(until: str = "reward") -> dict[str, Path]:
 def data_file(path: Path) -> Path:
     """The one .jsonl of a dataset artifact directory."""
     return next(p for p in sorted(path.iterdir()) if p.suffix == ".jsonl")
+
+
+def copy_data_file(artifact: Path, out: Path) -> None:
+    """A dataset artifact's one .jsonl as a plain file (for a peer that reads files, not artifacts)."""
+    out.write_text(data_file(artifact).read_text())
 
 
 def stage_env() -> dict[str, str]:

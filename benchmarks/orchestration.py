@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import _fixtures as fx
 from benchmarks import peers
 from benchmarks.harness import Bench, Metric, benchmark, sh
 
@@ -49,12 +50,6 @@ MODEL_DIR_MB = 50
 SECONDS = Metric("s", "lower")
 
 
-def _alignpipe_cmd() -> list[str]:
-    """The installed console script next to this interpreter (not a pyenv shim, which adds its own ~60 ms)."""
-    exe = Path(sys.executable).with_name("alignpipe")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "alignpipe"]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the two pipelines
 
@@ -69,7 +64,7 @@ def build_alignpipe(root: Path) -> tuple[list[str], Path]:
             lines.append("    inputs: {" + ", ".join(f"in_{d}: {d}.out" for d in deps) + "}")
     (root / "pipeline.yaml").write_text("\n".join(lines) + "\n")
     ws = root / "ws"
-    return [*_alignpipe_cmd(), "run", str(root / "pipeline.yaml"), "-w", str(ws), "-q"], ws
+    return [*fx.alignpipe_exe(), "run", str(root / "pipeline.yaml"), "-w", str(ws), "-q"], ws
 
 
 def build_dvc(root: Path) -> list[str]:
@@ -297,7 +292,7 @@ def run(b: Bench) -> None:
     b.config(stages=len(SHAPE), edges=sum(len(d) for d in SHAPE.values()),
              graph=" ".join(f"{d}->{n}" for n, ds in SHAPE.items() for d in ds),
              dvc=peers.version("dvc"), dvc_repo="dvc init --no-scm; outs cached (DVC default)",
-             alignpipe_cmd=f"{Path(_alignpipe_cmd()[0]).name} run pipeline.yaml -w ws -q", model_dir_mb=MODEL_DIR_MB)
+             alignpipe_cmd=f"{Path(fx.alignpipe_exe()[0]).name} run pipeline.yaml -w ws -q", model_dir_mb=MODEL_DIR_MB)
     _reruns(b, {**os.environ, **peers.DVC_ENV})
     _startup(b)
     _publish_verify(b)

@@ -31,10 +31,9 @@ def ensure(peer: str) -> Path:
 
 def version(peer: str) -> str | None:
     """The peer tool's version as its own venv reports it."""
-    dist = {"dvc": "dvc", "trl": "trl"}.get(peer, peer)
     py = bin_path(peer, "python")
     if not py.exists():
         return None
-    p = subprocess.run([str(py), "-c", f"from importlib.metadata import version; print(version({dist!r}))"],
+    p = subprocess.run([str(py), "-c", f"from importlib.metadata import version; print(version({peer!r}))"],
                        capture_output=True, text=True, env={**os.environ, **DVC_ENV})
     return p.stdout.strip() or None

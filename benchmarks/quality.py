@@ -7,6 +7,12 @@ update seconds) sets the budget. TRL: `RLOOTrainer` (β 0.05, 16 prompts × 4 sa
 Rφ's directory as its reward model — raw head output, RLOO's leave-one-out baseline makes the offset irrelevant)
 trained for the same number of seconds, saving its policy every few steps.
 
+Differences that remain, by each tool's own design: alignpipe's lr decays linearly to 0 over its 32 rollouts;
+TRL's "linear" schedule spans max_steps (set huge, the budget stops it), so its lr stays ~constant. The budgets
+are counted differently: alignpipe's is the stage's rollout + update timers (gold scoring inside the rollout
+included; KL control and logging between rollouts not); TRL's is wall clock from the start of training, its
+logging and checkpoint saves included — which costs RLOO a few steps.
+
 Evaluation, the same for both final policies and every TRL checkpoint, in this process: one sample per held-out
 prompt (the default eval_prompts, 128) at τ 0.7 from the policy, gold = mean VADER score
 (alignpipe.task:gold_score) of the responses, KL = mean over responses of Σ_t (log π − log π_SFT) at τ 0.7 (k1,
@@ -89,13 +95,13 @@ def run(b: Bench) -> None:
     wd = b.workdir
     env = fx.worker_env()
     prompts = wd / "rl_prompts.jsonl"
-    prompts.write_text(fx.data_file(art["rl_prompts"]).read_text())
+    fx.copy_data_file(art["rl_prompts"], prompts)
     res: dict = {}
 
     def ours() -> None:
         res["ours"] = run_json([sys.executable, str(fx.WORKERS / "ours_rl.py"), str(art["sft"]), str(art["reward"]),
                                 str(art["rl_prompts"]), str(wd / "ours"), "--rollouts", str(PPO_PARAMS["rollouts"]),
-                                "--batch", "32", "--new-tokens", "48", "--warmup", "0", "--curve",
+                                "--batch", "32", "--new-tokens", "48", "--warmup", "1", "--curve",
                                 "--params", json.dumps(PPO_PARAMS)], env=env)
 
     ours_sample = measure(ours)

@@ -219,7 +219,8 @@ def write(path: Path = DOC) -> Path:
         "hand-written analysis lives in `benchmarks/notes/<benchmark>.md` and is included below its section.",
         "",
         "**Method.** alignpipe (A) and the peer (B) run interleaved, A B A B …, after one unrecorded warm-up "
-        "round; each cell is the **median** (min–max, n) of the repeats. *Advantage* is the ratio of medians "
+        "round (unless its section says otherwise); each cell is the **median** (min–max, n) of the repeats. "
+        "*Advantage* is the ratio of medians "
         "oriented so that > 1× means alignpipe is ahead (peer time ÷ our time, or our throughput ÷ peer "
         "throughput). The machine has 2 cores and is **shared** with other engineers' test runs: around every "
         "sample the harness reads `/proc/stat` and subtracts our own process's and children's CPU time "

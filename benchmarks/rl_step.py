@@ -40,10 +40,6 @@ ONE_PASS_SHARED = {**ONE_PASS, "critic": "shared"}
 DEFAULTS: dict = {}
 
 
-def _prompts_file(src, out) -> None:
-    out.write_text(fx.data_file(src).read_text())
-
-
 def _generation_rows(b: Bench, art: dict) -> None:
     """Rollout generation alone, in this process: models.forward.sample_responses vs model.generate."""
     import torch
@@ -92,7 +88,7 @@ def run(b: Bench) -> None:
     art = fx.rlhf_artifacts("reward")
     wd = b.workdir
     prompts = wd / "rl_prompts.jsonl"
-    _prompts_file(art["rl_prompts"], prompts)
+    fx.copy_data_file(art["rl_prompts"], prompts)
     env = fx.worker_env()
     trl_py = str(peers.bin_path("trl", "python"))
     info: dict[str, list[dict]] = {}

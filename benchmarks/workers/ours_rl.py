@@ -4,18 +4,20 @@
 
 Each rollout (the stage's loop iteration) logs rollout_seconds (sampling `batch` responses of at most
 max_new_tokens, the recompute forwards of policy, critic, reference and Rφ) and update_seconds (advantages,
-ppo_epochs × minibatches of policy and value updates); a full update is their sum. samples/s = batch × rollouts
-W+1..N / Σ their seconds. Also reported: the rollout share alone, and the generated tokens. Prints one JSON line.
+ppo_epochs × minibatches of policy and value updates); each rollout's metrics event is stamped when its update is
+done. samples/s = batch × rollouts W+1..N / (stamp N − stamp W), the whole loop iteration (KL control, scheduler,
+logging included), as the TRL worker's step-end stamps. Also reported: the rollout and update shares (the stage's
+own timers), and the generated tokens. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from pathlib import Path
+import os
 
 import torch
+from _ours_stage import run_stage
 
 
 def main() -> None:
@@ -29,32 +31,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--params", default="{}")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--curve", action="store_true", help="also return per-rollout gold and KL (quality benchmark)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    if a.warmup < 1:
+        ap.error("--warmup must be ≥ 1: the timed window starts at a rollout's stamp")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
-    from alignpipe.pipeline.entry import execute, manual_task
-
-    out = Path(a.out)
-    events = out.with_name(out.name + ".events.jsonl")
-    events.unlink(missing_ok=True)
-    params = {"rollouts": a.rollouts, "batch_size": a.batch, "max_new_tokens": a.new_tokens,
-              "checkpoint_every": 10**6, **json.loads(a.params)}
-    task = manual_task("ppo", {"policy": a.model, "reward_model": a.rm, "prompts": a.prompts}, params, str(out),
-                       seed=0)
-    task = task.model_copy(update={"events": str(events)})
-    t0 = time.perf_counter()
-    execute(task)
-    total_s = time.perf_counter() - t0
-    rows = sorted((e for e in map(json.loads, events.read_text().splitlines())
-                   if e["type"] == "metrics" and "rollout_seconds" in e["values"]), key=lambda e: e["step"])
+    params = {"rollouts": a.rollouts, "batch_size": a.batch, "max_new_tokens": a.new_tokens, **json.loads(a.params)}
+    rows, total_s = run_stage("ppo", {"policy": a.model, "reward_model": a.rm, "prompts": a.prompts}, params, a.out,
+                              "rollout_seconds")
     timed = [e["values"] for e in rows[a.warmup:]]
     curve = [{"kl": e["values"].get("kl"), "gold": e["values"].get("gold"), "score": e["values"].get("score")}
              for e in rows] if a.curve else None
     roll = sum(v["rollout_seconds"] for v in timed)
     upd = sum(v["update_seconds"] for v in timed)
-    print(json.dumps({"samples_per_s": a.batch * len(timed) / (roll + upd), "rollout_s": roll / len(timed),
+    seconds = rows[-1]["t"] - rows[a.warmup - 1]["t"]  # stamp to stamp, as the TRL worker's step-end stamps
+    print(json.dumps({"samples_per_s": a.batch * len(timed) / seconds, "rollout_s": roll / len(timed),
                       "update_s": upd / len(timed), "rollouts": len(timed), "process_stage_s": total_s,
                       "response_length": sum(v.get("response_length", 0) for v in timed) / len(timed),
                       "score": timed[-1].get("score"), "kl": timed[-1].get("kl"),

@@ -2,21 +2,23 @@
 
     python trl_rl.py {rloo,grpo} SFT_DIR RM_DIR PROMPTS_JSONL OUT_DIR --steps N --warmup W
         [--prompts-per-step 16] [--samples 4] [--new-tokens 32] [--lr 1e-4] [--temperature 0.7]
-        [--time-budget S] [--gold]
+        [--beta B (default: RLOO 0.05, GRPO 0)] [--time-budget S] [--save-every K]
 
 One optimizer step = one generation batch: prompts_per_step prompts × `samples` completions (per-device batch =
 generation batch, gradient_accumulation_steps 1, num_iterations 1): generate, score with the reward model (our
 Rφ, an AutoModelForSequenceClassification directory, passed to TRL as the reward model), reference logprobs
 (RLOO β 0.05; GRPO β 0 has no reference), loss, backward, step. fp32, gradient_checkpointing off,
 report_to none, top_k 0, top_p 1. A step-end callback stamps each update; samples/s = samples of steps W+1..N /
-(stamp N − stamp W). With --time-budget the run stops after that many seconds of training and reports the
-policy's gold score and KL to the reference on held-out prompts (quality benchmark). Prints one JSON line.
+(stamp N − stamp W). With --time-budget the run stops after that many seconds of training (wall clock from the
+start of training, logging and --save-every checkpoints included); the policy is saved to OUT_DIR/policy (and
+every K steps with --save-every) for the quality benchmark to evaluate. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -37,11 +39,10 @@ def main() -> None:  # noqa: PLR0915 — a linear script
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--beta", type=float, default=None)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-budget", type=float, default=None)
     ap.add_argument("--save-every", type=int, default=0, help="save the policy every N steps (quality curves)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
