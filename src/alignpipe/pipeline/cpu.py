@@ -7,7 +7,8 @@ keep ~1.1 cores busy. On a quiet machine a short spin (GOMP_SPINCOUNT=1000, tens
 step 1.5–1.7× faster. On a machine where other processes want the cores the same spin makes it ~1.3× *slower*
 (a spinning thread waits for a partner that is not scheduled; longer spins are worse: 2× at 3000) while PASSIVE
 barely slows down (benchmarks/notes/sft.md). libgomp reads the policy once, when torch loads, so the stage
-process chooses it before importing torch, from the load other processes put on the machine while it started:
+process chooses it before importing torch, from the load other processes put on the machine while it checked
+its inputs (execute(), at least MIN_WINDOW_S):
 
     quiet (the CPUs others leave free cover the threads, to QUIET_CORES)  ->  GOMP_SPINCOUNT=1000
     busy                                                                   ->  OMP_WAIT_POLICY=PASSIVE
