@@ -363,7 +363,7 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     `return_logprobs` also returns the sampler's own logprobs of the sampled tokens (for diagnostics; PPO
     recomputes them with the training forward, item 7).
 
-    Our own loop rather than `model.generate`: 1.7× its tokens/s on the default model on CPU (inverse-CDF
+    Our own loop rather than `model.generate`: 1.6–1.7× its tokens/s on the default model on CPU (inverse-CDF
     sampling, a preallocated KV cache, no logits processors; benchmarks/rl_step), same distribution.
     """
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
