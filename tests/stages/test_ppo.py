@@ -211,6 +211,44 @@ def test_step_zero_kl_is_exactly_zero_then_the_policy_moves_and_the_reference_do
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.parametrize("critic", ["separate", "shared"])
+def test_single_pass_reuses_the_update_forward_for_the_old_logprobs_and_trains_as_with_a_recompute(
+        fx, tmp_path, monkeypatch, critic):
+    import alignpipe.rl.ppo as core
+    import alignpipe.stages.ppo as stage
+
+    calls = []
+    real_forward = stage.training_forward
+
+    def counting_forward(*a, **k):
+        calls.append(torch.is_grad_enabled())
+        return real_forward(*a, **k)
+
+    monkeypatch.setattr(stage, "training_forward", counting_forward)
+    one_step = {"ppo_epochs": 1, "minibatch_size": None, "lr": 1e-2, "kl_control": "fixed", "beta": 0.05,
+                "critic": critic}
+    spy = Spy(monkeypatch)
+    fused = run_ppo(tmp_path / "fused", fx, **one_step)
+    assert calls == [True, True]  # one forward per rollout (8 rows: one length chunk), with grad: no recompute
+    for sampled, update in zip(spy.sampled, spy.updates, strict=True):
+        (step,) = update.steps
+        assert step["ratio_min"] == step["ratio_max"] == 1.0  # the very same forward: exactly 1
+        assert sampled.current is None  # taken by the update
+    assert manifest(fused / "policy")["summary"]["curve"]["kl"][1] != 0  # the policy moved between rollouts
+
+    calls.clear()
+    monkeypatch.setattr(core, "single_pass", lambda cfg, batch_size: False)
+    recomputed = run_ppo(tmp_path / "recomputed", fx, **one_step)
+    assert calls == [False, True, False, True]  # the no-grad recompute, then the update's forward
+    for name in ("policy", "value"):
+        a, b = weights(fused / name), weights(recomputed / name)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=0, msg=f"{name} {k}")
+    curves = [manifest(d / "policy")["summary"]["curve"] for d in (fused, recomputed)]
+    assert curves[0]["kl"] == pytest.approx(curves[1]["kl"], abs=1e-4)
+    assert curves[0]["score"] == pytest.approx(curves[1]["score"], abs=1e-4)
+
+
 def test_kill_9_then_rerun_gives_the_uninterrupted_artifacts(fx, tmp_path):
     params = {**SMALL, "rollouts": 12, "checkpoint_every": 3, "lr": 3e-3, "kl_control": "adaptive",
               "kl_target": 0.01, "kl_horizon": 100.0}

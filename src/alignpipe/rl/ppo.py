@@ -218,6 +218,18 @@ def _check_setup(
     return minibatch, micro
 
 
+def single_pass(cfg: PPOConfig, batch_size: int) -> bool:
+    """One optimizer step per rollout batch: one epoch, one minibatch of the whole batch, no micro-batches.
+
+    The update's forward then runs exactly the weights that sampled, before any step, so log π_old and V_old may
+    be taken from it (detached) instead of a separate no-grad recompute of the same forward: ratio ≡ 1 exactly,
+    and the rollout saves the policy's (and a separate critic's) recompute. TRL's RLOO/GRPO do the same when
+    num_iterations is 1. With more steps per rollout the old values are needed for every row before the first
+    step, so the recompute stays."""
+    minibatch = cfg.minibatch_size or batch_size
+    return cfg.ppo_epochs == 1 and minibatch == batch_size and (cfg.micro_batch_size or minibatch) == minibatch
+
+
 def _check_forward(outputs: tuple[torch.Tensor, ...], shape: tuple[int, int]) -> None:
     for name, x in zip(("new_logprobs", "new_values", "entropy"), outputs, strict=True):
         if tuple(x.shape) != shape:

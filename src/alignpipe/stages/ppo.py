@@ -27,7 +27,8 @@ Method (shared/PPO.md; the math lives in alignpipe.rl, this module drives it). P
      seeded by (stage seed, rollout index);
   2. recompute with the training forward under no_grad, never reusing the sampler's scores: log π_old and V,
      log π_ref, each logits / τ with position ids from the mask; S = Rφ's normalized score at the last token
-     (the EOS), or the reward function on the decoded text;
+     (the EOS), or the reward function on the decoded text. With one optimizer step per rollout (ppo_epochs 1,
+     minibatch_size = batch_size) log π_old and V are the update's own forward, detached (rl.ppo.single_pass);
   3. rl.ppo.compute_advantages: r_t = −β·kl_t plus S at T_end, S replaced by `no_eos_penalty` when the
      response has no EOS, GAE(γ, λ) returns, advantages whitened over valid tokens;
   4. rl.ppo.ppo_update: `ppo_epochs` epochs of shuffled minibatches, clipped policy and value losses;
@@ -167,25 +168,38 @@ class Sampled:
     texts: list[str]  # decoded responses (special tokens dropped)
     rollout: Any  # rl.ppo.Rollout
     gold: float | None  # mean gold score, if a gold function is configured
+    current: tuple | None = None  # single pass (rl.ppo.single_pass): the update's forward over every row, with grad
 
     def forward_fn(self, m: PPOModels, temperature: float) -> Callable[[Any], tuple[Any, Any, Any]]:
         """rl.ppo's forward_fn: rows idx (b,) of this batch through `training_forward`, with grad.
 
-        Only the columns some row of the minibatch uses go through the models (PromptResponseBatch.select: valid
-        response tokens are a prefix of each row, PPO.md item 10; all-pad leading prompt columns are dropped);
-        the outputs are zero-padded back to (b, T), where the response mask is 0 anyway. A minibatch of 8 rarely
-        holds the batch's longest response: about a fifth fewer columns.
+        Rows of similar length go through the models together, each chunk cut to the columns it uses
+        (PromptResponseBatch.select and map_by_length: valid response tokens are a prefix of each row, PPO.md
+        item 10; all-pad leading prompt columns are dropped); the outputs are zero-padded back to (b, T), where
+        the response mask is 0 anyway. In a single pass the first call returns the rollout's own forward.
         """
         import torch.nn.functional as F
 
         width = self.batch.response_ids.shape[1]  # T
 
         def forward(idx: Any) -> tuple[Any, Any, Any]:
-            sub = self.batch.select(idx)  # only the columns these rows use
-            out = training_forward(m, sub.input_ids, sub.attention_mask, sub.prompt_len, temperature)
+            if self.current is not None:  # taken once: a later call runs the (by then updated) models again
+                current, self.current = self.current, None
+                return tuple(x[idx] for x in current)
+            out = forward_by_length(m, self.batch.select(idx), temperature)
             return tuple(F.pad(x, (0, width - x.shape[1])) for x in out)  # (b, T) each
 
         return forward
+
+
+def forward_by_length(m: PPOModels, batch: Any, temperature: float, entropy: bool = True) -> tuple[Any, ...]:
+    """`training_forward` over a PromptResponseBatch in chunks of rows of similar length (map_by_length):
+    (logprobs, values[, entropy]), each (B, T)."""
+    def fn(sub: Any) -> tuple[Any, ...]:
+        out = training_forward(m, sub.input_ids, sub.attention_mask, sub.prompt_len, temperature, entropy)
+        return out if entropy else out[:2]
+
+    return batch.map_by_length(fn)
 
 
 def training_forward(  # noqa: PLR0913 — the forward's inputs plus a switch
@@ -306,35 +320,45 @@ def _log_rollout(ctx: StageContext, r: int, p: Params, stats: dict[str, float]) 
 def rollout(
     m: PPOModels, chosen: list[tuple[Any, list[int]]], reward: Callable, gold: ScoreFn | None, p: Params, seed: int
 ) -> Sampled:
-    """Sample one response per prompt, then recompute logprobs, values, reference logprobs and scores (no_grad)."""
+    """Sample one response per prompt, then recompute logprobs, values, reference logprobs and scores (no_grad).
+
+    In a single pass (rl.ppo.single_pass: one optimizer step per rollout) log π_old and V_old come, detached,
+    from the update's own forward, run here over every row with grad and kept for forward_fn: the same weights
+    and the same forward, one pass fewer."""
     import torch
 
     from alignpipe.models.forward import response_logprobs, sample_responses
-    from alignpipe.rl.ppo import Rollout
+    from alignpipe.rl.ppo import Rollout, single_pass
 
     prompts = [prompt for prompt, _ in chosen]
     batch = sample_responses(m.policy, m.tokenizer, [ids for _, ids in chosen], temperature=p.temperature,
                              top_p=1.0, max_new_tokens=p.max_new_tokens, seed=seed)
     texts = m.tokenizer.batch_decode(batch.responses(), skip_special_tokens=True)
     mask = batch.response_mask.bool()  # (B, T) through the first EOS, by position
+    one_pass = single_pass(p, len(chosen))
 
-    def recompute(sub: Any) -> tuple[Any, ...]:  # rows of similar length, only the columns they use
-        ids, attn, width = sub.input_ids, sub.attention_mask, sub.prompt_len
-        logprobs, values, _ = training_forward(m, ids, attn, width, p.temperature, entropy=False)  # (b, t) each
-        ref_logprobs, _ = response_logprobs(m.reference, ids, attn, width, p.temperature, entropy=False)  # (b, t)
-        return logprobs, values, ref_logprobs
+    def reference(sub: Any) -> tuple[Any]:  # rows of similar length, only the columns they use
+        return response_logprobs(m.reference, sub.input_ids, sub.attention_mask, sub.prompt_len, p.temperature,
+                                 entropy=False)[:1]  # (b, t)
 
     m.train(False)
     with torch.no_grad():
-        logprobs_old, values_old, ref_logprobs = batch.map_by_length(recompute)  # (B, T) each
+        (ref_logprobs,) = batch.map_by_length(reference)  # (B, T)
         scores = reward(batch, texts, prompts).float()  # (B,)
+        if not one_pass:
+            logprobs_old, values_old = forward_by_length(m, batch, p.temperature, entropy=False)  # (B, T) each
     if tuple(scores.shape) != (len(chosen),):
         raise StageFailed(f"the reward returned {tuple(scores.shape)} scores for {len(chosen)} responses")
+    current = None
+    if one_pass:
+        m.train(True)
+        current = forward_by_length(m, batch, p.temperature)  # (B, T) each, with grad
+        logprobs_old, values_old = current[0], current[1]  # Rollout keeps detached copies
     rollout_ = Rollout(logprobs_old=logprobs_old, values_old=values_old, ref_logprobs=ref_logprobs,
                        response_mask=mask, scores=scores,
                        eos_emitted=batch.ended(m.tokenizer.eos_token_id))
     gold_mean = None if gold is None else sum(gold(texts, prompts)) / len(texts)
-    return Sampled(batch, texts, rollout_, gold_mean)
+    return Sampled(batch, texts, rollout_, gold_mean, current)
 
 
 def _optimizers(m: PPOModels, p: Params) -> tuple[dict, dict]:
