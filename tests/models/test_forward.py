@@ -313,3 +313,64 @@ def test_logprobs_without_entropy_equal_the_full_log_softmax(arch, models, tiny_
                                        entropy=False)
     assert none is None and ent.shape == full.shape
     torch.testing.assert_close(lean, full, atol=1e-5, rtol=0)
+
+
+# -- models.kv: the lean decoding path against transformers' ----------------------------------------------------------
+def _gqa_llama(tiny_model_dirs):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = load_causal_lm(tiny_model_dirs["llama"])
+    config = LlamaConfig(**{**base.config.to_dict(), "num_attention_heads": 4, "num_key_value_heads": 2})
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+def _lora_gpt2(tiny_model_dirs):
+    lm = apply_lora(load_causal_lm(tiny_model_dirs["gpt2"]), r=2, alpha=4)
+    with torch.no_grad():  # LoRA's B starts at 0: make the adapters change the function
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return lm.eval()
+
+
+LEAN_CASES = {"gpt2": lambda d: load_causal_lm(d["gpt2"]).eval(), "llama": lambda d: load_causal_lm(d["llama"]).eval(),
+              "llama-gqa": _gqa_llama, "gpt2-lora": _lora_gpt2}
+
+
+@pytest.mark.parametrize("case", list(LEAN_CASES))
+def test_lean_decoding_steps_equal_transformers_forward_with_its_cache(case, tiny_model_dirs, tiny_tokenizer):
+    from alignpipe.models.kv import HFStepper, LeanStepper
+
+    lm = LEAN_CASES[case](tiny_model_dirs)
+    assert LeanStepper.supports(lm)
+    prompt_ids, prompt_mask = pad_left([tiny_tokenizer(p)["input_ids"] for p in PROMPTS], tiny_tokenizer.pad_token_id)
+    positions = position_ids_from_mask(prompt_mask)
+    capacity = prompt_ids.shape[1] + 5
+    lean, hf = LeanStepper(lm, prompt_mask, capacity), HFStepper(lm, prompt_mask, capacity)
+    with torch.no_grad():
+        a, b = lean(prompt_ids, positions), hf(prompt_ids, positions)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        assert torch.isfinite(a).all()
+        for t in range(5):
+            step = a.argmax(-1)[:, None]  # (B, 1)
+            pos = positions[:, -1:] + 1 + t
+            a, b = lean(step, pos), hf(step, pos)
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"step {t}")
+
+
+def test_sampler_draws_the_same_tokens_on_either_path_and_other_models_use_transformers(
+        tiny_model_dirs, tiny_tokenizer, monkeypatch):
+    import alignpipe.models.kv as kv
+
+    lm = load_causal_lm(tiny_model_dirs["llama"])
+    prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS]
+    lean = sample_responses(lm, tiny_tokenizer, prompts, n=4, temperature=1.0, max_new_tokens=10, seed=3)
+    monkeypatch.setattr(kv.LeanStepper, "supports", staticmethod(lambda model: False))
+    hf = sample_responses(lm, tiny_tokenizer, prompts, n=4, temperature=1.0, max_new_tokens=10, seed=3)
+    assert torch.equal(lean.response_ids, hf.response_ids)
+    monkeypatch.undo()
+    upcast = load_causal_lm(tiny_model_dirs["gpt2"])
+    upcast.config.reorder_and_upcast_attn = True  # an attention variant the lean path does not implement
+    assert not kv.LeanStepper.supports(upcast)
+    assert isinstance(kv.stepper(upcast, torch.ones(1, 2, dtype=torch.long), 4), kv.HFStepper)

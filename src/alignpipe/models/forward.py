@@ -12,7 +12,6 @@ Shapes: B batch rows, P prompt columns, T response columns, L = P + T, V vocabul
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
-from transformers.cache_utils import Cache, DynamicLayer
 
 from alignpipe.models.build import score_head, unwrap
+from alignpipe.models.kv import stepper
 
 
 # -- collation --------------------------------------------------------------------------------------------------
@@ -250,35 +249,6 @@ def value_sequences(critic: nn.Module, input_ids: Tensor, attention_mask: Tensor
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------
-class _PreallocatedLayer(DynamicLayer):
-    """One layer's KV cache in buffers allocated once for the whole generation (B, H, P + T, D): each step writes
-    its column in place and attention reads a view of the filled part. transformers' DynamicLayer grows by
-    `torch.cat`, copying the whole cache every step (~20 % of a tiny model's generation time on CPU)."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity, self.length = capacity, 0
-
-    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
-        self.dtype, self.device = key_states.dtype, key_states.device
-        b, h, _, _ = key_states.shape
-        self._k = key_states.new_empty(b, h, self.capacity, key_states.shape[-1])
-        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
-        self.is_initialized = True
-
-    def update(self, key_states: Tensor, value_states: Tensor, *_: object, **__: object) -> tuple[Tensor, Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        start, self.length = self.length, self.length + key_states.shape[-2]
-        self._k[:, :, start:self.length] = key_states
-        self._v[:, :, start:self.length] = value_states
-        self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-
 def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
     """(B, V) logits/τ -> the same with every token outside the nucleus at −inf: the smallest set of the most
     probable tokens whose probability reaches top_p (transformers' TopPLogitsWarper; the top token always stays)."""
@@ -305,24 +275,21 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
     model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int, temperature: float,
     top_p: float, eos_id: int, pad_id: int, logprobs: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The sampling loop: prefill the left-padded prompts, then one token per step for every row, with the KV
-    cache in preallocated buffers. A row that emitted EOS gets pad from then on (its mask stays 1, as in
+    """The sampling loop: prefill the left-padded prompts, then one token per step for every row (models.kv: the
+    KV cache in preallocated buffers). A row that emitted EOS gets pad from then on (its mask stays 1, as in
     `generate`; eos_mask drops those columns later). Stops when every row has ended or after max_new_tokens
     (T = the steps taken). position_ids continue each row's own count of real tokens (item 3), so the
     sampler's logits are the training forward's. Returns (B, T) tokens and, if asked, (B, T) the sampler's
     log-probs of them."""
     b, p = prompt_ids.shape
     device = prompt_ids.device
-    cache = Cache(layer_class_to_replicate=functools.partial(_PreallocatedLayer, p + max_new_tokens))
-    mask = torch.ones(b, p + max_new_tokens, dtype=prompt_mask.dtype, device=device)
-    mask[:, :p] = prompt_mask
+    step_fn = stepper(model, prompt_mask, p + max_new_tokens)
     positions = position_ids_from_mask(prompt_mask)  # (B, P)
     first = positions[:, -1] + 1  # (B,) position of the first response token (left padding: column P − 1 is real)
     tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
     token_logp = torch.zeros(b, max_new_tokens, device=device) if logprobs else None
     ended = torch.zeros(b, dtype=torch.bool, device=device)
-    logits = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
+    logits = step_fn(prompt_ids, positions)  # (B, V)
     steps = 0
     for t in range(max_new_tokens):
         step, logp = _sample_step(logits, temperature, top_p, logprobs)
@@ -334,8 +301,7 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
         ended |= step == eos_id
         if t == max_new_tokens - 1 or bool(ended.all()):
             break
-        logits = model(input_ids=step[:, None], attention_mask=mask[:, : p + t + 1],
-                       position_ids=(first + t)[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = step_fn(step[:, None], (first + t)[:, None])
     return tokens[:, :steps], token_logp[:, :steps] if token_logp is not None else None
 
 
