@@ -359,16 +359,31 @@ def test_lean_decoding_steps_equal_transformers_forward_with_its_cache(case, tin
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"step {t}")
 
 
-def test_sampler_draws_the_same_tokens_on_either_path_and_other_models_use_transformers(
+def test_sampler_draws_the_same_tokens_on_either_path_and_stops_computing_ended_rows(
         tiny_model_dirs, tiny_tokenizer, monkeypatch):
     import alignpipe.models.kv as kv
 
     lm = load_causal_lm(tiny_model_dirs["llama"])
+    eos_bias = torch.zeros(len(tiny_tokenizer))
+    eos_bias[tiny_tokenizer.eos_token_id] = 3.0  # rows end at different steps
+    rows_seen = []
+    lm.lm_head.register_forward_hook(lambda module, args, out: (rows_seen.append(out.shape[0]), out + eos_bias)[1])
     prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS]
-    lean = sample_responses(lm, tiny_tokenizer, prompts, n=4, temperature=1.0, max_new_tokens=10, seed=3)
+    lean = sample_responses(lm, tiny_tokenizer, prompts, n=8, temperature=1.0, max_new_tokens=16, seed=3,
+                            return_logprobs=True)
+    lean_rows, rows_seen[:] = list(rows_seen), []
     monkeypatch.setattr(kv.LeanStepper, "supports", staticmethod(lambda model: False))
-    hf = sample_responses(lm, tiny_tokenizer, prompts, n=4, temperature=1.0, max_new_tokens=10, seed=3)
-    assert torch.equal(lean.response_ids, hf.response_ids)
+    hf = sample_responses(lm, tiny_tokenizer, prompts, n=8, temperature=1.0, max_new_tokens=16, seed=3)
+    assert torch.equal(lean.response_ids, hf.response_ids) and lean_rows == rows_seen
+    lengths = lean.response_mask.sum(1)
+    assert lean_rows[0] == 24 and lean_rows[-1] < 24  # ended rows left the batch the model runs
+    assert lengths.min() < lengths.max() == lean.response_ids.shape[1]
+    # every computed row-step belongs to a row that had not ended (at most a quarter may linger)
+    assert sum(lean_rows[1:]) <= 4 / 3 * (int(lengths.sum()) - len(lengths)) + len(lengths)
+    with torch.no_grad():  # the dropped rows' logprobs were taken before they left
+        logp, _ = response_logprobs(lm, lean.input_ids, lean.attention_mask, lean.prompt_len, temperature=1.0)
+    valid = lean.response_mask.bool()
+    torch.testing.assert_close(logp[valid], lean.sampler_logprobs[valid], atol=1e-4, rtol=0)
     monkeypatch.undo()
     upcast = load_causal_lm(tiny_model_dirs["gpt2"])
     upcast.config.reorder_and_upcast_attn = True  # an attention variant the lean path does not implement

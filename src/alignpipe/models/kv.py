@@ -31,6 +31,10 @@ class Stepper(Protocol):
         The first call is the (left-padded) prompt; each later call one token per row."""
         ...
 
+    def keep(self, rows: Tensor) -> None:
+        """Continue with these rows (b,) only, in this order: the cache and mask keep just them."""
+        ...
+
 
 def stepper(model: nn.Module, prompt_mask: Tensor, capacity: int) -> Stepper:
     """The fastest stepper for `model` (in eval mode, under no_grad): prompt_mask (B, P) marks real prompt tokens,
@@ -67,6 +71,11 @@ class _PreallocatedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
+    def keep(self, rows: Tensor) -> None:
+        if self.is_initialized:
+            self._k, self._v = self._k[rows], self._v[rows]
+            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
 
 class HFStepper:
     """transformers' forward with `_PreallocatedLayer` caches and a (B, capacity) attention mask."""
@@ -77,6 +86,11 @@ class HFStepper:
         self.mask = torch.ones(prompt_mask.shape[0], capacity, dtype=prompt_mask.dtype, device=prompt_mask.device)
         self.mask[:, : prompt_mask.shape[1]] = prompt_mask
         self.length = 0
+
+    def keep(self, rows: Tensor) -> None:
+        for layer in self.cache.layers:
+            layer.keep(rows)
+        self.mask = self.mask[rows]
 
     def __call__(self, ids: Tensor, positions: Tensor) -> Tensor:
         self.length += ids.shape[1]
@@ -112,6 +126,9 @@ class LeanStepper:
         self.bias = torch.zeros(b, 1, 1, capacity, dtype=param.dtype, device=param.device)
         self.bias[:, 0, 0, :p].masked_fill_(prompt_mask == 0, float("-inf"))
         self.length = 0
+
+    def keep(self, rows: Tensor) -> None:
+        self.keys, self.values, self.bias = self.keys[:, rows], self.values[:, rows], self.bias[rows]
 
     def __call__(self, ids: Tensor, positions: Tensor) -> Tensor:
         start, n = self.length, ids.shape[1]
