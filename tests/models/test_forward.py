@@ -389,3 +389,25 @@ def test_sampler_draws_the_same_tokens_on_either_path_and_stops_computing_ended_
     upcast.config.reorder_and_upcast_attn = True  # an attention variant the lean path does not implement
     assert not kv.LeanStepper.supports(upcast)
     assert isinstance(kv.stepper(upcast, torch.ones(1, 2, dtype=torch.long), 4), kv.HFStepper)
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=ARCHS)
+def test_right_padded_rows_score_as_the_prompt_response_layout(arch, models, tiny_tokenizer):
+    from alignpipe.data.tokenize import PreferenceSample, collate_preferences, preference_rows
+
+    _, rm = models[arch]
+    tok = tiny_tokenizer
+    def response(text):
+        return tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+    samples = [PreferenceSample(tok(p)["input_ids"], response(a), response(b))
+               for p, a, b in zip(PROMPTS, RESPONSES, reversed(RESPONSES), strict=True)]
+    ids, mask = preference_rows(samples, tok.pad_token_id)
+    assert ids.shape[1] == max(len(s.prompt_ids) + max(len(s.chosen_ids), len(s.rejected_ids)) for s in samples)
+    batch = collate_preferences(samples, tok.pad_token_id)
+    with torch.no_grad():
+        fast = score_sequences(rm, ids, mask, right_padded=True)
+        ref = score_sequences(rm, batch.input_ids, batch.attention_mask)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="real tokens first"):
+        score_sequences(rm, batch.input_ids, batch.attention_mask, right_padded=True)  # left-padded prompts

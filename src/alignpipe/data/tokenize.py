@@ -176,3 +176,9 @@ def collate_preferences(samples: Sequence[PreferenceSample], pad_id: int) -> Pro
     responses = [s.chosen_ids for s in samples] + [s.rejected_ids for s in samples]
     return collate_prompt_response(prompts, responses, pad_id)
 
+
+def preference_rows(samples: Sequence[PreferenceSample], pad_id: int) -> tuple[Tensor, Tensor]:
+    """The same 2B rows (chosen, then rejected) as prompt + response contiguous, right-padded: ids, mask (2B, L),
+    L the longest prompt + response. For score_sequences(..., right_padded=True) in the reward training step."""
+    rows = [s.prompt_ids + s.chosen_ids for s in samples] + [s.prompt_ids + s.rejected_ids for s in samples]
+    return pad_right(rows, pad_id)

@@ -218,25 +218,32 @@ def response_logprobs(  # noqa: PLR0913 — the forward's inputs plus two switch
     return logprobs, -(logp_all.exp() * logp_all).sum(-1)  # (B, T) each
 
 
-def _token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, nn.Module]:
-    """Backbone hidden states of a *ForSequenceClassification model -> ((B, L, d), its score head)."""
+def _token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, right_padded: bool = False
+                  ) -> tuple[Tensor, nn.Module]:
+    """Backbone hidden states of a *ForSequenceClassification model -> ((B, L, d), its score head).
+
+    right_padded: every row's real tokens are a prefix of it. Causal attention alone is then exact for every real
+    token (pads only follow them), so the backbone gets an all-ones mask and takes transformers' causal path
+    without building a (B, 1, L, L) padding mask: ~11 % faster reward training steps at the default size."""
     check_ids_in_vocab(model, input_ids)
     head, base = score_head(model), unwrap(model)
-    hidden = base.base_model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state  # (B, L, d)
+    if right_padded:
+        if not torch.equal(attention_mask.cumprod(1), attention_mask):
+            raise ValueError("right_padded rows must have their real tokens first (mask 1…1 0…0)")
+        kwargs = {"attention_mask": torch.ones_like(attention_mask)}  # positions: transformers' arange
+    else:
+        kwargs = {"attention_mask": attention_mask, "position_ids": position_ids_from_mask(attention_mask)}
+    hidden = base.base_model(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state  # (B, L, d)
     return hidden, head
 
 
-def score_sequences(rm: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def score_sequences(rm: nn.Module, input_ids: Tensor, attention_mask: Tensor, right_padded: bool = False) -> Tensor:
     """Reward-model score at each row's last non-pad token (item 22): (B, L), (B, L) -> (B,).
 
     Pools explicitly by the mask; HF's pooling looks for the first pad id and breaks on left padding.
+    right_padded: rows are real tokens then pads (see _token_scores), e.g. `data.tokenize.preference_rows`.
     """
-    hidden, head = _token_scores(rm, input_ids, attention_mask)  # (B, L, d)
+    hidden, head = _token_scores(rm, input_ids, attention_mask, right_padded)  # (B, L, d)
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     last = hidden[rows, last_token_index(attention_mask)]  # (B, d)
     return head(last).squeeze(-1).float()  # (B,)

@@ -166,7 +166,7 @@ def run(ctx: StageContext) -> None:
     import torch
 
     from alignpipe.data import SkipCounter, parse_preferences
-    from alignpipe.data.tokenize import collate_preferences, tokenize_preferences
+    from alignpipe.data.tokenize import preference_rows, tokenize_preferences
     from alignpipe.models.build import (
         apply_lora,
         count_parameters,
@@ -240,9 +240,9 @@ def run(ctx: StageContext) -> None:
     # -- loop: Bradley-Terry on (chosen, rejected) scores at the last non-pad token
     for step in range(resumed.step if resumed else 0, total):
         indices = order.next().indices
-        batch = collate_preferences([train[i] for i in indices], tokenizer.pad_token_id)
+        ids, mask = preference_rows([train[i] for i in indices], tokenizer.pad_token_id)  # (2b, L) right-padded
         with autocast(p.precision, model):
-            scores = score_sequences(model, batch.input_ids, batch.attention_mask)  # (2b,) chosen, then rejected
+            scores = score_sequences(model, ids, mask, right_padded=True)  # (2b,) chosen, then rejected
         chosen, rejected = scores.chunk(2)
         loss = loss_fn(chosen, rejected)
         grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched, parameters=trainable,
@@ -251,7 +251,7 @@ def run(ctx: StageContext) -> None:
         state["recent_loss"] = [*state["recent_loss"], loss_value][-20:]
         state["recent_acc"] = [*state["recent_acc"], acc][-20:]
         ctx.log_metrics(step + 1, loss=loss_value, accuracy=acc, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
-                        pairs=len(indices), tokens=int(batch.attention_mask.sum()))
+                        pairs=len(indices), tokens=int(mask.sum()))
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
