@@ -6,6 +6,7 @@ Submodules import torch and transformers; import them inside stage `run()` funct
   apply_lora, save_model
 - `alignpipe.models.forward`: collation, position ids, response_logprobs, score_sequences, value_sequences,
   sample_responses, check_tokenizers_compatible
+- `alignpipe.models.kv`: the sampler's incremental decoding steps (lean GPT-2/Llama, transformers otherwise)
 """
 
 from typing import Any
