@@ -35,11 +35,8 @@ def load(path: str | os.PathLike | None = None, *, builtin: str = "default", mac
          ) -> Pipeline:
     """Load and validate a pipeline file; with no path, the built-in pipeline (workspace under the cwd).
     Resources are checked against `machine` (default: this machine; a Ray executor's is its cluster)."""
-    if path is None:
-        import yaml
-
-        raw = yaml.safe_load(builtin_path(builtin).read_text())
-        return pipeline_from_dict(raw, base_dir=Path.cwd(), machine=machine)
+    if path is None:  # the same loader as a user's file (duplicate keys refused); its workspace under the cwd
+        return load_pipeline(builtin_path(builtin), machine=machine, base_dir=Path.cwd())
     base = str(Path(path).resolve().parent)
     if base not in sys.path:  # user stages (`mymodule:func`) next to the spec import like DAG files
         sys.path.insert(0, base)

@@ -118,3 +118,12 @@ def test_cli_reports_validation_errors_without_traceback(write_pipeline, tmp_pat
 def test_cli_validate_ok(write_pipeline):
     r = cli("validate", write_pipeline(spec(a=OK_STAGE)))
     assert r.returncode == 0 and "1 stages" in r.stdout
+
+
+def test_the_builtin_pipeline_loads_like_a_file_with_its_workspace_under_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pipe = api.load()
+    assert pipe.workspace() == tmp_path / "workspace"
+    stages = ["data", "base", "sft", "pairs", "labels", "reward", "ppo", "evaluate"]
+    assert list(pipe.stages) == list(load_pipeline(api.builtin_path()).stages) == stages
+    assert load_pipeline(api.builtin_path()).workspace() == api.builtin_path().parent / "workspace"

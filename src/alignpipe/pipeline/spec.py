@@ -156,8 +156,10 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_pipeline(path: str | os.PathLike, machine: Machine | None = None) -> Pipeline:
-    """Read a YAML spec and validate it; raises UserError listing every problem."""
+def load_pipeline(path: str | os.PathLike, machine: Machine | None = None, base_dir: str | os.PathLike | None = None
+                  ) -> Pipeline:
+    """Read a YAML spec and validate it; raises UserError listing every problem. Relative paths in it resolve
+    against `base_dir` (default: the file's directory)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such pipeline file. Pass a YAML file, or no argument for the built-in default.")
@@ -169,7 +171,7 @@ def load_pipeline(path: str | os.PathLike, machine: Machine | None = None) -> Pi
         raise UserError(f"{p}: invalid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{p}: expected a mapping with 'name', 'seed', 'workspace' and 'stages' at the top level")
-    return validate(raw, source=str(p), base_dir=p.resolve().parent, machine=machine)
+    return validate(raw, source=str(p), base_dir=Path(base_dir or p.resolve().parent).resolve(), machine=machine)
 
 
 def pipeline_from_dict(data: dict[str, Any] | PipelineSpec, base_dir: str | os.PathLike | None = None,
