@@ -6,8 +6,9 @@ All start from the default pipeline's πSFT and score with its Rφ (the `sft` an
 embedded pipeline; TRL gets Rφ's directory as its reward model, an AutoModelForSequenceClassification), sample
 at τ 0.7 with top_k 0 / top_p 1, lr 1e-4, fp32, 2 threads, the same OpenMP wait policy, each in its own process.
 
-A full update is, for alignpipe PPO: sampling 64 responses, the no-grad recompute of policy logprobs, critic
-values, reference logprobs and Rφ scores, advantages, then the policy and critic updates (the stage's own
+A full update is, for alignpipe PPO: sampling 64 responses, reference logprobs and Rφ scores (no grad), policy
+logprobs and critic values (a no-grad recompute; in the 1-pass settings the update's own forward, as TRL at
+num_iterations 1, see rl.ppo.single_pass), advantages, then the policy and critic updates (the stage's own
 `rollout_seconds` + `update_seconds` per rollout); for TRL: one `train` step (generation of 64 completions,
 reward model, reference logprobs for RLOO, loss, backward, optimizer step; per-device batch 64,
 num_iterations 1), stamped at step end. alignpipe's PPO uses 64 distinct prompts with one response each

@@ -3,7 +3,8 @@
     python ours_rl.py SFT_DIR RM_DIR PROMPTS_DIR OUT_DIR --rollouts N --warmup W [--batch 64] [--params JSON]
 
 Each rollout (the stage's loop iteration) logs rollout_seconds (sampling `batch` responses of at most
-max_new_tokens, the recompute forwards of policy, critic, reference and Rφ) and update_seconds (advantages,
+max_new_tokens, the forwards of policy, critic, reference and Rφ — in a single pass the policy's and critic's is
+the update's own, with grad) and update_seconds (advantages,
 ppo_epochs × minibatches of policy and value updates); each rollout's metrics event is stamped when its update is
 done. samples/s = batch × rollouts W+1..N / (stamp N − stamp W), the whole loop iteration (KL control, scheduler,
 logging included), as the TRL worker's step-end stamps. Also reported: the rollout and update shares (the stage's
@@ -12,30 +13,19 @@ own timers), and the generated tokens. Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 
-import torch
+from _loop_args import parse_rl_args
 from _ours_stage import run_stage
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("rm")
-    ap.add_argument("prompts")
-    ap.add_argument("out")
-    ap.add_argument("--rollouts", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--params", default="{}")
-    ap.add_argument("--curve", action="store_true", help="also return per-rollout gold and KL (quality benchmark)")
-    a = ap.parse_args()
+    a = parse_rl_args(("--rollouts", {"type": int, "default": 4}), ("--batch", {"type": int, "default": 64}),
+                      ("--params", {"default": "{}"}),
+                      ("--curve", {"action": "store_true",
+                                   "help": "also return per-rollout gold and KL (quality benchmark)"}))
     if a.warmup < 1:
-        ap.error("--warmup must be ≥ 1: the timed window starts at a rollout's stamp")
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+        raise SystemExit("--warmup must be ≥ 1: the timed window starts at a rollout's stamp")
 
     params = {"rollouts": a.rollouts, "batch_size": a.batch, "max_new_tokens": a.new_tokens, **json.loads(a.params)}
     rows, total_s = run_stage("ppo", {"policy": a.model, "reward_model": a.rm, "prompts": a.prompts}, params, a.out,

@@ -16,33 +16,20 @@ every K steps with --save-every) for the quality benchmark to evaluate. Prints o
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 
-import torch
+from _loop_args import parse_rl_args
 
 
 def main() -> None:  # noqa: PLR0915 — a linear script
-    ap = argparse.ArgumentParser()
-    ap.add_argument("algo", choices=("rloo", "grpo"))
-    ap.add_argument("model")
-    ap.add_argument("rm")
-    ap.add_argument("prompts")
-    ap.add_argument("out")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--prompts-per-step", type=int, default=16)
-    ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--beta", type=float, default=None)
-    ap.add_argument("--time-budget", type=float, default=None)
-    ap.add_argument("--save-every", type=int, default=0, help="save the policy every N steps (quality curves)")
-    a = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    a = parse_rl_args(("--steps", {"type": int, "default": 6}), ("--prompts-per-step", {"type": int, "default": 16}),
+                      ("--samples", {"type": int, "default": 4}), ("--lr", {"type": float, "default": 1e-4}),
+                      ("--temperature", {"type": float, "default": 0.7}), ("--beta", {"type": float, "default": None}),
+                      ("--time-budget", {"type": float, "default": None}),
+                      ("--save-every", {"type": int, "default": 0,
+                                        "help": "save the policy every N steps (quality curves)"}),
+                      leading=[("algo", {"choices": ("rloo", "grpo")})])
 
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
