@@ -294,7 +294,7 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
     device = prompt_ids.device
     step_fn = stepper(model, prompt_mask, p + max_new_tokens)
     positions = position_ids_from_mask(prompt_mask)  # (B, P)
-    first = positions[:, -1] + 1  # (B,) position of the first response token (left padding: column P − 1 is real)
+    first = positions[:, -1] + 1  # (b_active,) position of the first response token (column P − 1 is real)
     tokens = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
     token_logp = torch.zeros(b, max_new_tokens, device=device) if logprobs else None
     active = torch.arange(b, device=device)  # the rows the model still runs; ended rows leave it in bulk
@@ -314,8 +314,8 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
         if 4 * int(ended.sum()) >= len(active):  # a quarter has ended: stop computing those rows
             keep = (~ended).nonzero().squeeze(1)
             step_fn.keep(keep)
-            active, step, ended = active[keep], step[keep], ended[keep]
-        logits = step_fn(step[:, None], (first[active] + t)[:, None])
+            active, step, ended, first = active[keep], step[keep], ended[keep], first[keep]
+        logits = step_fn(step[:, None], (first + t)[:, None])
     return tokens[:, :steps], token_logp[:, :steps] if token_logp is not None else None
 
 
