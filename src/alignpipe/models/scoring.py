@@ -10,6 +10,9 @@ special tokens or chat template, response + one EOS) and scored at its last toke
 with position ids from the mask. The score is S = gain·(raw + bias), the normalization the reward stage
 recorded in the model's config (models.build.set_reward_normalization; (0, 1) if none).
 
+`preference_scores` is the reward stage's training forward over PreferenceSamples (one row per pair for GPT-2
+and Llama, models.lean; prompt + response rows otherwise).
+
 Over-long pairs (prompt + response > max_length, itself capped at the model's positions) are cut from the
 left, keeping the end of the response that is scored; `truncated` counts them.
 """
@@ -24,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from alignpipe.data.tokenize import encode_pair
-from alignpipe.models import max_positions
+from alignpipe.data.tokenize import PreferenceSample, encode_pair, preference_rows
+from alignpipe.models import lean, max_positions
 from alignpipe.models.build import load_reward_model, load_tokenizer, normalized_scores, reward_normalization
 from alignpipe.models.forward import PromptResponseBatch, collate_prompt_response, score_sequences, use_fused_kernels
 
@@ -101,3 +104,26 @@ class RewardScorer:
     def score_raw(self, prompts: Sequence[Any], responses: Sequence[str]) -> list[float]:
         """Raw head outputs, before the recorded normalization."""
         return self._scores(prompts, responses, normalized=False)
+
+
+def preference_length(sample: PreferenceSample, packed: bool) -> int:
+    """The columns a pair takes in `preference_scores`' batch: prompt + both responses packed, else the prompt and
+    the longer response (for length-grouped batches)."""
+    responses = (len(sample.chosen_ids) + len(sample.rejected_ids) if packed
+                 else max(len(sample.chosen_ids), len(sample.rejected_ids)))
+    return len(sample.prompt_ids) + responses
+
+
+def preference_scores(rm: nn.Module, samples: Sequence[PreferenceSample], pad_id: int) -> tuple[Tensor, Tensor, int]:
+    """Scores of each pair's chosen and rejected response, (B,) each, with grad, and the real tokens computed.
+
+    GPT-2/Llama (`lean.supports`): one row per pair, the prompt computed once (`lean.pair_scores`). Otherwise 2B
+    right-padded prompt + response rows through transformers (`score_sequences(right_padded=True)`). Both equal
+    scoring each response after its prompt alone."""
+    if lean.supports(rm):
+        pairs = lean.pack_pairs(list(samples), pad_id)
+        chosen, rejected = lean.pair_scores(rm, pairs)
+        return chosen, rejected, pairs.tokens
+    ids, mask = preference_rows(samples, pad_id)  # (2B, L)
+    chosen, rejected = score_sequences(rm, ids, mask, right_padded=True).chunk(2)
+    return chosen, rejected, int(mask.sum())

@@ -15,14 +15,16 @@ normalization and the calibration set it came from.
 Run alone:
     alignpipe stage run reward -i model=sft/ -i data=prefs/ -i calibration=candidates/ -o rm/
 
-Method (PPO.md section G): the LM head is replaced by a scalar head N(0, 1/√(d+1)); the score is read at the
-last non-pad token of prompt + response + EOS, with position ids from the mask; loss
-−logsigmoid(r_w − r_l − margin) + center_coef·(r_w + r_l)² (alignpipe.rl.losses), a mean over pairs; AdamW,
-linear warmup/decay, one epoch by default (RMs overfit after one); batches group pairs of similar length;
-optional bf16 autocast (`precision`). Then bias = −mean and gain = 1/std (population std; gain 1 with
-normalize_std false) of raw scores on the calibration responses, so πSFT samples
-score mean 0, std 1 (PPO.md item 13). Checks before compute: pad ≠ eos (added and logged otherwise), EOS exists,
-chat template for chat data, the calibration samples come from this πSFT (a warning otherwise).
+Method (PPO.md section G): the LM head is replaced by a scalar head N(0, 1/√(d+1)); the score is read at the last
+non-pad token of prompt + response + EOS, with position ids from the mask; loss −logsigmoid(r_w − r_l − margin) +
+center_coef·(r_w + r_l)² (alignpipe.rl.losses), a mean over pairs; AdamW, linear warmup/decay, one epoch by default
+(RMs overfit after one); batches group pairs of similar length; optional bf16 autocast (`precision`). GPT-2 and
+Llama RMs train on one row per pair — the prompt computed once, each response seeing the prompt and itself — and
+run their last layer at the pooled tokens only (alignpipe.models.lean.pair_scores: the same scores and gradients as
+separate rows, ~1.5× the pairs/s in-process). Then bias = −mean and gain = 1/std (population std; gain 1 with
+normalize_std false) of raw scores on the calibration responses, so πSFT samples score mean 0, std 1 (PPO.md item
+13). Checks before compute: pad ≠ eos (added and logged otherwise), EOS exists, chat template for chat data, the
+calibration samples come from this πSFT (a warning otherwise).
 Departures: InstructGPT trained a 6B RM on all K-choose-2 comparisons of a prompt as one batch element; we
 treat pairs independently (label's `pairing: all` produces the comparisons). No dropout.
 """
@@ -166,7 +168,7 @@ def run(ctx: StageContext) -> None:
     import torch
 
     from alignpipe.data import SkipCounter, parse_preferences
-    from alignpipe.data.tokenize import preference_rows, tokenize_preferences
+    from alignpipe.data.tokenize import tokenize_preferences
     from alignpipe.models.build import (
         apply_lora,
         count_parameters,
@@ -174,8 +176,9 @@ def run(ctx: StageContext) -> None:
         save_model,
         set_reward_normalization,
     )
-    from alignpipe.models.forward import score_sequences, use_fused_kernels
-    from alignpipe.models.scoring import RewardScorer
+    from alignpipe.models.forward import use_fused_kernels
+    from alignpipe.models.lean import supports as lean_supported
+    from alignpipe.models.scoring import RewardScorer, preference_length, preference_scores
     from alignpipe.rl.losses import reward_model_loss
     from alignpipe.train import (
         EpochBatches,
@@ -226,8 +229,9 @@ def run(ctx: StageContext) -> None:
 
     # -- optimizer, schedule, data order, resume
     seed = sub_seed(ctx.seed, "order")
-    order = (LengthGroupedBatches([len(s.prompt_ids) + max(len(s.chosen_ids), len(s.rejected_ids)) for s in train],
-                                  p.batch_size, seed) if p.group_by_length
+    packed = lean_supported(model)  # one row per pair (models.lean): group by that row's length
+    order = (LengthGroupedBatches([preference_length(s, packed) for s in train], p.batch_size, seed)
+             if p.group_by_length
              else EpochBatches(len(train), p.batch_size, seed))
     training = setup_training(ctx, model, order, p)
     total, opt, sched, ckpt, resumed = (training.total, training.optimizer, training.scheduler,
@@ -240,10 +244,8 @@ def run(ctx: StageContext) -> None:
     # -- loop: Bradley-Terry on (chosen, rejected) scores at the last non-pad token
     for step in range(resumed.step if resumed else 0, total):
         indices = order.next().indices
-        ids, mask = preference_rows([train[i] for i in indices], tokenizer.pad_token_id)  # (2b, L) right-padded
         with autocast(p.precision, model):
-            scores = score_sequences(model, ids, mask, right_padded=True)  # (2b,) chosen, then rejected
-        chosen, rejected = scores.chunk(2)
+            chosen, rejected, tokens = preference_scores(model, [train[i] for i in indices], tokenizer.pad_token_id)
         loss = loss_fn(chosen, rejected)
         grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched, parameters=trainable,
                                    max_grad_norm=p.max_grad_norm, checkpoints=ctx.checkpoints)
@@ -251,7 +253,7 @@ def run(ctx: StageContext) -> None:
         state["recent_loss"] = [*state["recent_loss"], loss_value][-20:]
         state["recent_acc"] = [*state["recent_acc"], acc][-20:]
         ctx.log_metrics(step + 1, loss=loss_value, accuracy=acc, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
-                        pairs=len(indices), tokens=int(mask.sum()))
+                        pairs=len(indices), tokens=tokens)
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)

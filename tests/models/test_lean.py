@@ -1,0 +1,101 @@
+"""models.lean.pair_scores: one row per preference pair, last layer at the pooled tokens only — against scoring
+each response after its prompt in its own row through transformers."""
+
+import pytest
+import torch
+
+from alignpipe.data.tokenize import PreferenceSample, collate_preferences
+from alignpipe.models import lean
+from alignpipe.models.build import apply_lora, reward_model_from_causal
+from alignpipe.models.forward import score_sequences
+from alignpipe.models.scoring import preference_length, preference_scores
+from alignpipe.rl.losses import reward_model_loss
+
+PROMPTS = ["Review of the lamp:", "Hi", "My review of the cheap red toaster:", "Lid"]
+CHOSEN = [" It is great.", " Bad", " It works well but the lid is weak. I am disappointed.", " Fine"]
+REJECTED = [" No", " It broke after a week and the seller never answered.", " Meh.", " Fine"]
+
+
+def _gqa_llama(dirs):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    base = reward_model_from_causal(dirs["llama"])
+    config = LlamaConfig(**{**base.config.to_dict(), "num_attention_heads": 4, "num_key_value_heads": 2})
+    torch.manual_seed(0)
+    return LlamaForSequenceClassification(config)
+
+
+def _lora_gpt2(dirs):
+    rm = apply_lora(reward_model_from_causal(dirs["gpt2"]), r=2, alpha=4)
+    with torch.no_grad():  # LoRA's B starts at 0: make the adapters change the function
+        for name, p in rm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return rm
+
+
+CASES = {"gpt2": lambda d: reward_model_from_causal(d["gpt2"]),
+         "llama": lambda d: reward_model_from_causal(d["llama"]),
+         "llama-gqa": _gqa_llama, "gpt2-lora": _lora_gpt2}
+
+
+def _samples(tok):
+    def response(text):
+        return tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+    return [PreferenceSample(tok(p)["input_ids"], response(c), response(r))
+            for p, c, r in zip(PROMPTS, CHOSEN, REJECTED, strict=True)]
+
+
+def _reference(rm, samples, pad_id):
+    """Each response scored after its prompt in its own (left-padded prompt, right-padded response) row."""
+    batch = collate_preferences(samples, pad_id)
+    return score_sequences(rm, batch.input_ids, batch.attention_mask).chunk(2)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_pair_rows_give_the_scores_and_gradients_of_separate_rows(case, tiny_model_dirs, tiny_tokenizer):
+    rm = CASES[case](tiny_model_dirs).train()
+    assert lean.supports(rm)
+    samples = _samples(tiny_tokenizer)
+    pairs = lean.pack_pairs(samples, tiny_tokenizer.pad_token_id)
+    assert pairs.input_ids.shape[1] == max(preference_length(s, packed=True) for s in samples)
+    assert pairs.tokens == sum(preference_length(s, packed=True) for s in samples)  # each prompt once
+
+    grads = []
+    for scores in (lambda: lean.pair_scores(rm, pairs), lambda: _reference(rm, samples, tiny_tokenizer.pad_token_id)):
+        rm.zero_grad(set_to_none=True)
+        chosen, rejected = scores()
+        reward_model_loss(chosen, rejected, center_coef=0.01).backward()
+        grads.append({n: p.grad.clone() for n, p in rm.named_parameters() if p.requires_grad})
+        grads[-1]["scores"] = torch.cat([chosen, rejected]).detach()
+    fast, ref = grads
+    assert fast.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(fast[name], ref[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert ref["scores"].std() > 0  # a random head still separates the responses
+
+
+def test_a_response_does_not_see_the_other_response(tiny_model_dirs, tiny_tokenizer):
+    rm = reward_model_from_causal(tiny_model_dirs["gpt2"]).eval()
+    samples = _samples(tiny_tokenizer)
+    other = [PreferenceSample(s.prompt_ids, s.chosen_ids[::-1], s.rejected_ids) for s in samples]
+    pad = tiny_tokenizer.pad_token_id
+    with torch.no_grad():
+        (c1, r1), (c2, r2) = lean.pair_scores(rm, lean.pack_pairs(samples, pad)), lean.pair_scores(
+            rm, lean.pack_pairs(other, pad))
+    torch.testing.assert_close(r1, r2, atol=1e-6, rtol=0)  # rejected unchanged although chosen came before it
+    assert not torch.allclose(c1, c2)
+
+
+def test_unsupported_architectures_score_pairs_as_two_rows(tiny_model_dirs, tiny_tokenizer):
+    rm = reward_model_from_causal(tiny_model_dirs["gpt2"])
+    rm.config.reorder_and_upcast_attn = True  # an attention variant models.lean does not implement
+    assert not lean.supports(rm)
+    samples = _samples(tiny_tokenizer)
+    with torch.no_grad():
+        chosen, rejected, tokens = preference_scores(rm, samples, tiny_tokenizer.pad_token_id)
+        ref_chosen, ref_rejected = _reference(rm, samples, tiny_tokenizer.pad_token_id)
+    assert tokens == sum(len(s.prompt_ids) * 2 + len(s.chosen_ids) + len(s.rejected_ids) for s in samples)
+    torch.testing.assert_close(chosen, ref_chosen, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rejected, ref_rejected, atol=1e-5, rtol=0)
