@@ -2,14 +2,14 @@
 `RewardTrainer`.
 
 Both start from the default pipeline's πSFT (the `sft` artifact of the embedded pipeline) with a fresh scalar head
-and train on the default pipeline's preference pairs (the `labels` artifact: 1024 prompts × 4 πSFT samples, all
-6 pairs per prompt, simulated labels), alignpipe's training split (90 %), with the same token ids (alignpipe's
-tokenization handed to TRL pre-tokenized as chosen_ids / rejected_ids = prompt + response + EOS), batch 16
-pairs (32 rows per forward), Bradley-Terry loss, AdamW lr 3e-4 linear decay, clipping 1.0, the same number of
-steps, fp32, 2 threads, the same OpenMP wait policy, each in its own process; TRL with bf16=False,
-gradient_checkpointing=False, report_to="none". Batch order: alignpipe groups pairs of similar length (its
-default); TRL runs both with its default random order and with transformers' length-grouped sampler, and the
-1.5× target is checked against each.
+and train on the default pipeline's preference pairs (the `labels` artifact: 1024 prompts × 4 πSFT samples, all 6
+pairs per prompt, simulated labels), alignpipe's training split (90 %), with the same token ids (alignpipe's
+tokenization handed to TRL pre-tokenized as chosen_ids / rejected_ids = prompt + response + EOS), batch 16 pairs
+(TRL: 32 rows per forward; alignpipe: 16, one per pair, see models.lean), Bradley-Terry loss, AdamW lr 3e-4 linear
+decay, clipping 1.0, the same number of steps, fp32, 2 threads, the same OpenMP wait policy, each in its own
+process; TRL with bf16=False, gradient_checkpointing=False, report_to="none". Batch order: alignpipe groups pairs
+of similar length (its default); TRL runs both with its default random order and with transformers' length-grouped
+sampler, and the 1.5× target is checked against each.
 
 What is timed: the optimizer-step loop only, after 3 warm-up steps (per-step stamps: alignpipe's own metrics
 events, TRL's step-end callback). Start-up, loading, tokenization, calibration, held-out evaluation and saving
@@ -72,12 +72,14 @@ def run(b: Bench) -> None:
              batch_pairs=BATCH, steps=STEPS, warmup_steps_excluded=WARMUP, threads=fx.THREADS, dtype="fp32",
              OpenMP_wait_policy=f"both sides {fx.WAIT_POLICIES['spin']}",
              batch_order="alignpipe: length-grouped (its default); TRL: random (its default) and length-grouped",
+             layout="alignpipe: one row per pair (prompt, chosen, rejected; models.lean.pair_scores); "
+                    "TRL: two rows per pair (prompt + chosen, prompt + rejected)",
              **{f"data_{k}": v for k, v in shape.items()})
     ours, trl, trl_grouped = b.interleave([
         fx.worker(info, "ours", ours_cmd, "pairs_per_s"), fx.worker(info, "trl", trl_cmd, "pairs_per_s"),
         fx.worker(info, "trl_grouped", [*trl_cmd, "--group-by-length"], "pairs_per_s")], repeats=5)
     b.add_row("train step loop, fp32", PAIRS_S, b.series("alignpipe reward", ours),
-              b.series("TRL RewardTrainer", trl), note="(chosen, rejected) pairs per second; 2 rows per pair")
+              b.series("TRL RewardTrainer", trl), note="(chosen, rejected) pairs per second")
     b.add_row("train step loop, fp32, TRL length-grouped", PAIRS_S,
               b.series("alignpipe reward", ours), b.series("TRL RewardTrainer, length-grouped", trl_grouped))
     b.extra["workers"] = info
