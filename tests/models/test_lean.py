@@ -99,3 +99,72 @@ def test_unsupported_architectures_score_pairs_as_two_rows(tiny_model_dirs, tiny
     assert tokens == sum(len(s.prompt_ids) * 2 + len(s.chosen_ids) + len(s.rejected_ids) for s in samples)
     torch.testing.assert_close(chosen, ref_chosen, atol=1e-5, rtol=0)
     torch.testing.assert_close(rejected, ref_rejected, atol=1e-5, rtol=0)
+
+
+# -- the PPO layout: left-padded prompts, right-padded responses --------------------------------------------------
+def _lm_cases(dirs):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alignpipe.models.build import load_causal_lm
+
+    base = load_causal_lm(dirs["llama"])
+    torch.manual_seed(0)
+    gqa = LlamaForCausalLM(LlamaConfig(**{**base.config.to_dict(), "num_attention_heads": 4,
+                                          "num_key_value_heads": 2}))
+    lora = apply_lora(load_causal_lm(dirs["gpt2"]), r=2, alpha=4)
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return {"gpt2": load_causal_lm(dirs["gpt2"]), "llama": base, "llama-gqa": gqa, "gpt2-lora": lora}
+
+
+def _prompt_response_batch(tok):
+    from alignpipe.models.forward import collate_prompt_response
+
+    responses = [tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in CHOSEN]
+    return collate_prompt_response([tok(p)["input_ids"] for p in PROMPTS], responses, tok.pad_token_id)
+
+
+def _grads(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logprobs_values_and_scores_equal_transformers_forward_with_the_last_layer_cut(
+        case, tiny_model_dirs, tiny_tokenizer):
+    import torch.nn.functional as F
+
+    from alignpipe.models.build import score_head, unwrap
+    from alignpipe.models.forward import position_ids_from_mask, response_logprobs, value_sequences
+
+    b = _prompt_response_batch(tiny_tokenizer)
+    P, ids, mask = b.prompt_len, b.input_ids, b.attention_mask
+    valid = b.response_mask.bool()
+    kw = {"attention_mask": mask, "position_ids": position_ids_from_mask(mask), "use_cache": False}
+
+    lm = _lm_cases(tiny_model_dirs)[case].train()
+    assert lean.supports(lm)
+    logp, _ = response_logprobs(lm, ids, mask, P, temperature=0.7)
+    ours = _grads(lm, logp[valid].sum())
+    dist = F.log_softmax(lm(input_ids=ids, **kw).logits[:, P - 1 : -1] / 0.7, dim=-1)
+    expected = dist.gather(2, b.response_ids.unsqueeze(-1)).squeeze(-1)
+    theirs = _grads(lm, expected[valid].sum())
+    torch.testing.assert_close(logp[valid], expected[valid].detach(), atol=1e-5, rtol=0)
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-5, rtol=1e-4, msg=name)
+
+    rm = CASES[case](tiny_model_dirs).train()
+    hidden = unwrap(rm).base_model(input_ids=ids, **kw).last_hidden_state
+    head_out = score_head(rm)(hidden).squeeze(-1)  # (B, L)
+    values, scores = value_sequences(rm, ids, mask, P), score_sequences(rm, ids, mask)
+    ours = _grads(rm, values[valid].sum() + scores.sum())
+    last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # the last real column of each row
+    ref_values, ref_scores = head_out[:, P - 1 : -1], head_out[torch.arange(len(last)), last]
+    theirs = _grads(rm, ref_values[valid].sum() + ref_scores.sum())
+    torch.testing.assert_close(values[valid], ref_values[valid].detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores, ref_scores.detach(), atol=1e-5, rtol=0)
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-5, rtol=1e-4, msg=name)

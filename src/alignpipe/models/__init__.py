@@ -7,8 +7,9 @@ Submodules import torch and transformers; import them inside stage `run()` funct
 - `alignpipe.models.forward`: collation, position ids, response_logprobs, score_sequences, value_sequences,
   sample_responses, check_tokenizers_compatible
 - `alignpipe.models.kv`: the sampler's incremental decoding steps (lean GPT-2/Llama, transformers otherwise)
-- `alignpipe.models.lean`: GPT-2/Llama on their own submodules: the decoding steps' layers and the reward
-  training forward with one row per preference pair (pair_scores)
+- `alignpipe.models.lean`: GPT-2/Llama on their own submodules: the decoding steps' layers, the forwards of
+  response_logprobs / value_sequences / score_sequences with the last layer cut to the columns read
+  (final_hidden), and the reward training forward with one row per preference pair (pair_scores)
 - `alignpipe.models.scoring`: RewardScorer (normalized scores of texts), preference_scores (training forward)
 """
 

@@ -1,17 +1,19 @@
-"""GPT-2 and Llama as the pieces alignpipe's own forwards call, for the two places where transformers' forward
-does work the caller does not need:
+"""GPT-2 and Llama as the pieces alignpipe's own forwards call, where transformers' forward does work the caller
+does not need:
 
 - decoding (`models.kv.LeanStepper`): one token per step, where the glue around the kernels (mask construction,
   cache objects, attention dispatch, output dataclasses) is a third of the step;
+- forwards that read a few columns (`final_hidden`): log-probs and values read the response columns, a reward
+  score one token per row, yet transformers runs the last layer's attention, output projection and MLP at every
+  column. Here the last layer computes keys and values everywhere and the rest only where it is read — the same
+  numbers (tests/models/test_lean.py): about −15 % for a reward model's scoring forward, −5 % for log-probs;
 - reward-model training (`pair_scores`): a preference pair is one row — the prompt once, then the chosen and the
-  rejected response, each seeing the prompt and itself but not the other — and the last layer runs only at the
-  two pooled positions. transformers would run the prompt twice and the last layer's output projection and MLP
-  at every position, although the score reads one hidden state per response.
+  rejected response, each seeing the prompt and itself but not the other — with the last layer at the two scored
+  tokens only. transformers would run the prompt twice; ~1.5× the pairs/s (benchmarks/notes/reward.md).
 
-Both run the model's own submodules (embeddings, norms, projections, MLPs; LoRA layers that peft injected stay
+All run the model's own submodules (embeddings, norms, projections, MLPs; LoRA layers that peft injected stay
 active) and do the attention with `scaled_dot_product_attention`. Every other architecture keeps transformers'
-forward (`supports`).
-"""
+forward (`supports`)."""
 
 from __future__ import annotations
 
@@ -97,6 +99,47 @@ class LeanModel:
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
 
+def padding_mask(attention_mask: Tensor) -> Tensor:
+    """(B, n) 1 = real token -> (B, 1, n, n) boolean, True = may attend: causal over real keys, as transformers'
+    mask; a query with no real key before it (a left pad, whose output no one reads) sees itself instead of
+    nothing."""
+    n = attention_mask.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal & attention_mask[:, None, :].bool()
+    allowed.diagonal(dim1=1, dim2=2).logical_or_(~allowed.any(-1))
+    return allowed.unsqueeze(1)
+
+
+def pick(x: Tensor, dim: int, cols: slice | Tensor) -> Tensor:
+    """x's entries at the kept columns along `dim`: a slice (the same columns for every row, a view) or a (B, k)
+    index per row (a gather, whose backward is a scatter-add)."""
+    if isinstance(cols, slice):
+        return x[(slice(None),) * dim + (cols,)]
+    shape = list(x.shape)
+    shape[dim] = cols.shape[1]
+    view = [cols.shape[0]] + [1] * (x.dim() - 1)
+    view[dim] = cols.shape[1]
+    return torch.gather(x, dim, cols.view(view).expand(shape))
+
+
+def final_hidden(model: nn.Module, ids: Tensor, positions: Tensor, mask: Tensor, cols: slice | Tensor) -> Tensor:
+    """Final-norm hidden states of a GPT-2/Llama model (`supports`) at the columns the caller reads: (B, k, d).
+
+    ids, positions (B, n); mask (B, 1, n, n) boolean (`padding_mask`, `PackedPairs.attention_mask`); cols a slice
+    or (B, k) per row. Every layer but the last runs at every column; the last runs its attention queries, output
+    projection and MLP only at `cols` — the same numbers as transformers' forward there (tests/models/test_lean.py),
+    without the work on columns no one reads."""
+    lean = LeanModel(model)
+    h, rotary = lean.embed(ids, positions)  # (B, n, d)
+    last = len(lean.layers) - 1
+    for i in range(last):
+        q, k, v = lean.qkv(i, h, rotary)
+        h = lean.residual(i, h, lean.attend(i, q, k, v, mask))
+    q, k, v = lean.qkv(last, h, rotary)
+    attended = lean.attend(last, pick(q, 2, cols), k, v, pick(mask, 2, cols))  # (B, k, H·D)
+    return lean.norm(lean.residual(last, pick(h, 1, cols), attended))
+
+
 # -- preference pairs, one row each -----------------------------------------------------------------------------
 @dataclass
 class PackedPairs:
@@ -151,18 +194,7 @@ def pair_scores(rm: nn.Module, pairs: PackedPairs) -> tuple[Tensor, Tensor]:
     """A GPT-2/Llama reward model's scores of the chosen and of the rejected responses, (B,) each: equal to
     scoring prompt + chosen and prompt + rejected as separate rows (tests/models/test_lean.py), with each prompt
     computed once and the last layer's output projection and MLP run at the 2B pooled positions only."""
-    lean = LeanModel(rm)
-    mask = pairs.attention_mask()  # (B, 1, n, n)
-    h, rotary = lean.embed(pairs.input_ids, pairs.positions)  # (B, n, d)
-    last = len(lean.layers) - 1
-    for i in range(last):
-        q, k, v = lean.qkv(i, h, rotary)
-        h = lean.residual(i, h, lean.attend(i, q, k, v, mask))
-    q, k, v = lean.qkv(last, h, rotary)
-    # Two queries per row, the chosen and the rejected response's last token, against the row's keys: (B, ·, 2, ·).
-    rows = torch.arange(h.shape[0], device=h.device)[:, None]  # (B, 1)
-    cols = torch.stack([pairs.chosen_last, pairs.rejected_last], dim=1)  # (B, 2)
-    attended = lean.attend(last, q[rows, :, cols].transpose(1, 2), k, v, mask[rows, :, cols].transpose(1, 2))
-    pooled = lean.residual(last, h[rows, cols], attended)  # (B, 2, d)
-    scores = score_head(rm)(lean.norm(pooled)).squeeze(-1).float()  # (B, 2)
+    cols = torch.stack([pairs.chosen_last, pairs.rejected_last], dim=1)  # (B, 2): two queries per row
+    hidden = final_hidden(rm, pairs.input_ids, pairs.positions, pairs.attention_mask(), cols)  # (B, 2, d)
+    scores = score_head(rm)(hidden).squeeze(-1).float()  # (B, 2)
     return scores[:, 0], scores[:, 1]
