@@ -94,3 +94,14 @@ def test_preference_collation_layout(tiny_tokenizer):
                                  samples[0].rejected_ids, samples[1].rejected_ids]
     assert all(r[-1] == tok.eos_token_id for r in batch.responses())
     assert torch.equal(batch.prompt_ids[0], batch.prompt_ids[2])
+
+
+def test_pretraining_documents_cut_into_windows_keep_every_token_once(tiny_tokenizer):
+    texts = ["It is great.", "long " * 40]
+    whole = [tiny_tokenizer(t)["input_ids"] + [tiny_tokenizer.eos_token_id] for t in texts]
+    samples = tokenize_texts(tiny_tokenizer, texts, 16, windows=True)
+    assert all(1 < len(s.input_ids) <= 16 and s.labels == s.input_ids for s in samples)
+    joined = [t for s in samples for t in s.input_ids]
+    expected = [t for ids in whole for start in range(0, len(ids), 16) if len(ids[start:start + 16]) > 1
+                for t in ids[start:start + 16]]
+    assert joined == expected and len(samples) > len(texts)  # the long document became several windows

@@ -103,14 +103,20 @@ def tokenize_texts(
     texts: Sequence[str],
     max_len: int,
     *,
+    windows: bool = False,
     source: str = "texts",
     skips: SkipCounter | None = None,
 ) -> list[LMSample]:
-    """Pretraining documents: [BOS] text [EOS], every token trained on."""
+    """Pretraining documents: [BOS] text [EOS], every token trained on. A document longer than max_len is an error
+    (or skipped and counted, with `skips`); with windows=True it is cut into consecutive max_len windows instead
+    (a final window of one token is dropped: it has nothing to predict)."""
     out = []
     for i, text in enumerate(texts):
         ids = tokenizer(text, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
-        if _keep(skips, _too_long(source, i, len(ids), max_len) if len(ids) > max_len else None):
+        if windows:
+            cuts = (ids[start : start + max_len] for start in range(0, len(ids), max_len))
+            out += [LMSample(cut, list(cut)) for cut in cuts if len(cut) > 1]
+        elif _keep(skips, _too_long(source, i, len(ids), max_len) if len(ids) > max_len else None):
             out.append(LMSample(ids, list(ids)))
     if skips is not None:
         skips.check()

@@ -75,18 +75,6 @@ def check(p: Params, inputs: set[str]) -> list[str]:
 # helpers
 
 
-def _windows(tokenizer, texts: list[str], max_len: int) -> list:
-    """[BOS] text [EOS] per document, cut into max_len windows; every token is a target."""
-    from alignpipe.data.tokenize import LMSample
-
-    out = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
-        out += [LMSample(ids[i:i + max_len], ids[i:i + max_len]) for i in range(0, len(ids), max_len)
-                if len(ids[i:i + max_len]) > 1]
-    return out
-
-
 def _tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
 
@@ -98,7 +86,7 @@ def run(ctx: StageContext) -> None:
     import torch
 
     from alignpipe.data import parse_texts
-    from alignpipe.data.tokenize import collate_lm
+    from alignpipe.data.tokenize import collate_lm, tokenize_texts
     from alignpipe.models.build import LMSpec, build_causal_lm, count_parameters, save_model
     from alignpipe.models.forward import use_fused_kernels
     from alignpipe.models.tokenizer import train_tokenizer
@@ -125,8 +113,8 @@ def run(ctx: StageContext) -> None:
     train_idx, eval_idx = train_eval_split(len(texts), p.eval_fraction, ctx.seed)
     tokenizer = train_tokenizer([texts[i] for i in train_idx], vocab_size=p.vocab_size,
                                 min_frequency=p.min_frequency, chat_template=p.chat_template)
-    train = _windows(tokenizer, [texts[i] for i in train_idx], p.max_len)
-    held_out = _windows(tokenizer, [texts[i] for i in eval_idx], p.max_len)
+    train = tokenize_texts(tokenizer, [texts[i] for i in train_idx], p.max_len, windows=True)
+    held_out = tokenize_texts(tokenizer, [texts[i] for i in eval_idx], p.max_len, windows=True)
     if not train:
         raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'corpus')}: no training tokens in {source}")
     pad = tokenizer.pad_token_id
