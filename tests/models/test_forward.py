@@ -22,6 +22,8 @@ from alignpipe.models.forward import (
 )
 from alignpipe.models.tokenizer import train_tokenizer
 
+from . import variants
+
 ARCHS = ["gpt2", "llama"]
 PROMPTS = ["Review of the lamp:", "Hi", "My review of the cheap red toaster:"]
 RESPONSES = [" It is great.", " Bad", " It works well but the lid is weak. I am disappointed."]
@@ -316,33 +318,11 @@ def test_logprobs_without_entropy_equal_the_full_log_softmax(arch, models, tiny_
 
 
 # -- models.kv: the lean decoding path against transformers' ----------------------------------------------------------
-def _gqa_llama(tiny_model_dirs):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    base = load_causal_lm(tiny_model_dirs["llama"])
-    config = LlamaConfig(**{**base.config.to_dict(), "num_attention_heads": 4, "num_key_value_heads": 2})
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
-
-
-def _lora_gpt2(tiny_model_dirs):
-    lm = apply_lora(load_causal_lm(tiny_model_dirs["gpt2"]), r=2, alpha=4)
-    with torch.no_grad():  # LoRA's B starts at 0: make the adapters change the function
-        for name, p in lm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    return lm.eval()
-
-
-LEAN_CASES = {"gpt2": lambda d: load_causal_lm(d["gpt2"]).eval(), "llama": lambda d: load_causal_lm(d["llama"]).eval(),
-              "llama-gqa": _gqa_llama, "gpt2-lora": _lora_gpt2}
-
-
-@pytest.mark.parametrize("case", list(LEAN_CASES))
+@pytest.mark.parametrize("case", variants.NAMES)
 def test_lean_decoding_steps_equal_transformers_forward_with_its_cache(case, tiny_model_dirs, tiny_tokenizer):
     from alignpipe.models.kv import HFStepper, LeanStepper
 
-    lm = LEAN_CASES[case](tiny_model_dirs)
+    lm = variants.variant(case, tiny_model_dirs).eval()
     assert LeanStepper.supports(lm)
     prompt_ids, prompt_mask = pad_left([tiny_tokenizer(p)["input_ids"] for p in PROMPTS], tiny_tokenizer.pad_token_id)
     positions = position_ids_from_mask(prompt_mask)

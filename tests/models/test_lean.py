@@ -6,37 +6,16 @@ import torch
 
 from alignpipe.data.tokenize import PreferenceSample, collate_preferences
 from alignpipe.models import lean
-from alignpipe.models.build import apply_lora, reward_model_from_causal
+from alignpipe.models.build import reward_model_from_causal
 from alignpipe.models.forward import score_sequences
 from alignpipe.models.scoring import preference_length, preference_scores
 from alignpipe.rl.losses import reward_model_loss
 
+from . import variants
+
 PROMPTS = ["Review of the lamp:", "Hi", "My review of the cheap red toaster:", "Lid"]
 CHOSEN = [" It is great.", " Bad", " It works well but the lid is weak. I am disappointed.", " Fine"]
 REJECTED = [" No", " It broke after a week and the seller never answered.", " Meh.", " Fine"]
-
-
-def _gqa_llama(dirs):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    base = reward_model_from_causal(dirs["llama"])
-    config = LlamaConfig(**{**base.config.to_dict(), "num_attention_heads": 4, "num_key_value_heads": 2})
-    torch.manual_seed(0)
-    return LlamaForSequenceClassification(config)
-
-
-def _lora_gpt2(dirs):
-    rm = apply_lora(reward_model_from_causal(dirs["gpt2"]), r=2, alpha=4)
-    with torch.no_grad():  # LoRA's B starts at 0: make the adapters change the function
-        for name, p in rm.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    return rm
-
-
-CASES = {"gpt2": lambda d: reward_model_from_causal(d["gpt2"]),
-         "llama": lambda d: reward_model_from_causal(d["llama"]),
-         "llama-gqa": _gqa_llama, "gpt2-lora": _lora_gpt2}
 
 
 def _samples(tok):
@@ -53,9 +32,9 @@ def _reference(rm, samples, pad_id):
     return score_sequences(rm, batch.input_ids, batch.attention_mask).chunk(2)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", variants.NAMES)
 def test_pair_rows_give_the_scores_and_gradients_of_separate_rows(case, tiny_model_dirs, tiny_tokenizer):
-    rm = CASES[case](tiny_model_dirs).train()
+    rm = variants.variant(case, tiny_model_dirs, reward=True).train()
     assert lean.supports(rm)
     samples = _samples(tiny_tokenizer)
     pairs = lean.pack_pairs(samples, tiny_tokenizer.pad_token_id)
@@ -102,23 +81,6 @@ def test_unsupported_architectures_score_pairs_as_two_rows(tiny_model_dirs, tiny
 
 
 # -- the PPO layout: left-padded prompts, right-padded responses --------------------------------------------------
-def _lm_cases(dirs):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from alignpipe.models.build import load_causal_lm
-
-    base = load_causal_lm(dirs["llama"])
-    torch.manual_seed(0)
-    gqa = LlamaForCausalLM(LlamaConfig(**{**base.config.to_dict(), "num_attention_heads": 4,
-                                          "num_key_value_heads": 2}))
-    lora = apply_lora(load_causal_lm(dirs["gpt2"]), r=2, alpha=4)
-    with torch.no_grad():
-        for name, p in lora.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    return {"gpt2": load_causal_lm(dirs["gpt2"]), "llama": base, "llama-gqa": gqa, "gpt2-lora": lora}
-
-
 def _prompt_response_batch(tok):
     from alignpipe.models.forward import collate_prompt_response
 
@@ -132,7 +94,7 @@ def _grads(model, loss):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", variants.NAMES)
 def test_logprobs_values_and_scores_equal_transformers_forward_with_the_last_layer_cut(
         case, tiny_model_dirs, tiny_tokenizer):
     import torch.nn.functional as F
@@ -145,7 +107,7 @@ def test_logprobs_values_and_scores_equal_transformers_forward_with_the_last_lay
     valid = b.response_mask.bool()
     kw = {"attention_mask": mask, "position_ids": position_ids_from_mask(mask), "use_cache": False}
 
-    lm = _lm_cases(tiny_model_dirs)[case].train()
+    lm = variants.variant(case, tiny_model_dirs).train()
     assert lean.supports(lm)
     logp, _ = response_logprobs(lm, ids, mask, P, temperature=0.7)
     ours = _grads(lm, logp[valid].sum())
@@ -156,7 +118,7 @@ def test_logprobs_values_and_scores_equal_transformers_forward_with_the_last_lay
     for name in theirs:
         torch.testing.assert_close(ours[name], theirs[name], atol=1e-5, rtol=1e-4, msg=name)
 
-    rm = CASES[case](tiny_model_dirs).train()
+    rm = variants.variant(case, tiny_model_dirs, reward=True).train()
     hidden = unwrap(rm).base_model(input_ids=ids, **kw).last_hidden_state
     head_out = score_head(rm)(hidden).squeeze(-1)  # (B, L)
     values, scores = value_sequences(rm, ids, mask, P), score_sequences(rm, ids, mask)
