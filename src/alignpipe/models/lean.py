@@ -43,7 +43,6 @@ class LeanModel:
 
     def __init__(self, model: nn.Module) -> None:
         base = unwrap(model)
-        self.model = model
         self.gpt2 = base.config.model_type == "gpt2"
         self.trunk = base.transformer if self.gpt2 else base.model
         self.layers = self.trunk.h if self.gpt2 else self.trunk.layers
@@ -65,7 +64,7 @@ class LeanModel:
         return h, self.trunk.rotary_emb(h, positions)
 
     def qkv(self, i: int, h: Tensor, rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Layer i's normed input h (B, n, d) -> q (B, H, n, D), k, v (B, H_kv, n, D), rotated for Llama."""
+        """Layer i's input h (B, n, d), normed here -> q (B, H, n, D), k, v (B, H_kv, n, D), rotated for Llama."""
         b, n, _ = h.shape
         layer, attn = self.layers[i], self.attention(i)
         if self.gpt2:
