@@ -20,6 +20,7 @@ from alignpipe.models.forward import (
     score_sequences,
     value_sequences,
 )
+from alignpipe.models.lean import supports as lean_path
 from alignpipe.models.tokenizer import train_tokenizer
 
 from . import variants
@@ -323,7 +324,7 @@ def test_lean_decoding_steps_equal_transformers_forward_with_its_cache(case, tin
     from alignpipe.models.kv import HFStepper, LeanStepper
 
     lm = variants.variant(case, tiny_model_dirs).eval()
-    assert LeanStepper.supports(lm)
+    assert lean_path(lm)
     prompt_ids, prompt_mask = pad_left([tiny_tokenizer(p)["input_ids"] for p in PROMPTS], tiny_tokenizer.pad_token_id)
     positions = position_ids_from_mask(prompt_mask)
     capacity = prompt_ids.shape[1] + 5
@@ -352,7 +353,7 @@ def test_sampler_draws_the_same_tokens_on_either_path_and_stops_computing_ended_
     lean = sample_responses(lm, tiny_tokenizer, prompts, n=8, temperature=1.0, max_new_tokens=16, seed=3,
                             return_logprobs=True)
     lean_rows, rows_seen[:] = list(rows_seen), []
-    monkeypatch.setattr(kv.LeanStepper, "supports", staticmethod(lambda model: False))
+    monkeypatch.setattr(kv.lean, "supports", lambda model: False)  # transformers for every forward
     hf = sample_responses(lm, tiny_tokenizer, prompts, n=8, temperature=1.0, max_new_tokens=16, seed=3)
     assert torch.equal(lean.response_ids, hf.response_ids) and lean_rows == rows_seen
     lengths = lean.response_mask.sum(1)
@@ -367,7 +368,7 @@ def test_sampler_draws_the_same_tokens_on_either_path_and_stops_computing_ended_
     monkeypatch.undo()
     upcast = load_causal_lm(tiny_model_dirs["gpt2"])
     upcast.config.reorder_and_upcast_attn = True  # an attention variant the lean path does not implement
-    assert not kv.LeanStepper.supports(upcast)
+    assert not lean_path(upcast)
     assert isinstance(kv.stepper(upcast, torch.ones(1, 2, dtype=torch.long), 4), kv.HFStepper)
 
 

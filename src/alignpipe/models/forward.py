@@ -233,12 +233,12 @@ def _token_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, c
     head, base = score_head(model), unwrap(model)
     if right_padded and not torch.equal(attention_mask.cumprod(1), attention_mask):
         raise ValueError("right_padded rows must have their real tokens first (mask 1…1 0…0)")
-    positions = position_ids_from_mask(attention_mask)
     if lean.supports(model):
-        hidden = lean.final_hidden(model, input_ids, positions, lean.padding_mask(attention_mask), cols)
+        hidden = lean.final_hidden(model, input_ids, position_ids_from_mask(attention_mask),
+                                   lean.padding_mask(attention_mask), cols)
     else:
         kwargs = ({"attention_mask": torch.ones_like(attention_mask)} if right_padded  # positions: an arange
-                  else {"attention_mask": attention_mask, "position_ids": positions})
+                  else {"attention_mask": attention_mask, "position_ids": position_ids_from_mask(attention_mask)})
         hidden = base.base_model(input_ids=input_ids, use_cache=False, **kwargs).last_hidden_state  # (B, L, d)
         hidden = lean.pick(hidden, 1, cols)
     return head(hidden).squeeze(-1).float()

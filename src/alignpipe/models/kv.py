@@ -39,8 +39,8 @@ class Stepper(Protocol):
 def stepper(model: nn.Module, prompt_mask: Tensor, capacity: int) -> Stepper:
     """The fastest stepper for `model` (in eval mode, under no_grad): prompt_mask (B, P) marks real prompt tokens,
     capacity = P + the most new tokens."""
-    lean = LeanStepper.supports(model)
-    return LeanStepper(model, prompt_mask, capacity) if lean else HFStepper(model, prompt_mask, capacity)
+    cls = LeanStepper if lean.supports(model) else HFStepper
+    return cls(model, prompt_mask, capacity)
 
 
 class _PreallocatedLayer(DynamicLayer):
@@ -101,8 +101,6 @@ class HFStepper:
 class LeanStepper:
     """GPT-2 / Llama decoding on `models.lean.LeanModel`, attention on preallocated (layers, B, H_kv, capacity, D)
     key and value buffers."""
-
-    supports = staticmethod(lean.supports)
 
     def __init__(self, model: nn.Module, prompt_mask: Tensor, capacity: int) -> None:
         self.lean = lean.LeanModel(model)

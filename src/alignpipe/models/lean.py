@@ -52,6 +52,10 @@ class LeanModel:
         self.head_dim = first.head_dim
         param = next(base.parameters())
         self.dtype, self.device = param.dtype, param.device
+        if not self.gpt2:
+            from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+            self.rotate = apply_rotary_pos_emb
 
     def attention(self, i: int) -> nn.Module:
         return self.layers[i].attn if self.gpt2 else self.layers[i].self_attn
@@ -70,13 +74,11 @@ class LeanModel:
         if self.gpt2:
             q, k, v = attn.c_attn(layer.ln_1(h)).view(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
             return q, k, v
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
         x = layer.input_layernorm(h)
         q = attn.q_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, *rotary)
+        q, k = self.rotate(q, k, *rotary)
         return q, k, v
 
     def attend(self, i: int, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
