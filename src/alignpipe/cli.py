@@ -371,7 +371,7 @@ def main() -> None:
     from alignpipe.pipeline.errors import StageFailed
 
     try:
-        code = app(standalone_mode=False)  # click returns Exit codes here instead of raising
+        code = app(standalone_mode=False)  # typer returns Exit codes here instead of raising
         sys.exit(code if isinstance(code, int) else 0)
     except (UserError, StageFailed) as e:
         from alignpipe.progress import err
@@ -380,12 +380,14 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
-    except Exception as e:  # click usage errors come through here in non-standalone mode
-        import click
+    except typer.TyperException as e:  # usage errors (typer vendors click since 0.29: no `click` import here)
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            from alignpipe.progress import err
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+            err(e.format_message())
+        sys.exit(e.exit_code)
