@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-resolve the locked dependency set of one environment from pyproject.toml and write it to constraints/.
 #   bash scripts/lock.sh                 -> constraints/main.txt  (the main venv: core + ml + ray + test extras)
-#   bash scripts/lock.sh ENV EXTRAS      -> constraints/ENV.txt   (e.g. a platform's own venv)
+#   bash scripts/lock.sh ENV EXTRAS      -> constraints/ENV.txt   (a side env of scripts/setup_env.sh: EXTRAS = ENV)
 # Run it on purpose (a dependency added, a version to take), review the diff, commit it. Every install
 # (scripts/setup.sh, and so the README's commands and CI) installs with `-c constraints/<env>.txt`.
 set -euo pipefail
@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 pip_() { "$tmp/venv/bin/pip" -q --disable-pip-version-check "$@" 2> >(grep -v "WARNING: Location" >&2); }
-pip_ install torch==2.13.0          # the CPU build: see scripts/setup.sh
+case ",$extras," in *,ml,*) pip_ install torch==2.13.0 ;; esac  # the CPU build first: see scripts/setup.sh
 pip_ install ".[$extras]"
 {
   echo "# Locked by scripts/lock.sh $env_name $extras on $(date -u +%Y-%m-%d) (Python $("$tmp/venv/bin/python" -c 'import platform; print(platform.python_version())'))."
