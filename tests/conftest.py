@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from browser import chromium  # noqa: F401 — the real headless Chromium fixture (tests/browser.py)
+
 TINY_ARCHS = ("gpt2", "llama")
 
 
