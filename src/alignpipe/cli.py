@@ -25,8 +25,24 @@ out = Console(highlight=False, soft_wrap=True)
 WS_HELP = "workspace directory (default: $ALIGNPIPE_WORKSPACE or ./workspace)"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from alignpipe import __version__
+
+        print(f"alignpipe {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """alignpipe: RLHF as one managed computation graph."""
+
+
 def _ws(ws: str | None) -> Path:
-    return Path(ws or os.environ.get("ALIGNPIPE_WORKSPACE") or "workspace")
+    from alignpipe.pipeline.store import workspace_location
+
+    return workspace_location(ws or os.environ.get("ALIGNPIPE_WORKSPACE") or "workspace", Path.cwd())
 
 
 def _workspace(ws: str | None):
@@ -349,7 +365,7 @@ def stage_run(
     inputs: list[str] = typer.Option([], "--input", "-i", help="NAME=PATH (repeatable)"),
     params: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE, value parsed as YAML (repeatable)"),
     out_dir: str | None = typer.Option(None, "--out", "-o", help="directory for the output artifact(s)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="the stage's seed, 0 .. 2**63-1"),
     task: str | None = typer.Option(None, "--task", help="a task description JSON (what executors pass)"),
 ) -> None:
     """Run one stage on explicit paths, or from a task description file."""

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from alignpipe.pipeline.context import InputArtifact, StageContext
 from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
-from alignpipe.pipeline.errors import StageFailed, UserError
+from alignpipe.pipeline.errors import StageFailed, UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
 from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree, seal
@@ -118,7 +118,7 @@ def execute(task: Task) -> dict[str, str]:
     try:
         params = sdef.parse_params(task.params)
     except ValidationError as e:
-        raise UserError(f"stage {task.stage!r} params: {e}") from None
+        raise UserError(pydantic_problems(f"stage {task.stage!r}", "params", e)) from None
     if sdef.check is not None:  # the spec-time cross-field check, for callers that never saw a spec (manual mode)
         problems = sdef.check(params, set(task.inputs))
         if problems:
@@ -190,6 +190,15 @@ def _publish_to_dir(staging: Path, meta: dict[str, Any], out: Path, name: str, s
 
 def manual_task(uses: str, inputs: dict[str, str], params: dict[str, Any], out: str, seed: int) -> Task:
     """Manual mode: inputs are paths; a path holding a manifest.json is an artifact, anything else external."""
+    try:
+        sdef = resolve_stage(uses)
+    except StageLookupError as e:
+        raise UserError(f"stage {uses!r}: {e}") from None
+    try:
+        parsed = sdef.parse_params(params).model_dump(mode="json")
+    except ValidationError as e:
+        raise UserError(pydantic_problems(f"stage {uses!r}", "params", e)) from None
+    _check_manual_inputs(uses, sdef, inputs)
     tinputs = {}
     for name, p in inputs.items():
         path = Path(p).expanduser().resolve()
@@ -197,24 +206,72 @@ def manual_task(uses: str, inputs: dict[str, str], params: dict[str, Any], out: 
             raise UserError(f"--input {name}={p}: no such file or directory")
         mf = path / MANIFEST
         if mf.is_file():
-            tinputs[name] = TaskInput(path=str(path), id=json.loads(mf.read_text())["id"])
+            tinputs[name] = TaskInput(path=str(path), id=_manifest_id(mf, f"--input {name}={p}"))
         else:
             tinputs[name] = TaskInput(path=str(path), id=hash_tree(path)[0], external=str(path))
     out_p = Path(out).expanduser().resolve()
+    _check_out_dir(out_p, multiple=len(sdef.outputs) > 1)
     # checkpoints live in DIR.work/<fingerprint>: rerunning the same command resumes, a changed one starts afresh
-    try:
-        sdef = resolve_stage(uses)
-        parsed = sdef.parse_params(params).model_dump(mode="json")
-    except (StageLookupError, ValidationError) as e:
-        raise UserError(f"stage {uses!r}: {e}") from None
     fp = fingerprint(uses, sdef.version, parsed, {k: v.id for k, v in tinputs.items()}, seed)
     return Task(stage=uses.rsplit(":", 1)[-1].split(".")[-1], uses=uses, params=params, seed=seed, inputs=tinputs,
                 out=str(out_p), work_dir=str(out_p.with_name(out_p.name + ".work") / fp[:16]))
 
 
+def _check_manual_inputs(uses: str, sdef: Any, inputs: dict[str, str]) -> None:
+    """The spec-time input checks, for manual mode: declared inputs only, required ones present."""
+    if sdef.inputs is None:
+        return
+    problems = [f"--input {n}: stage type {uses!r} takes no input {n!r}; it takes: {', '.join(sdef.inputs) or 'none'}"
+                for n in inputs if n not in sdef.inputs]
+    problems += [f"stage type {uses!r} needs input {n!r} ({d.kind}: {d.doc or 'see its docs'}); give it with "
+                 f"-i {n}=PATH" for n, d in sdef.inputs.items() if d.required and n not in inputs]
+    if problems:
+        raise UserError(problems)
+
+
+def _manifest_id(path: Path, what: str) -> str:
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{what}: {path} is not a readable artifact manifest (no 'id'); run `alignpipe verify` on "
+                        "its workspace, or pass the files without manifest.json") from None
+
+
+def _check_out_dir(out: Path, multiple: bool) -> None:
+    """--out must be creatable, and never an existing directory of someone else's files (it is replaced)."""
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: {parent} is a file, so no directory can be made under it; choose another DIR")
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {out}: is a file; give a directory path (it is created)")
+        entries = os.listdir(out)
+        ours = (out / MANIFEST).is_file() or (multiple and all((out / d / MANIFEST).is_file() for d in entries))
+        if entries and not ours:
+            raise UserError(f"--out {out}: holds files that are not an earlier output of `stage run`; they would be "
+                            "replaced. Choose a new or empty directory")
+
+
+def read_task(path: str) -> Task:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--task {path}: cannot read it ({e.strerror or e}); give the task.json an executor "
+                        "wrote") from None
+    try:
+        return Task.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "(top level)"
+        raise UserError(f"--task {path}: not a task description: {where}: {first['msg']} ({e.error_count()} "
+                        "problem(s)); give the task.json an executor wrote") from None
+
+
 def run_task_file(path: str) -> int:
     """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else."""
-    task = Task.model_validate_json(Path(path).read_text())
+    task = read_task(path)
     result_path = Path(task.result) if task.result else None
     try:
         outputs = execute(task)

@@ -28,7 +28,7 @@ from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.graph import ancestors, select
 from alignpipe.pipeline.journal import Attempt, Journal, WorkspaceLock
 from alignpipe.pipeline.spec import External, Machine, Pipeline, Stage, StageRef
-from alignpipe.pipeline.store import Store, hash_tree
+from alignpipe.pipeline.store import Store, check_workspace_writable, hash_tree
 
 TERMINAL = {"done", "cached", "failed", "skipped", "interrupted"}
 LOG_TAIL_LINES = 30
@@ -137,6 +137,7 @@ class Runner:
 
     # -- main loop ---------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        check_workspace_writable(self.ws)
         self.store.ensure()
         lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait)
         journal = Journal(self.ws)

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.errors import UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import derive_seed
 from alignpipe.pipeline.graph import find_cycle, topo_order
-from alignpipe.pipeline.stagedef import StageDef, StageLookupError, resolve_stage
+from alignpipe.pipeline.stagedef import StageDef, StageLookupError, StrictParams, resolve_stage
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+MAX_NAME = 100  # stage names become file names (logs, work dirs) with room to spare under the usual 255 bytes
+MAX_SEED = 2**63 - 1  # seeds reach numpy and torch, which take 0 .. 2**63 - 1
 REF_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
 _MEM_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,
               "t": 1024**4, "tb": 1024**4}
@@ -37,8 +39,7 @@ def parse_memory(value: str | int | float | None) -> int | None:
     return int(float(m.group(1)) * _MEM_UNITS[m.group(2).lower().removesuffix("i")])
 
 
-class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Resources(StrictParams):
     cpus: float = Field(default=1.0, gt=0, description="CPU slots the stage occupies (also its thread count)")
     gpus: int = Field(default=0, ge=0, description="GPUs pinned to the stage with CUDA_VISIBLE_DEVICES")
     memory: int | None = Field(default=None, description="bytes (accepts '4GB'); refused if above the machine's")
@@ -46,11 +47,15 @@ class Resources(BaseModel):
     @field_validator("memory", mode="before")
     @classmethod
     def _mem(cls, v: Any) -> int | None:
-        return parse_memory(v)
+        if isinstance(v, bool):
+            return v  # refused as a boolean by StrictParams, not read as 1 byte
+        mem = parse_memory(v)
+        if mem is not None and mem <= 0:
+            raise ValueError(f"memory {v!r} must be more than 0 bytes; give e.g. 512MB or 4GB, or leave it out")
+        return mem
 
 
-class StageSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StageSpec(StrictParams):
     uses: str = Field(description="built-in stage type or 'package.module:function'")
     inputs: dict[str, str] = Field(default_factory=dict, description="name -> 'stage.output' or a path/URI")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -58,13 +63,13 @@ class StageSpec(BaseModel):
     retries: int = Field(default=0, ge=0, le=100)
     timeout: float | None = Field(default=None, gt=0, description="seconds; kills the stage's process group")
     cache: bool = True
-    seed: int | None = Field(default=None, description="overrides the seed derived from the pipeline seed")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED,
+                             description="overrides the seed derived from the pipeline seed")
 
 
-class PipelineSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PipelineSpec(StrictParams):
     name: str
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     workspace: str | None = None
     stages: dict[str, StageSpec]
 
@@ -128,9 +133,11 @@ class Pipeline:
         return self.spec.name
 
     def workspace(self, override: str | os.PathLike | None = None) -> Path:
-        ws = override or self.spec.workspace or "workspace"
-        p = Path(os.path.expanduser(str(ws)))
-        return p if p.is_absolute() else (Path.cwd() / p if override else self.base_dir / p)
+        """The workspace directory: `override` (relative to the cwd), else the spec's (relative to its file)."""
+        from alignpipe.pipeline.store import workspace_location
+
+        return workspace_location(override or self.spec.workspace or "workspace",
+                                  Path.cwd() if override else self.base_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,28 +188,11 @@ def pipeline_from_dict(data: dict[str, Any] | PipelineSpec, base_dir: str | os.P
     return validate(raw, source="<python>", base_dir=Path(base_dir or Path.cwd()).resolve(), machine=machine)
 
 
-def _loc(loc: tuple) -> str:
-    return ".".join(str(x) for x in loc)
-
-
-def _pydantic_problems(source: str, prefix: str, err: ValidationError) -> list[str]:
-    out = []
-    for e in err.errors():
-        where = ".".join(filter(None, [prefix, _loc(e["loc"])]))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
-        elif "input" in e and e["type"] not in ("missing",):
-            msg = f"{msg} (got {e['input']!r})"
-        out.append(f"{source}: {where}: {msg}")
-    return out
-
-
 def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine | None = None) -> Pipeline:
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as e:
-        raise UserError(_pydantic_problems(source, "", e)) from None
+        raise UserError(pydantic_problems(source, "", e)) from None
     machine = machine or Machine.detect()
     problems: list[str] = []
     stages: dict[str, Stage] = {}
@@ -210,6 +200,10 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
         where = f"{source}: stages.{name}"
         if not NAME_RE.match(name):
             problems.append(f"{where}: stage name must match {NAME_RE.pattern} (letters, digits, _ and -)")
+            continue
+        if len(name) > MAX_NAME:
+            problems.append(f"{where}: stage name is {len(name)} characters; names become file names, keep them "
+                            f"to at most {MAX_NAME}")
             continue
         try:
             sdef = resolve_stage(s.uses)
@@ -219,7 +213,7 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
         try:
             params = sdef.parse_params(s.params)
         except ValidationError as e:  # keep checking the stage's other fields: report every problem at once
-            problems.extend(_pydantic_problems(source, f"stages.{name}.params", e))
+            problems.extend(pydantic_problems(source, f"stages.{name}.params", e))
             params = None
         resources = s.resources or Resources(cpus=sdef.default_cpus)
         problems.extend(machine.check(resources, f"{where}.resources"))

@@ -17,19 +17,44 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import traceback
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 KINDS = ("model", "dataset", "metrics", "report", "artifact")
 
 
-class StrictParams(BaseModel):
-    """Base for stage params: unknown keys are errors, values are frozen after parsing."""
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types a field admits: unions and Optional unwrapped, Literal values as their types."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_leaf_types(a) for a in typing.get_args(annotation)))
+    if origin is typing.Literal:
+        return {type(a) for a in typing.get_args(annotation)}
+    return {annotation}
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class StrictParams(BaseModel):
+    """Base for stage params (and the spec's own models): unknown keys are errors, values are frozen after
+    parsing, numbers are finite, and booleans and numbers do not stand in for each other (YAML's `true` is no
+    1, and `1` or `yes` is no flag). Strings that spell a number still parse (PyYAML reads `1e-4` as a string)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bools_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        admits = _leaf_types(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) and bool not in admits and admits & {int, float}:
+            raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        if admits == {bool} and not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
 
 
 class FreeParams(BaseModel):
@@ -130,6 +155,10 @@ def resolve_stage(uses: str) -> StageDef:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
         raise StageLookupError(f"cannot import module {mod_name!r} for stage type {uses!r}: {e}") from None
+    except Exception as e:  # the user's module raised while importing: say where, not a traceback
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise StageLookupError(f"module {mod_name!r} (stage type {uses!r}) raised {type(e).__name__}: {e} while "
+                               f"importing, at {where.filename}:{where.lineno}; fix the module") from None
     fn = getattr(mod, fn_name, None)
     if fn is None or not callable(fn):
         raise StageLookupError(f"module {mod_name!r} has no function {fn_name!r} (stage type {uses!r})")

@@ -114,6 +114,53 @@ def hash_tree(root: Path) -> tuple[str, list[dict[str, Any]]]:
     return hashlib.sha256(listing.encode()).hexdigest(), entries
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# where a workspace may live
+
+WORKSPACE_MARKERS = (".alignpipe", "artifacts", "refs")
+
+
+def workspace_location(ws: str | os.PathLike, base: Path) -> Path:
+    """The local directory a workspace setting names (relative to `base`); URIs the store cannot serve are refused
+    instead of becoming a local folder named 's3:'."""
+    text = os.path.expanduser(str(ws))
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    scheme, sep, _ = text.partition("://")
+    if sep:
+        raise UserError(f"workspace {str(ws)!r}: the store serves local directories only, not {scheme}:// URIs; "
+                        "give a local path (or sync the bucket to one)")
+    p = Path(text)
+    return p if p.is_absolute() else base / p
+
+
+def check_workspace_writable(root: Path) -> None:
+    """Refuse, before anything is written, a workspace that is a file, not writable, or a directory that holds
+    other things than an alignpipe workspace."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"workspace {root}: is a file, not a directory; pass --workspace DIR (a new or existing "
+                        "workspace directory)")
+    if root.is_dir():
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise UserError(f"workspace {root}: not writable by this user; fix its permissions or pass another "
+                            "--workspace")
+        entries = set(os.listdir(root))
+        if entries and not entries & set(WORKSPACE_MARKERS):
+            shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+            raise UserError(f"workspace {root}: holds other files ({shown}) and no alignpipe workspace; pass a new "
+                            "or empty directory as --workspace")
+        return
+    parent = root.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"workspace {root}: {parent} is a file, so no directory can be made under it; pass another "
+                        "--workspace")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"workspace {root}: cannot create it, {parent} is not writable by this user; pass another "
+                        "--workspace")
+
+
 @dataclass(frozen=True)
 class Artifact:
     id: str

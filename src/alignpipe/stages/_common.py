@@ -7,6 +7,7 @@ Every check raises StageFailed (exit 2, no traceback, no retry) with a message n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from alignpipe.data.errors import DataError, SkipCounter
 from alignpipe.models import max_positions
+from alignpipe.models.files import model_file_problems
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.store import MANIFEST
@@ -165,7 +167,15 @@ def model_dir(ctx: StageContext, name: str) -> Path:
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)} has no tokenizer (tokenizer.json); save the "
                           "tokenizer with the model (tokenizer.save_pretrained(dir))")
+    problems = _model_file_problems(path)
+    if problems:
+        raise StageFailed(f"stage {ctx.stage!r} {describe(ctx, name)}: " + "; ".join(problems))
     return path
+
+
+@functools.cache  # a stage asks for the same input's directory several times: read its files once
+def _model_file_problems(path: Path) -> tuple[str, ...]:
+    return tuple(model_file_problems(path))
 
 
 def load_tokenizer(ctx: StageContext, name: str) -> Any:
