@@ -50,11 +50,12 @@ def from_dict(data: dict[str, Any], base_dir: str | os.PathLike | None = None) -
 def run(  # noqa: PLR0913 — one keyword per `alignpipe run` option
         pipeline: Pipeline | str | os.PathLike | None = None, *, workspace: str | os.PathLike | None = None,
         from_: str | None = None, until: str | None = None, only: str | None = None, force: tuple[str, ...] = (),
-        wait: bool = False, report: Reporter | None = None, executor: Executor | None = None) -> RunResult:
+        wait: bool = False, report: Reporter | None = None, executor: Executor | None = None,
+        verify: str | None = None, new_journal: bool = False) -> RunResult:
     """Run a pipeline; `executor` defaults to local processes (see alignpipe.pipeline.executors for Ray)."""
     pipe = pipeline if isinstance(pipeline, Pipeline) else load(pipeline)
     opts = RunOptions(workspace=str(workspace) if workspace else None, from_=from_, until=until, only=only,
-                      force=tuple(force), wait=wait)
+                      force=tuple(force), wait=wait, verify=verify, new_journal=new_journal)
     return Runner(pipe, opts, report, executor=executor).run()
 
 
@@ -104,7 +105,7 @@ class Workspace:
 
     def verify(self, ref: str | None = None) -> dict[str, list[str]]:
         ids = [self.resolve(ref)] if ref else self.store.ids()
-        return {i: self.store.verify(i, full=True) for i in ids}
+        return {i: self.store.verify(i) for i in ids}
 
     def gc(self, dry_run: bool = False) -> dict[str, list[str]]:
         from alignpipe.pipeline.journal import WorkspaceLock

@@ -72,6 +72,11 @@ def run(
     force: list[str] = typer.Option([], "--force", help="re-execute STAGE even when cached (repeatable)"),
     example: bool = typer.Option(False, "--example", help="run the engine's tiny example pipeline"),
     wait: bool = typer.Option(False, "--wait", help="wait for a concurrent run on the workspace to finish"),
+    verify: str | None = typer.Option(None, "--verify", help="re-hashing of artifacts: inputs (default: what a "
+                                      "running stage reads, and cache hits modified since sealed), always (every "
+                                      "cache hit in full) or never (sizes only); overrides the spec's `verify`"),
+    new_journal: bool = typer.Option(False, "--new-journal", help="if the journal is damaged, move it aside and "
+                                     "start a new one (finished stages stay cached)"),
     executor: str = typer.Option("local", "--executor", help="local (processes here) or ray (a Ray cluster)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start "
                                               "a local one); the workspace must be on a path every node sees"),
@@ -89,7 +94,7 @@ def run(
         reporter = make_reporter(quiet, as_json)
         try:
             result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
-                             wait=wait, report=reporter, executor=engine)
+                             wait=wait, report=reporter, executor=engine, verify=verify, new_journal=new_journal)
         finally:
             reporter.close()
     finally:
@@ -152,14 +157,19 @@ def artifacts(workspace: str | None = typer.Option(None, "--workspace", "-w", he
         tags.setdefault(i, []).append(t)
     if as_json:
         _dump([{"id": a.id, "kind": a.kind, "producer": a.producer, "created": a.manifest.get("created"),
-                "size": sum(f["size"] for f in a.manifest["files"]), "tags": tags.get(a.id, [])} for a in arts])
+                "size": sum(f["size"] for f in a.manifest["files"]), "tags": tags.get(a.id, []),
+                **({"problem": a.manifest["problem"]} if a.kind == "corrupt" else {})} for a in arts])
         return
     t = Table("id", "kind", "stage", "output", "size", "created", "tags", box=None)
     for a in arts:
         size = sum(f["size"] for f in a.manifest["files"])
-        t.add_row(a.id[:12], a.kind, str(a.producer.get("stage")), str(a.producer.get("output")), _size(size),
+        kind = "[red]corrupt[/]" if a.kind == "corrupt" else a.kind
+        t.add_row(a.id[:12], kind, a.producer.get("stage") or "-", a.producer.get("output") or "-", _size(size),
                   _when(a.manifest.get("created")), ",".join(tags.get(a.id, [])))
     out.print(t)
+    for a in arts:
+        if a.kind == "corrupt":
+            out.print(f"[red]corrupt[/] {a.id[:12]}: {a.manifest['problem']}", markup=True)
 
 
 def _size(n: float) -> str:
@@ -246,7 +256,9 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="list what would be
     verb = "would remove" if dry_run else "removed"
     for a in res["artifacts"]:
         out.print(f"{verb} artifact {a[:12]}")
-    out.print(f"{verb} {len(res['artifacts'])} artifacts, {len(res['refs'])} cache refs, {len(res['work'])} work dirs")
+    counts = (f"{len(res[k])} {what}" for k, what in (("artifacts", "artifacts"), ("refs", "cache refs"),
+                                                         ("work", "work dirs"), ("quarantine", "quarantined")))
+    out.print(f"{verb} " + ", ".join(counts))
 
 
 @app.command()

@@ -34,6 +34,8 @@ class QuietReporter:
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("event") == "stage" and event.get("state") in ("failed",):
             self.err.print(f"[red]✘ {event['stage']}[/] {event.get('error', '')}", markup=True, highlight=False)
+        elif event.get("event") == "warning":
+            warn(self.err, event)
 
     def close(self) -> None:
         pass
@@ -87,6 +89,8 @@ class LiveReporter:
             if event["state"] in ("failed", "ready") and event.get("error"):
                 msg = "retrying: " if event["state"] == "ready" else ""
                 self.console.print(f"[red]{event['stage']}: {msg}{event['error']}[/]", highlight=False, markup=True)
+        elif kind == "warning":
+            warn(self.console, event)
         elif kind == "progress":
             r = self.rows.setdefault(event["stage"], {"state": "running"})
             r.update(done=event["done"], total=event["total"], desc=event.get("desc", ""))
@@ -105,6 +109,11 @@ def make_reporter(quiet: bool, as_json: bool) -> Any:
     if quiet:
         return QuietReporter()
     return LiveReporter()
+
+
+def warn(console: Console, event: dict[str, Any]) -> None:
+    where = f"{event['stage']}: " if event.get("stage") else ""
+    console.print(f"[yellow]warning:[/] {where}{event['message']}", highlight=False, markup=True)
 
 
 def err(msg: str) -> None:

@@ -163,17 +163,42 @@ def test_declared_memory_is_a_slot_too(tmp_path):
     assert x["end"] <= y["start"] or y["end"] <= x["start"], "2 x 3GB stages must not share a 5GB machine"
 
 
-def test_flipped_byte_found_by_verify_and_refused_by_consumer(tmp_path):
+def _flip_first_byte(f, keep_mtime=False):
+    st = f.stat()
+    f.write_bytes(bytes([f.read_bytes()[0] ^ 1]) + f.read_bytes()[1:])
+    if keep_mtime:  # bit rot: the content changes, the file's metadata does not
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_flipped_byte_in_a_cached_artifact_is_found_quarantined_and_recomputed(tmp_path):
     res, _ = run(tmp_path, chain(tmp_path))
+    executed(tmp_path)
     ws = tmp_path / "ws"
     a_id = res.stages["a"].outputs["out"]
-    f = Store(ws).artifacts_dir / a_id / "value.txt"
-    f.write_bytes(bytes([f.read_bytes()[0] ^ 1]) + f.read_bytes()[1:])
+    _flip_first_byte(Store(ws).artifacts_dir / a_id / "value.txt")
     r = cli("verify", "-w", ws)
     assert r.returncode == 1 and f"corrupt {a_id[:12]}: value.txt: content changed" in r.stdout
-    res, states = run(tmp_path, chain(tmp_path), force=("b",))
-    assert states["b"] == "failed" and states["c"] == "skipped"
+    events = []
+    res, states = run(tmp_path, chain(tmp_path), report=events.append)
+    assert states == {"a": "done", "b": "cached", "c": "cached", "d": "cached"} and executed(tmp_path) == ["a"]
+    assert res.stages["a"].outputs["out"] == a_id  # the same content again, in place of the corrupt copy
+    warning = next(e["message"] for e in events if e["event"] == "warning")
+    assert f"cached artifact {a_id[:12]} is corrupt (value.txt: content changed" in warning
+    (quarantined,) = (ws / "quarantine").iterdir()
+    assert quarantined.name.startswith(a_id) and "sha256 mismatch" in (quarantined / "QUARANTINED.txt").read_text()
+    assert cli("verify", "-w", ws).returncode == 0
+
+
+def test_bit_rot_that_keeps_mtimes_is_refused_by_the_consumer_and_caught_by_verify_always(tmp_path):
+    res, _ = run(tmp_path, chain(tmp_path))
+    a_id = res.stages["a"].outputs["out"]
+    _flip_first_byte(Store(tmp_path / "ws").artifacts_dir / a_id / "value.txt", keep_mtime=True)
+    res, states = run(tmp_path, chain(tmp_path), force=("b",))  # the cache hit's stat check cannot see it
+    assert states["a"] == "cached" and states["b"] == "failed" and states["c"] == "skipped"
     assert f"refuses input 'x': artifact {a_id[:12]} is corrupt" in res.stages["b"].error
+    executed(tmp_path)
+    res, states = run(tmp_path, chain(tmp_path), verify="always")  # re-hash every cache hit
+    assert states == {"a": "done", "b": "cached", "c": "cached", "d": "cached"} and executed(tmp_path) == ["a"]
 
 
 def test_metrics_and_progress_reach_the_journal(tmp_path):

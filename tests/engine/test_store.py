@@ -1,11 +1,15 @@
+import hashlib
 import json
 import os
 
 import pytest
 
+from alignpipe.pipeline import store as store_mod
 from alignpipe.pipeline.context import Checkpoints
 from alignpipe.pipeline.errors import UserError
-from alignpipe.pipeline.store import MANIFEST, SCHEMA_VERSION, Store, hash_tree
+from alignpipe.pipeline.store import MANIFEST, SCHEMA_VERSION, Store, hash_tree, seal_stamp_ns
+
+real_sha = store_mod.sha256_file
 
 
 def staged(tmp_path, files, name="s"):
@@ -60,11 +64,37 @@ def test_verify_finds_flipped_byte_missing_and_extra_files(tmp_path):
     data[2] ^= 0x01
     (a.path / "w.bin").write_bytes(bytes(data))
     assert store.verify(a.id) == ["w.bin: content changed (sha256 mismatch)"]
-    assert store.verify(a.id, full=False) == []  # sizes alone cannot see a flipped byte
+    assert store.verify(a.id, level="size") == []  # sizes alone cannot see a flipped byte
+    assert store.verify(a.id, level="stat") == ["w.bin: content changed (sha256 mismatch)"]  # its mtime moved
     (a.path / "c.json").unlink()
     (a.path / "extra").write_text("")
     assert store.verify(a.id) == ["c.json: missing", "w.bin: content changed (sha256 mismatch)",
                                   "extra: not in the manifest"]
+
+
+def test_stat_check_rehashes_only_files_written_after_sealing_and_restamps_intact_ones(tmp_path, monkeypatch):
+    store = Store(tmp_path / "ws").ensure()
+    a = store.publish(staged(tmp_path, {"w.bin": "abcdef", "c.json": "{}"}), META)
+    stamp = seal_stamp_ns(a.manifest["created"])
+    assert {(a.path / f).stat().st_mtime_ns for f in ("w.bin", "c.json")} == {stamp}
+    hashed = []
+    monkeypatch.setattr(store_mod, "sha256_file", lambda p: hashed.append(p.name) or real_sha(p))
+    assert store.verify(a.id, level="stat") == [] and hashed == []  # nothing touched since sealing: no hashing
+    os.utime(a.path / "c.json", ns=(0, stamp + 5_000))  # a copy that did not keep mtimes
+    assert store.verify(a.id, level="stat") == [] and hashed == ["c.json"]
+    assert (a.path / "c.json").stat().st_mtime_ns == stamp  # intact: stamped again, cheap next time
+    assert store.verify(a.id, level="stat") == [] and hashed == ["c.json"]
+
+
+def test_a_manifest_edited_to_match_changed_files_no_longer_matches_its_id(tmp_path):
+    store = Store(tmp_path / "ws").ensure()
+    a = store.publish(staged(tmp_path, {"w.bin": "abcdef"}), META)
+    (a.path / "w.bin").write_text("abcdeX")
+    m = json.loads((a.path / MANIFEST).read_text())
+    m["files"][0]["sha256"] = hashlib.sha256(b"abcdeX").hexdigest()
+    (a.path / MANIFEST).write_text(json.dumps(m))
+    assert store.verify(a.id) == [f"manifest.json: does not describe artifact {a.id[:12]} (its id or file list "
+                                  "was edited)"]
 
 
 def test_tags_prefixes_and_lookup(tmp_path):

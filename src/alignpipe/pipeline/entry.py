@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -25,7 +25,7 @@ from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
 from alignpipe.pipeline.errors import StageFailed, UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
-from alignpipe.pipeline.store import MANIFEST, Store, check_files, hash_tree, seal
+from alignpipe.pipeline.store import MANIFEST, CorruptArtifact, Store, check_files, hash_tree, read_manifest, seal
 
 TASK_SCHEMA = 1
 
@@ -49,6 +49,7 @@ class Task(BaseModel):
     inputs: dict[str, TaskInput]
     work_dir: str
     store: str | None = None  # publish into this workspace's store and record the fingerprint
+    verify: Literal["always", "inputs", "never"] = "inputs"  # "never": inputs get size checks only, no re-hash
     out: str | None = None  # manual mode: publish into this directory instead
     fingerprint: str | None = None
     run_id: str | None = None
@@ -95,11 +96,14 @@ def _open_inputs(task: Task) -> dict[str, InputArtifact]:
         manifest = None
         if ti.external is None:
             try:
-                manifest = json.loads((path / MANIFEST).read_text())
+                manifest = read_manifest(path)
             except FileNotFoundError:
                 raise StageFailed(f"stage {task.stage!r} input {name!r}: {path} is not a published artifact "
                                   "(no manifest.json)") from None
-            problems = check_files(path, manifest, full=True)  # re-hash: a stage never trains on corrupt bytes
+            except CorruptArtifact as e:
+                raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: {e}") from None
+            # re-hashed before use: a stage never trains on corrupt bytes (unless the pipeline says verify: never)
+            problems = check_files(path, manifest, level="size" if task.verify == "never" else "full", art_id=ti.id)
             if problems:
                 raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: artifact {ti.id[:12]} is corrupt: "
                                   f"{'; '.join(problems)}. Run `alignpipe verify`, then rerun its producer with "

@@ -57,20 +57,50 @@ class Attempt:
     log: str | None
 
 
+class DamagedJournal(UserError):
+    pass
+
+
 class Journal:
-    def __init__(self, workspace: str | os.PathLike, readonly: bool = False):
+    """`new_if_damaged`: a journal SQLite cannot read is moved aside (journal.db.damaged-<time>) and a new one
+    started, with a warning through `report`; otherwise a damaged journal is a DamagedJournal error saying so."""
+
+    def __init__(self, workspace: str | os.PathLike, readonly: bool = False, new_if_damaged: bool = False,
+                 report: Any = None):
         self.dir = Path(workspace) / ".alignpipe"
         self.path = self.dir / "journal.db"
         if readonly and not self.path.exists():
             raise UserError(f"{workspace}: no alignpipe workspace here (no .alignpipe/journal.db); run a pipeline "
                             "first or pass --workspace")
         self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open(readonly)
+        except sqlite3.DatabaseError as e:
+            if not new_if_damaged:
+                raise DamagedJournal(f"{self.path}: the journal is damaged ({e}). Artifacts and the cache are "
+                                     "intact. Recover: `alignpipe run --new-journal` moves it aside and starts a "
+                                     "new one (run history and metrics are lost; finished stages stay cached), or "
+                                     f"move it aside yourself: mv {self.path} {self.path}.damaged") from None
+            self.db.close()
+            aside = self.path.with_name(f"journal.db.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                if Path(str(self.path) + suffix).exists():
+                    os.replace(str(self.path) + suffix, str(aside) + suffix)
+            if report is not None:
+                report({"event": "warning", "stage": None, "message": f"{self.path} was damaged ({e}); moved to "
+                        f"{aside}, started a new journal"})
+            self._open(readonly)
+
+    def _open(self, readonly: bool) -> None:
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA busy_timeout=30000")
         if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+        row = self.db.execute("PRAGMA quick_check").fetchone()  # a damaged page anywhere fails here, not mid-run
+        if row[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {row[0]}")
 
     def close(self) -> None:
         self.db.close()

@@ -28,7 +28,9 @@ from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.graph import ancestors, select
 from alignpipe.pipeline.journal import Attempt, Journal, WorkspaceLock
 from alignpipe.pipeline.spec import External, Machine, Pipeline, Stage, StageRef
-from alignpipe.pipeline.store import Store, check_workspace_writable, hash_tree
+from alignpipe.pipeline.store import DamagedRef, Store, check_workspace_writable, hash_tree
+
+CACHE_HIT_CHECK = {"always": "full", "inputs": "stat", "never": "size"}  # verify mode -> store.check_files level
 
 TERMINAL = {"done", "cached", "failed", "skipped", "interrupted"}
 LOG_TAIL_LINES = 30
@@ -42,6 +44,8 @@ class RunOptions:
     only: str | None = None
     force: tuple[str, ...] = ()
     wait: bool = False  # wait for the workspace lock instead of refusing
+    verify: str | None = None  # overrides the spec's `verify` (always, inputs, never)
+    new_journal: bool = False  # move a damaged journal aside and start a new one
     retry_base_delay: float = field(default_factory=lambda: float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0")))
     kill_grace: float = 5.0
 
@@ -97,6 +101,9 @@ class Runner:
         self.ws = pipeline.workspace(options.workspace).resolve()
         self.store = Store(self.ws)
         self.deps = {n: s.deps for n, s in pipeline.stages.items()}
+        self.verify = options.verify or pipeline.spec.verify
+        if self.verify not in CACHE_HIT_CHECK:
+            raise UserError(f"--verify {self.verify!r}: expected one of {', '.join(CACHE_HIT_CHECK)}")
         for name in (options.from_, options.until, options.only, *options.force):
             if name is not None and name not in pipeline.stages:
                 raise UserError(f"{pipeline.source}: no stage named {name!r}; stages: {', '.join(pipeline.order)}")
@@ -140,7 +147,11 @@ class Runner:
         check_workspace_writable(self.ws)
         self.store.ensure()
         lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait)
-        journal = Journal(self.ws)
+        try:
+            journal = Journal(self.ws, new_if_damaged=self.o.new_journal, report=self.report)
+        except BaseException:
+            lock.release()
+            raise
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             run_id = journal.start_run(self.p.name, self.p.source, sys.argv)
@@ -203,7 +214,7 @@ class Runner:
             s.inputs = self._input_ids(st, states, ext)
             s.fingerprint = fingerprint(st.spec.uses, st.definition.version, st.params.model_dump(mode="json"),
                                         {k: v.id for k, v in s.inputs.items()}, st.seed)
-            hit = self.store.lookup(s.fingerprint) if (st.spec.cache or name not in runnable) else None
+            hit = self._cache_hit(name, s.fingerprint) if (st.spec.cache or name not in runnable) else None
             if hit is not None and name not in forced:
                 s.state, s.outputs = "cached", hit
                 now = time.time()
@@ -216,6 +227,27 @@ class Runner:
                                 "--only first")
             else:
                 s.state = "ready"
+
+    def _cache_hit(self, name: str, fp: str) -> dict[str, str] | None:
+        """The outputs a fingerprint produced, checked at the verify mode's level. A corrupt output is quarantined
+        and a damaged ref ignored, with a warning: either way the stage is recomputed, never reused."""
+        try:
+            hit = self.store.lookup(fp)
+        except DamagedRef as e:
+            self.report({"event": "warning", "stage": name, "message": str(e)})
+            return None
+        if hit is None:
+            return None
+        level = CACHE_HIT_CHECK[self.verify]
+        for art_id in hit.values():
+            problems = self.store.verify(art_id, level=level)
+            if problems:
+                where = self.store.quarantine(art_id, problems)
+                self.report({"event": "warning", "stage": name, "message": (
+                    f"cached artifact {art_id[:12]} is corrupt ({'; '.join(problems)}); moved to {where}, "
+                    "recomputing the stage")})
+                return None
+        return hit
 
     def _skip_blocked(self, plan: list[str], states: dict[str, StageState]) -> None:
         for name in plan:
@@ -234,7 +266,7 @@ class Runner:
         log_path = self.store.logs_root / run_id / f"{st.name}-{s.attempts}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         task = Task(stage=st.name, uses=st.spec.uses, params=st.params.model_dump(mode="json"), seed=st.seed,
-                    inputs=s.inputs, work_dir=str(work), store=str(self.ws),
+                    inputs=s.inputs, work_dir=str(work), store=str(self.ws), verify=self.verify,
                     fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
                     events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"))
         task_path = attempt_dir / "task.json"
@@ -263,7 +295,13 @@ class Runner:
         end = chunk.rfind("\n") + 1  # only whole lines; a partial last line waits for the next poll
         r.events_offset += len(chunk[:end].encode())
         for line in chunk[:end].splitlines():
-            ev = json.loads(line)
+            try:
+                ev = json.loads(line)
+                ev["type"]
+            except (ValueError, TypeError, KeyError):
+                self.report({"event": "warning", "stage": s.name, "message": f"{path}: skipped an unreadable event "
+                             f"line ({line[:60]!r})"})
+                continue
             if ev["type"] == "metrics":
                 journal.add_metrics(run_id, s.name, s.fingerprint, ev["step"], ev["values"], ev["t"])
                 self.report({"event": "metrics", "stage": s.name, "step": ev["step"], "values": ev["values"]})

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -67,10 +67,16 @@ class StageSpec(StrictParams):
                              description="overrides the seed derived from the pipeline seed")
 
 
+VerifyMode = Literal["always", "inputs", "never"]
+
+
 class PipelineSpec(StrictParams):
     name: str
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     workspace: str | None = None
+    verify: VerifyMode = Field(default="inputs", description=(
+        "re-hashing of artifacts: 'inputs' re-hashes what a running stage consumes and re-hashes a cache hit's "
+        "files modified since it was sealed; 'always' re-hashes every cache hit in full; 'never' checks sizes only"))
     stages: dict[str, StageSpec]
 
     @model_validator(mode="before")

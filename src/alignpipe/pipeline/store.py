@@ -110,8 +110,31 @@ def hash_tree(root: Path) -> tuple[str, list[dict[str, Any]]]:
     else:
         entries = [{"path": rel, "size": (root / rel).stat().st_size, "sha256": sha256_file(root / rel)}
                    for rel in list_files(root)]
-    listing = "\n".join(f"{e['path']}\t{e['sha256']}" for e in entries)
-    return hashlib.sha256(listing.encode()).hexdigest(), entries
+    return listing_id(entries), entries
+
+
+class CorruptArtifact(UserError):
+    """An artifact whose manifest cannot be read: `verify` and `artifacts` report it; a run recomputes it."""
+
+
+class DamagedRef(UserError):
+    """A cache ref (refs/<fingerprint>.json) that cannot be read: the runner ignores it and recomputes."""
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of artifact directory `path`; FileNotFoundError if none, CorruptArtifact if unreadable."""
+    f = path / MANIFEST
+    try:
+        manifest = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
+        raise CorruptArtifact(f"{f}: unreadable manifest ({type(e).__name__}: {e}); rerun the pipeline to "
+                              "recompute this artifact (`alignpipe run` replaces a corrupt cached artifact)") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise CorruptArtifact(f"{f}: not an artifact manifest (no 'files' list); rerun the pipeline to recompute "
+                              "this artifact")
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,22 +199,64 @@ class Artifact:
         return self.manifest.get("producer", {})
 
 
-def check_files(path: Path, manifest: dict[str, Any], full: bool) -> list[str]:
-    """Problems with an artifact directory against its manifest: missing, resized, re-hashed, extra files."""
+CHECK_LEVELS = ("size", "stat", "full")
+
+
+def seal_stamp_ns(created: float) -> int:
+    """The mtime every file of an artifact is given when it is sealed: its manifest's `created`, in whole µs (what
+    a JSON float carries exactly). A file whose mtime differs was written after sealing."""
+    return round(created * 1e6) * 1000
+
+
+def _stamped(mtime_ns: int, stamp: int) -> bool:
+    return mtime_ns in (stamp, stamp // 10**9 * 10**9)  # the second form: file systems that keep whole seconds
+
+
+def listing_id(entries: list[dict[str, Any]]) -> str:
+    """The content id of a file list: sha256 over its sorted (path, sha256) lines."""
+    listing = "\n".join(f"{e['path']}\t{e['sha256']}" for e in entries)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def check_files(path: Path, manifest: dict[str, Any], level: str = "size", art_id: str | None = None) -> list[str]:
+    """Problems with an artifact directory against its manifest (and, given `art_id`, the manifest against the
+    id: its file list must hash to it). Levels, cheapest first:
+    - size: every listed file is there with its recorded size, and no file is extra;
+    - stat: size, plus any file written after the artifact was sealed (its mtime is not the seal stamp) is
+      re-hashed; if its content is intact it gets the stamp back, so the next check is cheap again;
+    - full: every file re-hashed.
+    """
     problems = []
-    listed = {e["path"] for e in manifest.get("files", [])}
-    for e in manifest.get("files", []):
+    files = manifest.get("files", [])
+    if art_id is not None and (manifest.get("id") != art_id or listing_id(files) != art_id):
+        problems.append(f"{MANIFEST}: does not describe artifact {art_id[:12]} (its id or file list was edited)")
+    stamp = seal_stamp_ns(float(manifest.get("created", 0)))
+    listed = {e["path"] for e in files}
+    for e in files:
         f = path / e["path"]
-        if not f.is_file():
+        try:
+            st = f.stat()
+        except OSError:
             problems.append(f"{e['path']}: missing")
-        elif f.stat().st_size != e["size"]:
-            problems.append(f"{e['path']}: size {f.stat().st_size} != {e['size']} recorded")
-        elif full and sha256_file(f) != e["sha256"]:
-            problems.append(f"{e['path']}: content changed (sha256 mismatch)")
-    for rel in list_files(path) if full else []:
-        if rel not in listed:
-            problems.append(f"{rel}: not in the manifest")
+            continue
+        if st.st_size != e["size"]:
+            problems.append(f"{e['path']}: size {st.st_size} != {e['size']} recorded")
+        elif level == "full" or (level == "stat" and not _stamped(st.st_mtime_ns, stamp)):
+            if sha256_file(f) != e["sha256"]:
+                problems.append(f"{e['path']}: content changed (sha256 mismatch)")
+            elif level == "stat":
+                _restamp(f, st.st_atime_ns, stamp)
+    problems.extend(f"{rel}: not in the manifest" for rel in list_files(path) if rel not in listed)
     return problems
+
+
+def _restamp(f: Path, atime_ns: int, stamp: int) -> None:
+    """Give a file the seal stamp as mtime (at sealing; and after a re-hash found it intact, so a copy that did
+    not keep mtimes is checked in full once, then cheaply)."""
+    try:
+        os.utime(f, ns=(atime_ns, stamp))
+    except OSError:
+        pass  # not ours to touch (read-only store): it is re-hashed next time instead
 
 
 def seal(staging: Path, meta: dict[str, Any], fs: LocalFS | None = None,
@@ -201,6 +266,10 @@ def seal(staging: Path, meta: dict[str, Any], fs: LocalFS | None = None,
     on disk. Returns the manifest."""
     art_id, files = hashed or hash_tree(staging)
     manifest = {"id": art_id, **meta, "files": files, "created": time.time(), "schema_version": SCHEMA_VERSION}
+    stamp = seal_stamp_ns(manifest["created"])
+    for e in files:
+        f = staging / e["path"] if staging.is_dir() else staging
+        _restamp(f, f.stat().st_atime_ns, stamp)
     fsync_tree(staging)
     (fs or LocalFS()).write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
@@ -215,6 +284,7 @@ class Store:
         self.tags_dir = self.root / "tags"
         self.work_root = self.root / "work"
         self.logs_root = self.root / "logs"
+        self.quarantine_dir = self.root / "quarantine"
 
     def ensure(self) -> Store:
         for d in (self.artifacts_dir, self.refs_dir, self.tags_dir, self.work_root, self.logs_root):
@@ -241,10 +311,17 @@ class Store:
     def get(self, art_id: str) -> Artifact:
         p = self.artifacts_dir / art_id
         try:
-            manifest = json.loads(self.fs.read_text(p / MANIFEST))
+            manifest = read_manifest(p)
         except FileNotFoundError:
             raise UserError(f"{self.root}: no artifact {art_id!r} in this workspace's store") from None
         return Artifact(art_id, p, manifest)
+
+    def get_or_corrupt(self, art_id: str) -> Artifact:
+        """get(), but an unreadable manifest gives an Artifact of kind 'corrupt' with the problem in `problem`."""
+        try:
+            return self.get(art_id)
+        except CorruptArtifact as e:
+            return Artifact(art_id, self.artifacts_dir / art_id, {"kind": "corrupt", "problem": str(e), "files": []})
 
     def has(self, art_id: str) -> bool:
         return self.fs.exists(self.artifacts_dir / art_id / MANIFEST)
@@ -253,7 +330,8 @@ class Store:
         return [d for d in self.fs.listdir(self.artifacts_dir) if self.has(d)]
 
     def all(self) -> list[Artifact]:
-        return sorted((self.get(i) for i in self.ids()), key=lambda a: a.manifest.get("created", 0))
+        """Every artifact, oldest first; corrupt ones (unreadable manifest) are listed with kind 'corrupt'."""
+        return sorted((self.get_or_corrupt(i) for i in self.ids()), key=lambda a: a.manifest.get("created", 0))
 
     def resolve_id(self, ref: str) -> str:
         """An artifact id from a full id, a unique id prefix (≥ 4 chars) or a tag."""
@@ -275,21 +353,35 @@ class Store:
         return self.refs_dir / f"{fp}.json"
 
     def lookup(self, fp: str) -> dict[str, str] | None:
-        """Outputs (name -> id) a fingerprint produced, if all of them are still in the store."""
+        """Outputs (name -> id) a fingerprint produced, if all of them are still in the store. A ref that cannot
+        be read raises DamagedRef (the caller recomputes; publishing rewrites the ref)."""
         p = self.ref_path(fp)
         if not self.fs.exists(p):
             return None
-        outputs = json.loads(self.fs.read_text(p))["outputs"]
+        outputs = self._ref_outputs(p)
         return outputs if all(self.has(i) for i in outputs.values()) else None
+
+    def _ref_outputs(self, p: Path) -> dict[str, str]:
+        try:
+            outputs = json.loads(self.fs.read_text(p))["outputs"]
+            if isinstance(outputs, dict) and all(isinstance(v, str) for v in outputs.values()):
+                return outputs
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        raise DamagedRef(f"{p}: unreadable cache ref; ignored, the stage is recomputed and the ref rewritten")
 
     def record(self, fp: str, outputs: dict[str, str], stage: str) -> None:
         self.fs.write_text_atomic(self.ref_path(fp), json.dumps({"outputs": outputs, "stage": stage}))
 
     def refs(self) -> dict[str, dict[str, str]]:
+        """fingerprint -> outputs of every readable ref (a damaged one maps to {}: gc removes it)."""
         out = {}
         for f in self.fs.listdir(self.refs_dir):
             if f.endswith(".json"):
-                out[f[:-5]] = json.loads(self.fs.read_text(self.refs_dir / f))["outputs"]
+                try:
+                    out[f[:-5]] = self._ref_outputs(self.refs_dir / f)
+                except DamagedRef:
+                    out[f[:-5]] = {}
         return out
 
     # -- tags --------------------------------------------------------------------------------------------------
@@ -305,9 +397,22 @@ class Store:
                 if not t.startswith(".")}
 
     # -- integrity ---------------------------------------------------------------------------------------------
-    def verify(self, art_id: str, full: bool = True) -> list[str]:
-        a = self.get(art_id)
-        return check_files(a.path, a.manifest, full=full)
+    def verify(self, art_id: str, level: str = "full") -> list[str]:
+        """Problems with an artifact at a check_files level; an unreadable manifest is one."""
+        try:
+            a = self.get(art_id)
+        except CorruptArtifact as e:
+            return [str(e)]
+        return check_files(a.path, a.manifest, level=level, art_id=art_id)
+
+    def quarantine(self, art_id: str, problems: list[str]) -> Path:
+        """Move a corrupt artifact out of the store (one rename: readers see it or nothing), keeping it for a look
+        in quarantine/<id>-<time>/ with the problems found; `gc` removes it. Returns where it went."""
+        dest = self.quarantine_dir / f"{art_id}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        self.fs.rename(self.artifacts_dir / art_id, dest)
+        (dest / "QUARANTINED.txt").write_text("\n".join(problems) + "\n")
+        return dest
 
     # -- lineage -----------------------------------------------------------------------------------------------
     def lineage(self, art_id: str) -> dict[str, Any]:
@@ -331,7 +436,8 @@ class Store:
             if i in keep or not self.has(i):
                 continue
             keep.add(i)
-            todo.extend(v["id"] for v in self.get(i).manifest.get("inputs", {}).values() if not v.get("external"))
+            inputs = self.get_or_corrupt(i).manifest.get("inputs", {})
+            todo.extend(v["id"] for v in inputs.values() if isinstance(v, dict) and not v.get("external"))
         return keep
 
     # -- garbage collection ------------------------------------------------------------------------------------
@@ -340,9 +446,10 @@ class Store:
         keep = self.closure(keep | set(self.tags().values()))
         dead = [i for i in self.fs.listdir(self.artifacts_dir) if i not in keep]
         refs = self.refs()
-        dead_refs = [fp for fp, outs in refs.items() if any(i not in keep for i in outs.values())]
+        dead_refs = [fp for fp, outs in refs.items() if not outs or any(i not in keep for i in outs.values())]
         dead_work = [w for w in self.fs.listdir(self.work_root) if w not in busy_work
                      and (w in refs or w in dead_refs or not (self.work_root / w / "ckpt").exists())]
+        quarantined = self.fs.listdir(self.quarantine_dir)
         if not dry_run:
             for fp in dead_refs:
                 os.unlink(self.ref_path(fp))
@@ -350,4 +457,6 @@ class Store:
                 self.fs.rmtree(self.artifacts_dir / i)
             for w in dead_work:
                 self.fs.rmtree(self.work_root / w)
-        return {"artifacts": dead, "refs": dead_refs, "work": dead_work}
+            for q in quarantined:
+                self.fs.rmtree(self.quarantine_dir / q)
+        return {"artifacts": dead, "refs": dead_refs, "work": dead_work, "quarantine": quarantined}
