@@ -286,7 +286,7 @@ def status(run_ref: str | None = typer.Argument(None, metavar="RUN", help="run i
         t.add_row(name, s["state"], dur, str(s["attempts"]), "yes" if s["cached"] else "no", arts)
     out.print(t)
     for name, s in stages.items():
-        if s["state"] == "failed" and s.get("error"):
+        if s["state"] in ("failed", "rejected") and s.get("error"):
             out.print(f"[red]{name}[/]: {s['error']}")
 
 

@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 MARKS = {"pending": ("·", "dim"), "ready": ("·", "dim"), "running": ("▶", "cyan"), "done": ("✔", "green"),
-         "cached": ("≡", "blue"), "failed": ("✘", "red"), "skipped": ("-", "yellow"), "interrupted": ("!", "red")}
+         "cached": ("≡", "blue"), "failed": ("✘", "red"), "rejected": ("✘", "red"),
+         "skipped": ("-", "yellow"), "interrupted": ("!", "red")}
 
 
 class JsonReporter:
@@ -32,7 +33,7 @@ class QuietReporter:
         self.err = Console(stderr=True, soft_wrap=True)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "stage" and event.get("state") in ("failed",):
+        if event.get("event") == "stage" and event.get("state") in ("failed", "rejected"):
             self.err.print(f"[red]✘ {event['stage']}[/] {event.get('error', '')}", markup=True, highlight=False)
         elif event.get("event") == "warning":
             warn(self.err, event)
@@ -80,13 +81,13 @@ class LiveReporter:
                 r["start"], r["end"] = time.time(), None
                 if event.get("attempt", 1) > 1:
                     r["desc"] = f"attempt {event['attempt']}"
-            elif event["state"] in ("done", "failed", "cached", "skipped", "interrupted", "ready"):
+            elif event["state"] in ("done", "failed", "rejected", "cached", "skipped", "interrupted", "ready"):
                 r["end"] = time.time()
             if not self.interactive and event["state"] != "running":
                 mark, style = MARKS.get(event["state"], ("?", ""))
                 dur = f" {event['duration']:.1f}s" if "duration" in event else ""
                 self.console.print(f"[{style}]{mark}[/] {event['stage']} {event['state']}{dur}", highlight=False)
-            if event["state"] in ("failed", "ready") and event.get("error"):
+            if event["state"] in ("failed", "rejected", "ready") and event.get("error"):
                 msg = "retrying: " if event["state"] == "ready" else ""
                 self.console.print(f"[red]{event['stage']}: {msg}{event['error']}[/]", highlight=False, markup=True)
         elif kind == "warning":

@@ -29,6 +29,7 @@ def record(ctx):
     for name in sorted(ctx.inputs):
         text += "|" + ctx.inputs[name].id
     (ctx.output_dir() / "value.txt").write_text(text)
+    ctx.annotate(value=ctx.params.value)
 
 
 def sleepy(ctx):

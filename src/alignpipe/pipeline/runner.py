@@ -25,6 +25,7 @@ from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.executors import Handle, LocalExecutor, RayExecutor
 from alignpipe.pipeline.external import materialize
 from alignpipe.pipeline.fingerprint import fingerprint
+from alignpipe.pipeline.gates import check_gates
 from alignpipe.pipeline.graph import ancestors, select
 from alignpipe.pipeline.journal import Attempt, Journal, WorkspaceLock
 from alignpipe.pipeline.spec import External, Machine, Pipeline, Stage, StageRef
@@ -32,7 +33,8 @@ from alignpipe.pipeline.store import DamagedRef, Store, check_workspace_writable
 
 CACHE_HIT_CHECK = {"always": "full", "inputs": "stat", "never": "size"}  # verify mode -> store.check_files level
 
-TERMINAL = {"done", "cached", "failed", "skipped", "interrupted"}
+TERMINAL = {"done", "cached", "failed", "rejected", "skipped", "interrupted"}
+BLOCKING = {"failed", "rejected", "skipped", "interrupted"}  # a stage in one of these states stops its descendants
 LOG_TAIL_LINES = 30
 
 
@@ -53,7 +55,7 @@ class RunOptions:
 @dataclass
 class StageState:
     name: str
-    state: str = "pending"  # pending, ready, running, done, cached, failed, skipped, interrupted
+    state: str = "pending"  # pending, ready, running, done, cached, failed, rejected (a gate), skipped, interrupted
     fingerprint: str | None = None
     inputs: dict[str, TaskInput] = field(default_factory=dict)  # resolved once its upstream is done
     outputs: dict[str, str] = field(default_factory=dict)
@@ -217,10 +219,12 @@ class Runner:
             hit = self._cache_hit(name, s.fingerprint) if (st.spec.cache or name not in runnable) else None
             if hit is not None and name not in forced:
                 s.state, s.outputs = "cached", hit
+                self._check_gates(st, s)
                 now = time.time()
-                journal.record_attempt(Attempt(run_id, name, 0, "cached", now, now, None, None, True, s.fingerprint,
+                journal.record_attempt(Attempt(run_id, name, 0, s.state, now, now, None, s.error, True, s.fingerprint,
                                                hit, socket.gethostname(), None))
-                self.report({"event": "stage", "stage": name, "state": "cached", "outputs": hit})
+                self.report({"event": "stage", "stage": name, "state": s.state, "outputs": hit,
+                             **({"error": s.error} if s.error else {})})
             elif name not in runnable:
                 raise UserError(f"{self.p.source}: stage {name!r} has no cached output for its current inputs and "
                                 "params, and the selection (--only/--until) does not allow running it; run without "
@@ -249,11 +253,21 @@ class Runner:
                 return None
         return hit
 
+    def _check_gates(self, st: Stage, s: StageState) -> None:
+        """A finished or cached stage whose gates fail becomes `rejected` (its outputs stay published)."""
+        if not st.spec.gates:
+            return
+        summaries = [self.store.get(i).manifest.get("summary", {}) for i in s.outputs.values()]
+        failed = check_gates(st.spec.gates, summaries)
+        if failed:
+            arts = ", ".join(i[:12] for i in s.outputs.values())
+            s.state, s.error = "rejected", (f"{'; '.join(failed)}. Its output ({arts}) is kept but nothing "
+                                            "downstream runs; change its inputs or params, or the gate")
+
     def _skip_blocked(self, plan: list[str], states: dict[str, StageState]) -> None:
         for name in plan:
             s = states[name]
-            if s.state == "pending" and any(states[d].state in ("failed", "skipped", "interrupted")
-                                            for d in self.p.stages[name].deps):
+            if s.state == "pending" and any(states[d].state in BLOCKING for d in self.p.stages[name].deps):
                 s.state, s.error = "skipped", "an upstream stage failed"
                 self.report({"event": "stage", "stage": name, "state": "skipped"})
 
@@ -328,7 +342,8 @@ class Runner:
         result = _read_json(r.attempt_dir / "result.json")
         if code == 0 and result and result.get("status") == "done":
             s.state, s.outputs, s.error = "done", result["outputs"], None
-            status = "done"
+            self._check_gates(st, s)
+            status = s.state
         else:
             tail = _tail(r.log_path, LOG_TAIL_LINES)
             why = f"timed out after {st.spec.timeout:g}s" if r.reason == "timeout" else _exit_text(code)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from alignpipe.pipeline.errors import UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import derive_seed
+from alignpipe.pipeline.gates import parse_gate
 from alignpipe.pipeline.graph import find_cycle, topo_order
 from alignpipe.pipeline.stagedef import StageDef, StageLookupError, StrictParams, resolve_stage
 
@@ -65,6 +66,16 @@ class StageSpec(StrictParams):
     cache: bool = True
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED,
                              description="overrides the seed derived from the pipeline seed")
+    gates: dict[str, str] = Field(default_factory=dict, description=(
+        "metric -> condition ('>= 0.7') on the stage's output summaries; a failed gate rejects the stage "
+        "(see alignpipe.pipeline.gates)"))
+
+    @field_validator("gates")
+    @classmethod
+    def _gates(cls, gates: dict[str, str]) -> dict[str, str]:
+        for condition in gates.values():
+            parse_gate(condition)
+        return gates
 
 
 VerifyMode = Literal["always", "inputs", "never"]
