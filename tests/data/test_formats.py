@@ -95,3 +95,38 @@ def test_skip_counter_raises_above_threshold():
     with pytest.raises(DataError, match=r"demos\.jsonl: 2 of 10 records skipped \(20\.0% > allowed 5\.0%\) — "
                                         r"missing_field: 2 \(first: demos\.jsonl: record 8, field 'completion'"):
         parse_sft(records, "demos.jsonl", SkipCounter("demos.jsonl", max_fraction=0.05))
+
+
+def test_identical_chosen_and_rejected_are_refused_or_skipped_as_identical():
+    from alignpipe.data import SkipCounter, parse_preferences
+
+    recs = [{"prompt": "q", "chosen": "same", "rejected": "same"}, {"prompt": "q", "chosen": "a", "rejected": "b"}]
+    with pytest.raises(DataError, match=r"p.jsonl: record 0, field 'rejected': identical to chosen, so the pair "
+                                        r"states no preference. Fix: drop the pair"):
+        parse_preferences(recs, "p.jsonl")
+    skips = SkipCounter("p.jsonl", max_fraction=0.5)
+    assert [p.chosen for p in parse_preferences(recs, "p.jsonl", skips)] == ["a"]
+    assert skips.summary()["by_reason"] == {"identical": 1}
+    with pytest.raises(DataError, match=r"1 of 2 records skipped \(50.0% > allowed 1.0%\) — identical: 1"):
+        parse_preferences(recs, "p.jsonl", SkipCounter("p.jsonl", max_fraction=0.01))
+
+
+def test_parse_chosen_reads_every_preference_format_as_demonstrations():
+    from alignpipe.data import parse_chosen
+
+    chat = [{"role": "user", "content": "hi"}]
+    recs = [{"prompt": "q", "chosen": "good", "rejected": "bad"},
+            {"chosen": chat + [{"role": "assistant", "content": "hello!"}],
+             "rejected": chat + [{"role": "assistant", "content": "go away"}]},
+            {"chosen": "\n\nHuman: hey\n\nAssistant: yo", "rejected": "\n\nHuman: hey\n\nAssistant: no"}]
+    demos = parse_chosen(recs, "p.jsonl")
+    assert [(d.prompt, d.completion) for d in demos] == [("q", "good"), (chat, "hello!"),
+                                                         ("\n\nHuman: hey\n\nAssistant:", " yo")]
+
+
+def test_sft_parser_points_preference_records_to_use_chosen():
+    from alignpipe.data import parse_sft
+
+    with pytest.raises(DataError, match=r"field 'completion': missing: this is a preference pair \(chosen/rejected\)"
+                                        r", not a demonstration. Fix: .* set the sft stage's param `use: chosen`"):
+        parse_sft([{"prompt": "q", "chosen": "a", "rejected": "b"}], "p.jsonl")

@@ -91,14 +91,16 @@ def test_import_judge_reads_plain_and_chat_preferences(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in [
         {"prompt": "q", "chosen": "good", "rejected": "bad"},
         {"prompt": "q", "chosen": "good", "rejected": "bad"},
+        {"prompt": "q", "chosen": "meh", "rejected": "meh"},
         {"chosen": chat + [{"role": "assistant", "content": "hello!"}],
          "rejected": chat + [{"role": "assistant", "content": "go away"}]},
     ]) + "\n")
     out = tmp_path / "prefs"
-    api.run_stage("label", inputs={"preferences": str(src)}, out=out, params={"judge": "import"})
+    api.run_stage("label", inputs={"preferences": str(src)}, out=out,
+                  params={"judge": "import", "max_skip_fraction": 0.25})
     rows = prefs(out)
     assert [(r["prompt"], r["chosen"]) for r in rows] == [("q", "good"), (chat, "hello!")]
-    assert manifest(out)["summary"]["skipped"]["duplicate_pair"] == 1
+    assert manifest(out)["summary"]["skipped"] == {"duplicate_pair": 1, "identical": 1}
 
 
 def test_import_judge_reads_parquet(tmp_path):

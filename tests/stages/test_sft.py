@@ -52,6 +52,18 @@ def test_sft_memorizes_demonstrations_and_stops(arch, tiny_model_dirs, tmp_path)
         assert greedy(model, tok, d["prompt"]) == d["completion"]
 
 
+def test_use_chosen_trains_on_the_chosen_side_of_preference_pairs(tiny_model_dirs, tmp_path):
+    pairs = [{"prompt": d["prompt"], "chosen": d["completion"], "rejected": " Meh."} for d in DEMOS]
+    data = write_jsonl(tmp_path / "prefs.jsonl", pairs)
+    with pytest.raises(StageFailed, match=r"not a demonstration.*set the sft stage's param `use: chosen`"):
+        run_sft(tiny_model_dirs["gpt2"], data, tmp_path / "no", steps=1)
+    out = tmp_path / "sft"
+    run_sft(tiny_model_dirs["gpt2"], data, out, use="chosen", steps=120, batch_size=4, lr=1e-2, eval_fraction=0)
+    model, tok = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    for d in DEMOS:  # the chosen responses were learned, the rejected ones not
+        assert greedy(model, tok, d["prompt"]) == d["completion"]
+
+
 def test_held_out_loss_drops_and_is_reported(tiny_model_dirs, tmp_path):
     from alignpipe.task import make_demonstrations
 

@@ -147,6 +147,9 @@ def parse_prompts(records: Sequence[dict[str, Any]], source: str, skips: SkipCou
 
 
 def _one_sft(r: _Rec) -> PromptCompletion:
+    if "chosen" in r.rec and "completion" not in r.rec and "messages" not in r.rec:
+        raise r.error("completion", "missing: this is a preference pair (chosen/rejected), not a demonstration",
+                      "to train on the chosen responses set the sft stage's param `use: chosen`", "missing_field")
     if "messages" in r.rec and "prompt" not in r.rec:
         conv = r.conversation("messages", r.rec["messages"])
         if conv[-1]["role"] != "assistant":
@@ -180,6 +183,14 @@ def _split_hh(r: _Rec, key: str) -> tuple[str, str]:
 
 
 def _one_preference(r: _Rec) -> Preference:
+    pref = _preference_sides(r)
+    if pref.chosen == pref.rejected:
+        raise r.error("rejected", "identical to chosen, so the pair states no preference",
+                      "drop the pair or fix one of its responses", "identical")
+    return pref
+
+
+def _preference_sides(r: _Rec) -> Preference:
     if "prompt" in r.rec:
         return Preference(r.prompt(), r.reply("chosen"), r.reply("rejected"))
     chosen, rejected = r.require("chosen"), r.require("rejected")
@@ -201,9 +212,23 @@ def _one_preference(r: _Rec) -> Preference:
     return Preference(prompt_c, reply_c, reply_r)
 
 
+PREFERENCE_FORMAT = 'format: {"prompt": ..., "chosen": ..., "rejected": ...}'
+
+
 def parse_preferences(
     records: Sequence[dict[str, Any]], source: str, skips: SkipCounter | None = None
 ) -> list[Preference]:
-    """Preference pairs: explicit prompt + chosen/rejected, or implicit-prompt conversations / HH transcripts."""
-    return _parse(records, source, skips, _one_preference,
-                  'format: {"prompt": ..., "chosen": ..., "rejected": ...}')
+    """Preference pairs: explicit prompt + chosen/rejected, or implicit-prompt conversations / HH transcripts.
+    A pair whose chosen and rejected responses are identical is refused (reason `identical`)."""
+    return _parse(records, source, skips, _one_preference, PREFERENCE_FORMAT)
+
+
+def parse_chosen(
+    records: Sequence[dict[str, Any]], source: str, skips: SkipCounter | None = None
+) -> list[PromptCompletion]:
+    """Demonstrations from preference pairs: each pair's prompt and its chosen response (SFT on the chosen side)."""
+    return _parse(records, source, skips, lambda r: _as_demo(_preference_sides(r)), PREFERENCE_FORMAT)
+
+
+def _as_demo(pref: Preference) -> PromptCompletion:
+    return PromptCompletion(pref.prompt, pref.chosen)

@@ -2,7 +2,9 @@
 
 Consumes `model`: any HF causal LM directory (GPT-2 or Llama style, with or without a chat template);
 `data`: demonstrations as {"prompt": str | conversation, "completion": str} or {"messages": conversation
-ending in the assistant reply}, a .jsonl/.json/.parquet file or a dataset directory holding one.
+ending in the assistant reply}, a .jsonl/.json/.parquet file or a dataset directory holding one; or, with
+`use: chosen`, preference pairs (prompt/chosen/rejected in any format `label` imports), trained on the chosen
+response (the common "SFT on chosen, RM on pairs" recipe, one file for both stages).
 Produces `model`: πSFT, a plain HF directory (LoRA adapters are merged), tokenizer included.
 Summary: eval_loss (held out, before and after), train_loss, train tokens, examples, skipped records by reason,
 whether a pad token was added.
@@ -10,6 +12,7 @@ whether a pad token was added.
 Run alone:
     alignpipe stage run sft -i model=base/ -i data=data/demos -p epochs=3 -o sft/
     alignpipe stage run sft -i model=base/ -i data=demos.jsonl -p lora=true -p lr=3e-3 -o sft-lora/
+    alignpipe stage run sft -i model=base/ -i data=prefs.jsonl -p use=chosen -o sft-chosen/
 
 Method: a plain prompt is tokenized with the model's special tokens, a conversation with its chat template
 (alignpipe.data.tokenize); the completion gets exactly one EOS so the model learns to stop. Loss: next-token
@@ -37,6 +40,8 @@ from alignpipe.stages._params import LoopParams, LoraParams
 
 
 class Params(LoopParams, LoraParams):
+    use: Literal["chosen"] | None = None
+    """null: `data` holds demonstrations; chosen: `data` holds preference pairs, train on the chosen responses"""
     epochs: int = Field(default=3, ge=1)
     """passes over the training demonstrations (ignored when `steps` is set)"""
     batch_size: int = Field(default=16, ge=1)
@@ -77,7 +82,7 @@ def _batches(samples: list, batch_size: int, pad_id: int) -> list:
 def run(ctx: StageContext) -> None:
     import torch
 
-    from alignpipe.data import SkipCounter, parse_sft
+    from alignpipe.data import SkipCounter, parse_chosen, parse_sft
     from alignpipe.data.tokenize import collate_lm, tokenize_sft
     from alignpipe.models.build import apply_lora, count_parameters, load_causal_lm, save_model
     from alignpipe.models.forward import use_fused_kernels
@@ -102,8 +107,9 @@ def run(ctx: StageContext) -> None:
     # -- inputs: the model's tokenizer and the demonstrations, checked before any compute
     _common.require_inputs(ctx, "model", "data")
     tokenizer = _common.load_tokenizer(ctx, "model")
-    examples, parse_skips, source = _common.read_dataset(ctx, "data", parse_sft,
-                                                         max_skip_fraction=p.max_skip_fraction)
+    examples, parse_skips, source = _common.read_dataset(ctx, "data", parse_chosen if p.use == "chosen" else parse_sft,
+                                                         max_skip_fraction=p.max_skip_fraction,
+                                                         preferred=(_common.PREFERENCES_FILE,))
     _common.require_chat_template(ctx, tokenizer, "model", "data", [e.prompt for e in examples])
 
     # -- model (pad ≠ eos fixed before tokenizing, so every id is final)
