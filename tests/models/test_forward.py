@@ -12,6 +12,7 @@ from alignpipe.models.forward import (
     check_tokenizers_compatible,
     collate_prompt_response,
     eos_mask,
+    inverse_cdf_sample,
     last_token_index,
     pad_left,
     position_ids_from_mask,
@@ -258,6 +259,21 @@ def test_inverse_cdf_step_samples_softmax_over_temperature(temperature):
     assert got[2] == 0 and got[5] == 0  # zero-probability tokens are never drawn
     assert float((got - want).abs().sum()) / 2 < 0.005  # total variation; sampling noise is ~0.001 here
     torch.testing.assert_close(logp[0], torch.log_softmax(logits / temperature, dim=-1))
+
+
+def test_inverse_cdf_gives_a_rare_token_of_a_large_vocabulary_its_share():
+    """A token with weight 1e-3 after 99,999 tokens of weight 1: in a float32 cumulative sum (ulp 0.008 there) its
+    interval has zero width and it is never drawn (at V = 150k, ~30% of a real distribution's tokens are lost this
+    way); the float64 sum keeps it."""
+    v, rare = 100_000, 99_999
+    weights = torch.ones(1, v)
+    weights[0, rare] = 1e-3
+    total = (v - 1) + 1e-3
+    inside = torch.tensor([[(rare + 0.0005) / total]], dtype=torch.float64)  # the middle of its exact interval
+    assert inverse_cdf_sample(weights, inside).item() == rare
+    assert inverse_cdf_sample(weights, torch.tensor([[0.5]], dtype=torch.float64)).item() == 49_999
+    cdf32 = weights.cumsum(-1)
+    assert cdf32[0, rare] == cdf32[0, rare - 1]  # the float32 failure this guards against
 
 
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.99])

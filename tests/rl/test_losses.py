@@ -139,3 +139,14 @@ def test_pairwise_accuracy_counts_ties_as_half():
     assert out.ties == 2
     with pytest.raises(ValueError, match="at least one pair"):
         pairwise_accuracy(torch.zeros(0), torch.zeros(0))
+
+
+def test_a_runaway_log_ratio_is_clamped_before_exp_so_loss_and_gradient_stay_finite():
+    new = torch.tensor([[200.0, -200.0, 0.1]], requires_grad=True)  # exp(200) overflows float32 to inf
+    adv = torch.tensor([[-1.0, 1.0, 1.0]])
+    out = policy_loss(new, torch.zeros(1, 3), adv, torch.ones(1, 3))
+    out.loss.backward()
+    assert math.isfinite(out.loss.item()) and torch.isfinite(new.grad).all()
+    assert out.ratio_max.item() == pytest.approx(math.exp(20.0), rel=1e-5)
+    assert out.ratio_min.item() == pytest.approx(math.exp(-20.0), rel=1e-5)
+    assert new.grad[0, 0].item() == 0.0  # beyond the clamp: no gradient, as if clipped

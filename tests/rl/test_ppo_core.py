@@ -6,10 +6,18 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from alignpipe.rl.advantages import gae, masked_mean, masked_var
-from alignpipe.rl.kl import kl_k1
-from alignpipe.rl.ppo import PPOConfig, Rollout, compute_advantages, explained_variance, ppo_update
+from alignpipe.rl.kl import kl_k1, kl_k2, kl_k3
+from alignpipe.rl.ppo import (
+    NonFiniteGradient,
+    PPOConfig,
+    Rollout,
+    compute_advantages,
+    explained_variance,
+    ppo_update,
+)
 from alignpipe.rl.rewards import eos_emitted, response_mask
 
 EOS, PAD = 1, 0
@@ -72,7 +80,7 @@ def test_step0_policy_equals_reference():
     cfg = PPOConfig(ppo_epochs=1)  # one minibatch = the whole rollout batch
     adv = compute_advantages(setup.rollout, beta=0.1, cfg=cfg)
     assert adv.stats["kl"] == 0.0
-    assert adv.stats["kl_penalty"] == 0.0
+    assert adv.stats["kl"] == 0.0 and adv.stats["kl_k2"] == 0.0 and adv.stats["kl_k3"] == 0.0
     assert bool((adv.kl == 0).all())
     result = run_update(setup, cfg)
     first = result.steps[0]
@@ -280,6 +288,29 @@ def test_max_grad_norm_clips_each_step():
 # ---- compute_advantages -------------------------------------------------------------------------------------------
 
 
+def test_a_nan_gradient_stops_the_update_before_any_optimizer_steps():
+    setup = ToySetup(seed=3)
+    cfg = PPOConfig(minibatch_size=4)
+    adv = compute_advantages(setup.rollout, beta=0.1, cfg=cfg)
+    popt, vopt = torch.optim.Adam([setup.policy], lr=0.1), torch.optim.Adam([setup.critic], lr=0.1)
+    calls = []
+
+    def poisoned(idx):  # the second minibatch's value estimate is NaN: its value gradient is NaN, the policy's not
+        logprobs, values, entropy = setup.forward(idx)
+        calls.append(len(calls))
+        return logprobs, values * (float("nan") if len(calls) == 2 else 1.0), entropy
+
+    before = setup.params()
+    with pytest.raises(NonFiniteGradient, match="value gradient norm is nan") as e:
+        ppo_update(setup.rollout, adv.advantages, adv.returns, poisoned, popt, vopt, cfg, torch.Generator())
+    assert list(e.value.norms) == ["value"] and len(calls) == 2
+    after = setup.params()
+    assert torch.isfinite(after[0]).all() and torch.isfinite(after[1]).all()
+    assert not torch.equal(after[0], before[0])  # the first minibatch stepped ...
+    popt_steps = popt.state[setup.policy]["step"].item()
+    assert popt_steps == 1  # ... the second did not step the policy either, though its policy gradient was finite
+
+
 def test_compute_advantages_returns_come_from_unwhitened_gae():
     setup = ToySetup(seed=7, batch=16)
     ro = setup.rollout
@@ -298,13 +329,19 @@ def test_compute_advantages_returns_come_from_unwhitened_gae():
     torch.testing.assert_close(unwhitened.advantages, raw_adv)
 
 
-def test_controller_kl_is_k1_whatever_the_reward_estimator():
+def test_the_reward_uses_k1_and_k2_k3_are_diagnostics_only():
     ro = ToySetup(seed=8).rollout
-    k1_sum = kl_k1(ro.logprobs_old, ro.ref_logprobs, ro.response_mask).sum(1).mean().item()
-    adv = compute_advantages(ro, beta=0.1, cfg=PPOConfig(kl_estimator="k3"))
-    assert adv.stats["kl"] == pytest.approx(k1_sum)
-    assert adv.stats["kl_penalty"] != pytest.approx(k1_sum)
-    assert adv.stats["kl_penalty"] > 0
+    m = ro.response_mask
+    k1 = kl_k1(ro.logprobs_old, ro.ref_logprobs, m)
+    adv = compute_advantages(ro, beta=0.1, cfg=PPOConfig())
+    torch.testing.assert_close(adv.kl, k1)
+    assert adv.stats["kl"] == pytest.approx(k1.sum(1).mean().item())
+    assert adv.stats["kl_k3"] == pytest.approx(kl_k3(ro.logprobs_old, ro.ref_logprobs, m).sum(1).mean().item())
+    assert adv.stats["kl_k2"] == pytest.approx(kl_k2(ro.logprobs_old, ro.ref_logprobs, m).sum(1).mean().item())
+    for estimator in ("k2", "k3"):
+        with pytest.raises(ValidationError, match=f"{estimator} is a diagnostic only: as a per-token reward it "
+                                                  "optimises a different objective"):
+            PPOConfig(kl_estimator=estimator)
 
 
 def test_explained_variance_literals():

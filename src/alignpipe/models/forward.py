@@ -276,10 +276,17 @@ def _sample_step(logits: Tensor, temperature: float, top_p: float, logprobs: boo
     scaled = logits.float() / temperature
     if top_p < 1.0:
         scaled = _filter_top_p(scaled, top_p)
-    cdf = (scaled - scaled.max(dim=-1, keepdim=True).values).exp().cumsum(dim=-1)  # (B, V) unnormalized
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]  # scaled by the total: no normalizing
-    tokens = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # first cdf > u
+    weights = (scaled - scaled.max(dim=-1, keepdim=True).values).exp()  # (B, V) unnormalized probabilities
+    tokens = inverse_cdf_sample(weights, torch.rand(weights.shape[0], 1, device=weights.device, dtype=torch.float64))
     return tokens, F.log_softmax(scaled, dim=-1) if logprobs else None
+
+
+def inverse_cdf_sample(weights: Tensor, u: Tensor) -> Tensor:
+    """(B, V) unnormalized probabilities, (B, 1) uniforms in [0, 1) -> (B,) the first token whose cumulative
+    weight exceeds u·total. The cumulative sum is float64: in float32 it drifts over large vocabularies (past 2**24
+    equal weights it stops growing), so tail tokens would get the wrong share or none."""
+    cdf = weights.double().cumsum(dim=-1)  # (B, V)
+    return torch.searchsorted(cdf, u.double() * cdf[:, -1:], right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
 
 
 def _decode(  # noqa: PLR0913 — the sampler's knobs

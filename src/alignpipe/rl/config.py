@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 KLEstimator = Literal["k1", "k2", "k3"]
 
@@ -34,8 +34,18 @@ class PPOConfig(BaseModel):
     """Samples per forward_fn call (gradient accumulation); must divide minibatch_size. None: no split."""
     max_grad_norm: float | None = Field(None, gt=0.0)
     """Clip the global grad norm of each optimizer's parameters to this; None: no clipping (norm still logged)."""
-    kl_estimator: KLEstimator = "k1"
-    """KL estimator in the per-token reward (item 12). The adaptive controller always gets k1 (stats['kl'])."""
+    kl_estimator: Literal["k1"] = "k1"
+    """KL estimator in the per-token reward (item 12): k1 only. k2 and k3 are logged as diagnostics (stats
+    'kl_k2', 'kl_k3'): put in the reward, their expected gradient is not the gradient of KL(π‖π_ref), so PPO would
+    optimise a different objective than the KL-regularized one (Schulman; Tang & Munos 2025)."""
+
+    @field_validator("kl_estimator", mode="before")
+    @classmethod
+    def _k1_only(cls, value: object) -> object:
+        if value in ("k2", "k3"):
+            raise ValueError(f"{value} is a diagnostic only: as a per-token reward it optimises a different "
+                             "objective than KL(π‖π_ref); use k1 (k2 and k3 are logged as kl_k2, kl_k3)")
+        return value
     no_eos_penalty: float | None = -1.0
     """Score that replaces the RM score of a response without EOS (item 10); None keeps the RM score."""
     whiten_advantages: bool = True

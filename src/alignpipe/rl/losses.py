@@ -49,6 +49,9 @@ def _token_mean(x: torch.Tensor, mask: torch.Tensor, num_tokens: float | None) -
     return zero_pads(x, mask).sum() / num_tokens
 
 
+MAX_LOG_RATIO = 20.0  # |log π_θ − log π_old| beyond this is a diverged update; e^20 keeps float32 finite
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -62,7 +65,8 @@ def policy_loss(
     logprobs (differentiable), old_logprobs, advantages, mask: (b, T).
     """
     valid = mask.bool()
-    log_ratio = zero_pads(logprobs - old_logprobs, valid)  # (b, T)
+    # clamped before exp: a runaway log-ratio gives a large finite ratio (clipped or not), never inf·0 = NaN
+    log_ratio = zero_pads(logprobs - old_logprobs, valid).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # (b, T)
     ratio = torch.exp(log_ratio)  # (b, T)
     unclipped = -advantages * ratio  # (b, T)
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # (b, T)

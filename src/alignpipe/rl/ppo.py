@@ -49,6 +49,7 @@ Notes for the caller:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,7 +57,7 @@ import torch
 
 from alignpipe.rl.advantages import gae, masked_mean, masked_var, masked_whiten, zero_pads
 from alignpipe.rl.config import PPOConfig
-from alignpipe.rl.kl import kl_k1, kl_per_token
+from alignpipe.rl.kl import kl_k1, kl_k2, kl_k3
 from alignpipe.rl.losses import policy_loss, value_loss
 from alignpipe.rl.rewards import apply_no_eos_penalty, end_index, per_token_rewards
 
@@ -116,7 +117,7 @@ class Advantages:
     returns: torch.Tensor
     """(B, T) value targets A + V_old, from the unwhitened advantages."""
     kl: torch.Tensor
-    """(B, T) the per-token KL estimate used in the reward (cfg.kl_estimator)."""
+    """(B, T) the per-token KL estimate used in the reward (k1)."""
     stats: dict[str, float]
     """Rollout statistics; stats['kl'] (batch mean of Σ_t k1_t, nats) is KL_obs for the KL controller."""
 
@@ -125,15 +126,15 @@ def compute_advantages(rollout: Rollout, beta: float, cfg: PPOConfig) -> Advanta
     """Rewards (items 10–12), GAE returns (item 15) and whitened advantages (item 16) of one rollout batch."""
     mask = rollout.response_mask  # (B, T)
     with torch.no_grad():
-        kl = kl_per_token(rollout.logprobs_old, rollout.ref_logprobs, mask, cfg.kl_estimator)  # (B, T)
-        kl1 = kl if cfg.kl_estimator == "k1" else kl_k1(rollout.logprobs_old, rollout.ref_logprobs, mask)
-        kl1_sum = kl1.sum(1)  # (B,) the controller's KL_obs is always k1
+        kl = kl_k1(rollout.logprobs_old, rollout.ref_logprobs, mask)  # (B, T) the reward's estimator (item 12)
+        kl1_sum = kl.sum(1)  # (B,) the controller's KL_obs
         scores = apply_no_eos_penalty(rollout.scores, rollout.eos_emitted, cfg.no_eos_penalty)  # (B,)
         rewards = per_token_rewards(scores, kl, mask, beta)  # (B, T)
         advantages, returns = gae(rewards, rollout.values_old, mask, cfg.gamma, cfg.lam)  # (B, T) each
         stats = {
             "kl": kl1_sum.mean().item(),
-            "kl_penalty": kl.sum(1).mean().item(),
+            "kl_k2": kl_k2(rollout.logprobs_old, rollout.ref_logprobs, mask).sum(1).mean().item(),  # diagnostics
+            "kl_k3": kl_k3(rollout.logprobs_old, rollout.ref_logprobs, mask).sum(1).mean().item(),
             "beta": float(beta),
             "score": rollout.scores.float().mean().item(),
             "score_penalized": scores.float().mean().item(),
@@ -287,10 +288,25 @@ def _minibatch_step(
     return stats
 
 
-def _clip_and_step(optimizer: torch.optim.Optimizer, max_grad_norm: float | None) -> float:
-    norm = torch.nn.utils.clip_grad_norm_(_params(optimizer), max_grad_norm or float("inf"))
-    optimizer.step()
-    return norm.item()
+class NonFiniteGradient(FloatingPointError):
+    """A minibatch's gradient norm is NaN or inf: raised before the optimizer step, so the weights stay finite.
+    `norms`: {"policy" or "value": the non-finite norm}."""
+
+    def __init__(self, norms: dict[str, float]):
+        self.norms = norms
+        super().__init__(", ".join(f"{name} gradient norm is {norm}" for name, norm in norms.items()))
+
+
+def _clip_and_step(optimizers: dict[str, torch.optim.Optimizer], max_grad_norm: float | None) -> dict[str, float]:
+    """Clip each optimizer's gradients; step them all only if every norm is finite. -> {"<name>_grad_norm": norm}"""
+    norms = {name: torch.nn.utils.clip_grad_norm_(_params(opt), max_grad_norm or float("inf")).item()
+             for name, opt in optimizers.items()}
+    bad = {name: norm for name, norm in norms.items() if not math.isfinite(norm)}
+    if bad:
+        raise NonFiniteGradient(bad)
+    for opt in optimizers.values():
+        opt.step()
+    return {f"{name}_grad_norm": norm for name, norm in norms.items()}
 
 
 def ppo_update(
@@ -321,8 +337,7 @@ def ppo_update(
             if value_optimizer is not None:
                 value_optimizer.zero_grad(set_to_none=True)
             stats = _minibatch_step(rollout, advantages, returns, forward_fn, indices, micro, cfg)
-            stats["policy_grad_norm"] = _clip_and_step(policy_optimizer, cfg.max_grad_norm)
-            if value_optimizer is not None:
-                stats["value_grad_norm"] = _clip_and_step(value_optimizer, cfg.max_grad_norm)
+            optimizers = {"policy": policy_optimizer, **({"value": value_optimizer} if value_optimizer else {})}
+            stats.update(_clip_and_step(optimizers, cfg.max_grad_norm))  # a NaN never reaches any weight
             result.steps.append({"epoch": epoch, "minibatch": number, **stats})
     return result

@@ -382,13 +382,16 @@ def _kl_controller(p: Params) -> Any:
     return FixedKLController(p.beta)
 
 
+NAN_HINT = "check the reward for NaN/inf, lower params.lr or keep params.max_grad_norm set"
+
+
 def _check_finite(ctx: StageContext, step: int, values: dict[str, float], keys: tuple[str, ...]) -> None:
     """StageFailed on NaN/inf, naming the rollout and the last good checkpoint (which is kept)."""
     from alignpipe.train import check_finite
 
     for key in keys:
         check_finite(values[key], step=step, what=f"rollout {step} {key}", checkpoints=ctx.checkpoints,
-                     hint="check the reward for NaN/inf, lower params.lr or keep params.max_grad_norm set")
+                     hint=NAN_HINT)
 
 
 def _save_value(m: PPOModels, out: Any, scratch: Any) -> None:
@@ -436,8 +439,9 @@ def run(ctx: StageContext) -> None:
     import torch
 
     from alignpipe.models.build import save_model
-    from alignpipe.rl.ppo import compute_advantages, ppo_update
+    from alignpipe.rl.ppo import NonFiniteGradient, compute_advantages, ppo_update
     from alignpipe.train import Checkpointer, EpochBatches, run_key, seed_everything, sub_seed
+    from alignpipe.train.guard import non_finite
 
     p: Params = ctx.params
     started = time.monotonic()
@@ -485,8 +489,14 @@ def run(ctx: StageContext) -> None:
         _check_finite(ctx, r + 1, adv.stats, ("score", "kl", "reward_total"))  # before any weight moves
         t1 = time.perf_counter()
         models.train()
-        result = ppo_update(sampled.rollout, adv.advantages, adv.returns, sampled.forward_fn(models, p.temperature),
-                            optimizers["policy"], optimizers.get("critic"), cfg, generator)
+        try:
+            result = ppo_update(sampled.rollout, adv.advantages, adv.returns,
+                                sampled.forward_fn(models, p.temperature), optimizers["policy"],
+                                optimizers.get("critic"), cfg, generator)
+        except NonFiniteGradient as e:  # raised before the optimizer stepped: no NaN reaches a weight
+            name, norm = next(iter(e.norms.items()))
+            raise non_finite(f"rollout {r + 1} {name} gradient norm", norm, step=r + 1, checkpoints=ctx.checkpoints,
+                             hint=NAN_HINT) from None
         stats = {**adv.stats, **result.summary(), "lr": schedulers["policy"].get_last_lr()[0],
                  **({} if sampled.gold is None else {"gold": sampled.gold}),
                  "rollout_seconds": t1 - t0, "update_seconds": time.perf_counter() - t1}

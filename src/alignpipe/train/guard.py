@@ -26,10 +26,14 @@ def check_finite(
     hits the same step again (training is deterministic), so the fix is a change of params.
     """
     v = float(value.detach().float().item() if isinstance(value, torch.Tensor) else value)
-    if math.isfinite(v):
-        return
+    if not math.isfinite(v):
+        raise non_finite(what, v, step=step, checkpoints=checkpoints, hint=hint)
+
+
+def non_finite(what: str, value: float, *, step: int, checkpoints: Checkpoints | None, hint: str) -> StageFailed:
+    """The StageFailed check_finite raises: names the value, the step and the checkpoint that is kept."""
     last = checkpoints.latest() if checkpoints is not None else None
     kept = (f"the last good checkpoint (step {last.step}) is kept in {last.path}" if last
             else "no checkpoint had been written yet")
-    raise StageFailed(f"{what} is {'NaN' if math.isnan(v) else 'inf'} at step {step}; stopped before the "
-                      f"optimizer applied it, {kept}. Fix: {hint}")
+    return StageFailed(f"{what} is {'NaN' if math.isnan(value) else 'inf'} at step {step}; stopped before the "
+                       f"optimizer applied it, {kept}. Fix: {hint}")
