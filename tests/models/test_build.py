@@ -10,6 +10,7 @@ from alignpipe.models.build import (
     build_causal_lm,
     count_parameters,
     disable_dropout,
+    fold_reward_normalization,
     load_causal_lm,
     load_reward_model,
     normalized_scores,
@@ -148,3 +149,32 @@ def test_reward_normalization_is_saved_with_the_model(tiny_model_dirs, tiny_toke
     assert abs(normed.mean().item()) < 1e-6 and abs(normed.std(unbiased=False).item() - 1) < 1e-6
     with pytest.raises(ValueError, match="gain must be > 0"):
         set_reward_normalization(rm, 0.0, gain=0.0)
+
+
+@pytest.mark.parametrize("arch,lora", [("gpt2", False), ("llama", False), ("gpt2", True)],
+                         ids=["gpt2", "llama", "gpt2-lora"])
+def test_folded_normalization_makes_plain_hf_output_the_normalized_score(arch, lora, tiny_model_dirs, tiny_tokenizer,
+                                                                          tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    rm = reward_model_from_causal(tiny_model_dirs[arch])
+    if lora:
+        rm = apply_lora(rm, r=4, alpha=8)
+        _perturb_lora(rm)
+    set_reward_normalization(rm, bias=0.37, gain=2.5)
+    ids = torch.randint(4, len(tiny_tokenizer), (3, 9))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        want = normalized_scores(rm, score_sequences(rm, ids, mask))  # S, as alignpipe computed it before
+        folded = fold_reward_normalization(rm)
+        save_model(rm, tiny_tokenizer, tmp_path)
+        plain = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()  # what TRL or anyone loads
+        raw = plain(input_ids=ids, attention_mask=mask).logits[:, 0]
+    left = folded["offset_in_config"]
+    if arch == "gpt2":  # the offset went into ln_f's bias: the plain output is S itself
+        assert left == 0.0 and folded["offset"] == pytest.approx(2.5 * 0.37)
+    else:  # Llama's RMSNorm has no bias: the gain is folded, the offset stays in config (S = raw + bias)
+        assert left == pytest.approx(2.5 * 0.37) and folded["offset"] == 0.0
+    torch.testing.assert_close(raw + left, want, atol=1e-5, rtol=1e-5)
+    assert reward_normalization(load_reward_model(tmp_path)) == (pytest.approx(left), 1.0)
+    torch.testing.assert_close(normalized_scores(plain, raw), want, atol=1e-5, rtol=1e-5)

@@ -112,7 +112,7 @@ def test_a_model_against_itself_ties_everywhere_with_zero_kl(fx, tmp_path):
 def test_kl_is_measured_against_the_reference_and_is_deterministic(fx, tmp_path):
     models = {"sft": fx["gpt2"], "other": fx["llama"]}
     a = evaluate(tmp_path / "a", models, fx)
-    assert a["models"]["other"]["kl"]["mean"] > 0.1  # a different random model is far from the baseline
+    assert a["models"]["other"]["kl"]["mean"] > 0.01  # another random model: away from the baseline (k1 estimate)
     assert a["models"]["sft"]["kl"]["mean"] == 0.0
     assert "gold" not in a["models"]["other"] and "rm_win_rate" in a["models"]["other"]
     # an explicit reference: KL is now measured against `other`
@@ -121,7 +121,7 @@ def test_kl_is_measured_against_the_reference_and_is_deterministic(fx, tmp_path)
                   params={"models": ["sft", "other"], "max_new_tokens": 8, "batch_size": 10}, out=tmp_path / "c")
     c = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert c["reference"] == "reference" and c["models"]["other"]["kl"]["mean"] == 0.0
-    assert c["models"]["sft"]["kl"]["mean"] > 0.1 and "rm_score" not in c["models"]["sft"]
+    assert c["models"]["sft"]["kl"]["mean"] > 0.01 and "rm_score" not in c["models"]["sft"]
     evaluate(tmp_path / "again", models, fx)
     ids = [json.loads((tmp_path / d / "manifest.json").read_text())["id"] for d in ("a", "again")]
     assert ids[0] == ids[1]

@@ -70,10 +70,12 @@ def test_normalization_makes_calibration_scores_mean_0_std_1(tiny_model_dirs, tm
     scorer = RewardScorer(out)
     scores = scorer.score(prompts, responses)
     assert abs(statistics.fmean(scores)) < 1e-5 and abs(statistics.pstdev(scores) - 1) < 1e-5
-    bias, gain = scorer.normalization
-    assert (bias, gain) == (norm["bias"], norm["gain"]) and bias == -norm["raw_mean"]
-    raw = scorer.score_raw(prompts[:3], responses[:3])
-    assert scores[:3] == pytest.approx([gain * (r + bias) for r in raw], abs=1e-6)
+    assert norm["bias"] == -norm["raw_mean"] and norm["gain"] == pytest.approx(1 / norm["raw_std"])
+    # folded on publish (GPT-2: gain and offset both): the plain HF output is the normalized score itself
+    assert scorer.normalization == (0.0, 1.0)
+    assert norm["folded"] == {"gain": norm["gain"], "offset": pytest.approx(norm["gain"] * norm["bias"]),
+                              "offset_in_config": 0.0}
+    assert scorer.score_raw(prompts, responses) == pytest.approx(scores, abs=1e-6)
 
 
 def _prompts(tmp_path: Path) -> Path:
@@ -123,7 +125,7 @@ def test_a_reward_artifact_serves_as_label_judge(tiny_model_dirs, tmp_path):
     candidates.mkdir()
     (candidates / "candidates.jsonl").write_text(json.dumps({"prompt": "Review of the lamp:",
                                                              "responses": [" Great.", " Bad."]}) + "\n")
-    prefs = tmp_path / "prefs"
+    prefs = tmp_path / "labeled"
     api.run_stage("label", inputs={"candidates": str(candidates), "reward_model": str(rm)},
                   params={"judge": "reward_model"}, out=prefs)
     (row,) = [json.loads(line) for line in (prefs / "preferences.jsonl").read_text().splitlines()]

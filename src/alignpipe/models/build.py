@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -192,6 +192,42 @@ def reward_normalization(model: nn.Module) -> tuple[float, float]:
     """(bias, gain) recorded in the model's config; (0, 1) when none was recorded."""
     norm = getattr(unwrap(model).config, REWARD_NORM_KEY, None) or {}
     return float(norm.get("bias", 0.0)), float(norm.get("gain", 1.0))
+
+
+def fold_reward_normalization(model: nn.Module) -> dict[str, Any]:
+    """Move the recorded normalization S = gain·(raw + bias) into the weights, so a plain HF consumer (TRL, a
+    pipeline, `AutoModelForSequenceClassification`) reads S itself: gain scales the score head; the offset gain·bias
+    goes into the head's bias, or, for heads without one (GPT-2 and Llama's), into the final norm's bias along the
+    head's direction: shifting that bias by c·w/‖w‖² shifts every score by exactly c (the norm feeds only the head).
+    A model whose last step before the head has no additive term (Llama's RMSNorm) keeps the offset in its config
+    (then raw + bias = S; `normalized_scores` applies it). Returns what was folded, for the manifest."""
+    bias, gain = reward_normalization(model)
+    head = score_head(model)
+    offset = gain * bias
+    with torch.no_grad():
+        head.weight.mul_(gain)
+        if head.bias is not None:
+            head.bias.add_(offset)
+            left = 0.0
+        else:
+            norm = _final_norm(unwrap(model))
+            if norm is not None and getattr(norm, "bias", None) is not None:
+                w = head.weight[0].to(norm.bias.dtype)  # (d,)
+                norm.bias.add_(offset * w / w.dot(w))
+                left = 0.0
+            else:
+                left = offset
+    setattr(unwrap(model).config, REWARD_NORM_KEY, {"bias": left, "gain": 1.0})
+    return {"gain": gain, "offset": offset - left, "offset_in_config": left}
+
+
+def _final_norm(model: PreTrainedModel) -> nn.Module | None:
+    """The normalization layer whose output the score head reads (GPT-2: transformer.ln_f; Llama: model.norm)."""
+    base = getattr(model, model.base_model_prefix, None)
+    for name in ("ln_f", "norm", "final_layer_norm"):
+        if base is not None and isinstance(getattr(base, name, None), nn.Module):
+            return getattr(base, name)
+    return None
 
 
 def normalized_scores(model: nn.Module, raw: torch.Tensor) -> torch.Tensor:

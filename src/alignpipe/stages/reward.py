@@ -6,8 +6,10 @@ accepts), a file or a dataset directory; optional `calibration`: a generate outp
 samples for the normalization — without it, the distinct responses of the preference data are used (right
 when those pairs were sampled from πSFT, as label's are; give `calibration` for imported preferences).
 Produces `model`: Rφ, a plain HF AutoModelForSequenceClassification directory (num_labels=1) with the
-tokenizer and the normalization S = gain·(raw + bias) recorded in config.json
-(`alignpipe_reward_normalization`; read it with alignpipe.models.scoring.RewardScorer).
+tokenizer, with the normalization S = gain·(raw + bias) folded into the weights on publish (score head, and the
+final norm's bias for the offset where there is one: GPT-2), so `AutoModelForSequenceClassification` — TRL, or
+any consumer — outputs S itself; whatever could not be folded (Llama's offset: RMSNorm has no bias) stays in
+config.json `alignpipe_reward_normalization` (S = raw + bias; alignpipe.models.scoring.RewardScorer applies it).
 Summary: held-out pairwise accuracy (ties count ½), loss, mean chosen/rejected score, margin statistics and
 histogram (normalized units), the label noise ceiling when the preference artifact records one, the
 normalization and the calibration set it came from.
@@ -172,6 +174,7 @@ def run(ctx: StageContext) -> None:
     from alignpipe.models.build import (
         apply_lora,
         count_parameters,
+        fold_reward_normalization,
         reward_model_from_causal,
         save_model,
         set_reward_normalization,
@@ -277,7 +280,8 @@ def run(ctx: StageContext) -> None:
         ctx.log(f"held-out accuracy {evaluation['accuracy']:.3f} on {len(held_out)} pairs "
                 f"(ties {evaluation['ties']}), margin mean {evaluation['margin']['mean']:.3f}")
 
-    # -- save
+    # -- save, the normalization folded into the weights: a plain HF consumer reads S, not the raw score
+    folded = fold_reward_normalization(model)
     with torch.no_grad():
         save_model(model, tokenizer, ctx.output_dir("model"))
     data_summary = ctx.inputs["data"].summary
@@ -286,7 +290,8 @@ def run(ctx: StageContext) -> None:
                  label_ceiling_accuracy=data_summary.get("ceiling_accuracy"),
                  train_loss=sum(recent) / len(recent) if recent else None,
                  train_accuracy=statistics.fmean(state["recent_acc"]) if state["recent_acc"] else None,
-                 normalization={"bias": -mean, "gain": gain, "raw_mean": mean, "raw_std": std, **cal_info},
+                 normalization={"bias": -mean, "gain": gain, "raw_mean": mean, "raw_std": std, **cal_info,
+                                "folded": folded},
                  steps=total, pairs={"train": len(train), "eval": len(held_out)},
                  skipped=_common.skip_summary(parse_skips, token_skips), pad_token_added=pad_added,
                  margin=p.margin, center_coef=p.center_coef, lora=p.lora, precision=p.precision, max_len=max_len,
@@ -294,7 +299,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="reward", version="2", params=Params, run=run,
+    name="reward", version="3", params=Params, run=run,
     inputs={"model": InputDef("model", doc="πSFT: a HF causal LM directory whose backbone initializes the RM"),
             "data": InputDef("dataset", doc="preference pairs (label's output or a prompt/chosen/rejected file)"),
             "calibration": InputDef("dataset", required=False,
