@@ -78,7 +78,12 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     except ImportError:
         raise DataError(str(path), None, None, "reading Parquet needs pyarrow, which is not installed",
                         "`pip install pyarrow`, or convert the file to JSON lines") from None
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError; a damaged file an OSError
+        raise DataError(str(path), None, None, f"not a readable Parquet file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})", "write it again, or convert it to JSON lines"
+                        ) from None
 
 
 def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> int:

@@ -145,8 +145,20 @@ def execute(task: Task) -> dict[str, str]:
         outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"))
         shutil.rmtree(work_dir / "ckpt", ignore_errors=True)  # published: the checkpoints have done their job
         return outputs
+    except BaseException:
+        if task.out and not any((work_dir / "ckpt").glob("step-*")):  # manual mode: leave no trace of a failure
+            _remove_work_dir(work_dir)                                 # that has nothing to resume from
+        raise
     finally:
         os.close(lock_fd)
+
+
+def _remove_work_dir(work_dir: Path) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)
+    try:
+        work_dir.parent.rmdir()  # DIR.work, if no other command's work is in it
+    except OSError:
+        pass
 
 
 def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]) -> dict[str, str]:
