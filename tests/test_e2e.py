@@ -8,30 +8,16 @@ import math
 import time
 
 import pytest
-import yaml
 
 from alignpipe import api
-from alignpipe.api import Workspace, builtin_path
-
-SMALL = {
-    "data": {"corpus": 2000, "demos": 600, "pref_prompts": 256, "rl_prompts": 128, "eval_prompts": 64},
-    "base": {"n_layer": 2, "n_embd": 64, "n_head": 2, "steps": 250, "batch_size": 32, "lr": 0.003},
-    "sft": {"epochs": 2},
-    "pairs": {"max_new_tokens": 32},
-    "reward": {"epochs": 2},
-    "ppo": {"rollouts": 12, "max_new_tokens": 32},
-    "evaluate": {"max_new_tokens": 32},
-}
+from alignpipe.api import Workspace
+from pipelines import rlhf_spec
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    spec = yaml.safe_load(builtin_path("default").read_text())
-    for stage, params in SMALL.items():
-        spec["stages"][stage]["params"] = {**spec["stages"][stage].get("params", {}), **params}
     ws = tmp_path_factory.mktemp("e2e") / "ws"
-    spec["workspace"] = str(ws)
-    pipe = api.from_dict(spec)
+    pipe = api.from_dict(rlhf_spec(ws))
     result = api.run(pipe)
     return pipe, result, ws
 
