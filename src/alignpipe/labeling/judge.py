@@ -24,11 +24,17 @@ from alignpipe.labeling.server import PageServer, free_or_zero
 DB_FILE = "labels.db"
 
 
+def db_path(work_dir: Path) -> Path:
+    """The job's file: under ckpt/, the stage's checkpoint dir, so `alignpipe gc` keeps it while the stage is
+    unfinished and the stage removes it once published (its judgments are then in the artifact)."""
+    return work_dir / "ckpt" / DB_FILE
+
+
 class HumanJudge:
     def __init__(self, work_dir: Path, *, settings: dict[str, Any], host: str, port: int | None,
                  notice: Callable[..., None], progress: Callable[[float, float], None], poll_s: float = 0.25):
         """settings: overlap, guidelines, seed, title, lease_seconds (stored in the db for `label serve`)."""
-        self.path = work_dir / DB_FILE
+        self.path = db_path(work_dir)
         self.settings, self.host, self.port = settings, host, port
         self.notice, self.progress, self.poll_s = notice, progress, poll_s
         self.db: LabelDB | None = None
