@@ -32,7 +32,7 @@ from alignpipe.labeling import agreement
 from alignpipe.labeling.db import SESSION_S, Conflict, Identity, LabelDB, UnknownPair
 
 MAX_BODY = 16 * 1024
-STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                                  b"img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),

@@ -72,6 +72,7 @@
         : "Nothing left for you right now. Thank you! Pairs others leave open may come back: reload later.";
       return;
     }
+    $("task").dataset.pair = pair.key; // which pair is on screen (scripts and tests read it)
     renderPrompt(pair.prompt);
     $("left-text").textContent = pair.left;
     $("right-text").textContent = pair.right;
