@@ -6,19 +6,13 @@ import sys
 import time
 
 import pytest
+from labeling_util import make_db
 
 from alignpipe.labeling.db import Conflict, LabelDB, display_order
 
 
-def make_db(tmp_path, n=4, overlap=1, seed=0):
-    db = LabelDB(tmp_path / "labels.db")
-    db.configure(overlap=overlap, seed=seed, guidelines="be kind", lease_seconds=600)
-    db.add_pairs([(f"{i}:0:1", f"prompt {i}", f"a{i}", f"b{i}") for i in range(n)])
-    return db
-
-
 def test_a_judgment_is_stored_once_in_the_pairs_own_terms_and_survives_reopening(tmp_path):
-    db = make_db(tmp_path)
+    db = make_db(tmp_path / "labels.db")
     page = db.next_pair("ann")
     shown = display_order(0, page["key"], "ann")
     assert (page["left"], page["right"]) == ((f"a{page['key'][0]}", f"b{page['key'][0]}") if shown == "ab"
@@ -43,7 +37,7 @@ def test_display_order_is_balanced_and_per_annotator():
 
 
 def test_overlap_hands_each_pair_to_k_different_annotators(tmp_path):
-    db = make_db(tmp_path, n=2, overlap=2)
+    db = make_db(tmp_path / "labels.db", n=2, overlap=2)
     x, y, z = (db.next_pair(w)["key"] for w in ("x", "y", "z"))
     assert x == y != z  # x and y share the first pair (leased twice = its overlap), z starts the second
     assert db.next_pair("x")["key"] == x  # a reload shows the open pair again
@@ -59,7 +53,7 @@ def test_overlap_hands_each_pair_to_k_different_annotators(tmp_path):
 
 
 def test_expired_leases_free_their_pairs(tmp_path):
-    db = make_db(tmp_path, n=1)
+    db = make_db(tmp_path / "labels.db", n=1)
     db.configure(lease_seconds=0.05)
     assert db.next_pair("x") is not None and db.next_pair("y") is None
     time.sleep(0.1)
@@ -67,7 +61,7 @@ def test_expired_leases_free_their_pairs(tmp_path):
 
 
 def test_undo_removes_only_my_latest_judgment(tmp_path):
-    db = make_db(tmp_path, n=3, overlap=2)
+    db = make_db(tmp_path / "labels.db", n=3, overlap=2)
     first = db.next_pair("me")["key"]
     db.judge("me", first, "left")
     second = db.next_pair("me")["key"]
@@ -85,7 +79,7 @@ def test_undo_removes_only_my_latest_judgment(tmp_path):
 
 
 def test_finishing_freezes_judgments(tmp_path):
-    db = make_db(tmp_path, n=2)
+    db = make_db(tmp_path / "labels.db", n=2)
     assert not db.finish_if_complete()
     for who in ("x", "y"):
         db.judge(who, db.next_pair(who)["key"], "left")
@@ -99,7 +93,7 @@ def test_finishing_freezes_judgments(tmp_path):
 
 
 def test_tokens_are_stored_hashed_links_are_one_time_and_reinvites_replace(tmp_path):
-    db = make_db(tmp_path)
+    db = make_db(tmp_path / "labels.db")
     token = db.invite("alice")
     assert token not in (tmp_path / "labels.db").read_bytes().decode("latin-1")
     assert db.bearer(token).name == "alice" and not db.bearer(token).admin
@@ -116,7 +110,7 @@ def test_tokens_are_stored_hashed_links_are_one_time_and_reinvites_replace(tmp_p
 
 
 def test_import_respects_overlap_and_uniqueness(tmp_path):
-    db = make_db(tmp_path, n=2)
+    db = make_db(tmp_path / "labels.db", n=2)
     rows = [{"pair": "0:0:1", "annotator": "ls:1", "choice": "a", "shown": "ab"},
             {"pair": "0:0:1", "annotator": "ls:1", "choice": "a", "shown": "ab"},
             {"pair": "0:0:1", "annotator": "ls:2", "choice": "b", "shown": "ba"},
@@ -142,7 +136,7 @@ for i in range(100000):
 
 
 def test_kill_9_loses_no_acknowledged_judgment(tmp_path):
-    db = make_db(tmp_path, n=5000)
+    db = make_db(tmp_path / "labels.db", n=5000)
     db.close()
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "labels.db")], stdout=subprocess.PIPE,
                             text=True)
