@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.labeling.db import choice_from_position, display_order
+from alignpipe.labeling.params import prompt_text
 
 LABEL_STUDIO_CONFIG = """<View>
   <Header value="Which response is better?"/>
@@ -41,13 +42,6 @@ LABEL_STUDIO_CONFIG = """<View>
 """
 ARGILLA_QUESTION = "preference"
 POSITION = {"a": "left", "left": "left", "b": "right", "right": "right", "tie": "tie", "skip": "skip"}
-
-
-def prompt_text(prompt: Any) -> str:
-    """A chat prompt as "role: content" lines (both tools show text fields)."""
-    if isinstance(prompt, list):
-        return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in prompt)
-    return str(prompt)
 
 
 def _shown(pair: dict[str, Any], seed: int, tool: str) -> tuple[str, str, str]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator
 
 from alignpipe.pipeline.stagedef import StrictParams
@@ -14,10 +16,17 @@ CHAT_TEMPLATE = ("Which of the two responses to the prompt below is better? Answ
 PLACEHOLDERS = ("{prompt}", "{a}", "{b}")
 
 
-def fill(template: str, prompt: str, a: str, b: str) -> str:
+def prompt_text(prompt: Any) -> str:
+    """A prompt as text: a chat conversation as "role: content" lines."""
+    if isinstance(prompt, list):
+        return "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in prompt)
+    return str(prompt)
+
+
+def fill(template: str, prompt: Any, a: str, b: str) -> str:
     """The template with its placeholders replaced (not str.format: responses may contain braces)."""
     out = template
-    for key, value in zip(PLACEHOLDERS, (prompt, a, b), strict=True):
+    for key, value in zip(PLACEHOLDERS, (prompt_text(prompt), a, b), strict=True):
         out = out.replace(key, value)
     return out
 

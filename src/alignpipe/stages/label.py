@@ -193,6 +193,30 @@ def _make_judge(ctx: StageContext, p: Params) -> Judge:
     return RewardModelJudge(str(rm.path), rm.id)
 
 
+def _judge_rest(ctx: StageContext, judge: Judge, pairs: list[PairQuery], done: dict[str, dict], every: int) -> None:
+    """Judge the pairs not in `done`, adding to it; a checkpoint every `every` judgments, and one on a failure (a
+    judge that fails half-way, an endpoint gone, keeps what it was paid for)."""
+    todo = [q for q in pairs if q.key not in done]
+    saved = len(done)
+
+    def save() -> None:
+        ctx.checkpoints.save(len(done), lambda d: (d / "judgments.json").write_text(json.dumps(done)))
+
+    try:
+        for n, j in enumerate(judge.judge(todo), start=1):
+            done[j.key] = {"a_preferred": j.a_preferred, "score_a": j.score_a, "score_b": j.score_b, "p_a": j.p_a}
+            if j.raw is not None:
+                done[j.key]["raw"] = j.raw
+            if n % every == 0:
+                save()
+                saved = len(done)
+            ctx.progress(len(done), len(pairs), "pairs judged")
+    except Exception:
+        if len(done) > saved:
+            save()
+        raise
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -217,14 +241,7 @@ def run(ctx: StageContext) -> None:
         ctx.log(f"resuming with {len(done)} judgments from checkpoint {ckpt.step}")
 
     # -- judge the rest, checkpointing as judgments arrive
-    todo = [q for q in pairs if q.key not in done]
-    for n, j in enumerate(judge.judge(todo), start=1):
-        done[j.key] = {"a_preferred": j.a_preferred, "score_a": j.score_a, "score_b": j.score_b, "p_a": j.p_a}
-        if j.raw is not None:
-            done[j.key]["raw"] = j.raw
-        if n % p.checkpoint_every == 0:
-            ctx.checkpoints.save(len(done), lambda d: (d / "judgments.json").write_text(json.dumps(done)))
-        ctx.progress(len(done), len(pairs), "pairs judged")
+    _judge_rest(ctx, judge, pairs, done, p.checkpoint_every)
 
     # -- assemble, count, refuse a mostly-skipped result
     rows, ties, agree, scored, unlabeled = [], 0, 0, 0, 0
