@@ -149,3 +149,15 @@ def test_kill_9_loses_no_acknowledged_judgment(tmp_path):
     stored = [(j["annotator"], j["pair"]) for j in LabelDB(tmp_path / "labels.db").judgments()]
     assert set(acked) <= set(stored) and len(stored) == len(set(stored))
     assert len(stored) - len(acked) <= 1  # at most the one committed but not yet printed
+
+
+def test_progress_counters_stay_equal_to_a_recount(tmp_path):
+    db = make_db(tmp_path / "labels.db", n=5, overlap=2)
+    for who, pair, choice in [("x", "0:0:1", "left"), ("y", "0:0:1", "tie"), ("x", "1:0:1", "skip"),
+                              ("z", "1:0:1", "right"), ("x", "2:0:1", "left")]:
+        db.judge(who, pair, choice)
+    db.undo("x")
+    db.import_judgments([{"pair": "3:0:1", "annotator": "w", "choice": "a", "shown": "ab"}], "judgments")
+    recount = {p["key"]: p["votes"] for p in db.pairs()}
+    p = db.progress()
+    assert (p["pairs"], p["votes"], p["complete"]) == (5, sum(recount.values()), 1) == (5, 4, 1)

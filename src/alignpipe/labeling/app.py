@@ -203,9 +203,8 @@ def _api(app: FastAPI, db: LabelDB, auth: Auth) -> None:
 
     @app.post("/api/judge")
     def judge(body: JudgeBody, who: Identity = Depends(auth.writer)) -> dict[str, Any]:
-        jid, duplicate = db.judge(who.name, body.pair, body.choice, body.reason)
-        return {"saved": jid, "duplicate": duplicate, "pair": db.next_pair(who.name),
-                "progress": db.progress(who.name)}
+        jid, duplicate, pair = db.judge_and_next(who.name, body.pair, body.choice, body.reason)
+        return {"saved": jid, "duplicate": duplicate, "pair": pair, "progress": db.progress(who.name)}
 
     @app.post("/api/undo")
     def undo(who: Identity = Depends(auth.writer)) -> dict[str, Any]:

@@ -14,11 +14,16 @@ Tables:
 - annotators (token hashes only, never tokens), login_links (one-time admin links), sessions (browser cookies,
   each with its CSRF token);
 - leases: the pair each annotator has open, so k annotators are not all handed the same pair at once;
-- meta: settings (overlap, guidelines, seed, lease time), the page's address, and `finished` once labeling is over
-  (after that, judgments are frozen and the stage's output is a function of this file).
+- meta: settings (overlap, guidelines, seed, lease time), the page's address, counters (pairs, votes, complete
+  pairs: kept in the same transactions as what they count, so progress is O(1)), and `finished` once labeling is
+  over (after that, judgments are frozen and the stage's output is a function of this file).
 
-One connection per process, serialized by a lock: the page's handlers run in threads, and SQLite's own busy
-waiting (sleeps of up to 100 ms) would be slower than queueing on a lock for sub-millisecond transactions.
+One writing connection per process, serialized by a lock (reads have their own connection): the page's
+handlers run in threads, and SQLite's own busy waiting (sleeps of up to 100 ms) would be slower than queueing on
+a lock for sub-millisecond transactions.
+Submissions are group-committed: the fsync of a commit costs milliseconds, so judgments that arrive while one
+commit is in progress are stored together in the next transaction (each in its own savepoint, so one refused
+judgment does not undo another) and each is acknowledged after the commit that holds it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +47,7 @@ CREATE TABLE IF NOT EXISTS pairs (
   key TEXT PRIMARY KEY, idx INTEGER NOT NULL, prompt TEXT NOT NULL, a TEXT NOT NULL, b TEXT NOT NULL,
   votes INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS pairs_by_votes ON pairs (votes, idx);
+CREATE INDEX IF NOT EXISTS pairs_by_need ON pairs (votes DESC, idx);
 CREATE TABLE IF NOT EXISTS judgments (
   id INTEGER PRIMARY KEY AUTOINCREMENT, pair TEXT NOT NULL REFERENCES pairs (key), annotator TEXT NOT NULL,
   choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'skip')), shown TEXT NOT NULL CHECK (shown IN ('ab', 'ba')),
@@ -66,6 +71,7 @@ CREATE INDEX IF NOT EXISTS leases_by_pair ON leases (pair, expires);
 """
 
 CHOICES = ("a", "b", "tie", "skip")
+COUNTERS = ("n_pairs", "n_votes", "n_complete")
 POSITIONS = ("left", "right", "tie", "skip")  # what the page sends: the side the annotator saw
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
 SESSION_S = 14 * 24 * 3600
@@ -85,6 +91,14 @@ class Identity:
     name: str
     admin: bool
     csrf: str | None = None  # set for browser sessions (cookie auth); bearer tokens need none
+
+
+@dataclass
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    done: bool = False
+    result: Any = None
+    error: Exception | None = None
 
 
 def digest(token: str) -> str:
@@ -118,19 +132,29 @@ class LabelDB:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
+        self.leader = threading.Lock()  # held by the thread committing the current group of submissions
+        self.queue: list[_Job] = []
+        self.queue_lock = threading.Lock()
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the page acknowledges it
         self.conn.execute("PRAGMA foreign_keys=ON")
+        # reads go through their own connection: in WAL mode they see the last commit without waiting for the
+        # writer's fsync (an auth lookup must not queue behind a group commit)
+        self.reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.reader.row_factory = sqlite3.Row
+        self.read_lock = threading.RLock()
         with self._tx() as c:
             for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit our transaction
                 c.execute(statement)
             c.execute("INSERT OR IGNORE INTO meta VALUES ('db_id', ?)", (json.dumps(secrets.token_hex(8)),))
+            c.executemany("INSERT OR IGNORE INTO meta VALUES (?, '0')", [(k,) for k in COUNTERS])
 
     def close(self) -> None:
-        with self.lock:
+        with self.lock, self.read_lock:
             self.conn.close()
+            self.reader.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -143,9 +167,49 @@ class LabelDB:
                 raise
             self.conn.execute("COMMIT")
 
-    def _one(self, sql: str, args: tuple = ()) -> Any:
+    def _grouped(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """fn(conn) in a write transaction shared with the submissions queued meanwhile (group commit); returns
+        after the commit that holds it, raising what fn raised (its savepoint rolled back, the others kept)."""
+        job = _Job(fn)
+        with self.queue_lock:
+            self.queue.append(job)
+        with self.leader:
+            if not job.done:  # nobody committed it yet: commit everything queued, this one included
+                with self.queue_lock:
+                    batch, self.queue = self.queue, []
+                self._commit_group(batch)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _commit_group(self, batch: list[_Job]) -> None:
         with self.lock:
-            row = self.conn.execute(sql, args).fetchone()
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                c.execute("SAVEPOINT submission")
+                try:
+                    job.result = job.fn(c)
+                except Exception as e:  # handed to its own caller
+                    job.error = e
+                    c.execute("ROLLBACK TO submission")
+                c.execute("RELEASE submission")
+            try:
+                c.execute("COMMIT")
+            except Exception as e:  # nothing of the group is stored: nobody is acknowledged
+                c.execute("ROLLBACK")
+                for job in batch:
+                    job.error, job.result = e, None
+            for job in batch:
+                job.done = True
+
+    @staticmethod
+    def _bump(c: sqlite3.Connection, counter: str, delta: int) -> None:
+        c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = ?", (delta, counter))
+
+    def _one(self, sql: str, args: tuple = ()) -> Any:
+        with self.read_lock:
+            row = self.reader.execute(sql, args).fetchone()
         return None if row is None else row[0]
 
     # -- settings ----------------------------------------------------------------------------------------------
@@ -173,11 +237,13 @@ class LabelDB:
             before = c.total_changes
             c.executemany("INSERT OR IGNORE INTO pairs (key, idx, prompt, a, b) VALUES (?, ?, ?, ?, ?)",
                           [(k, start + i, json.dumps(p), a, b) for i, (k, p, a, b) in enumerate(pairs)])
-            return c.total_changes - before
+            added = c.total_changes - before
+            self._bump(c, "n_pairs", added)
+            return added
 
     def pair(self, key: str) -> dict[str, Any] | None:
-        with self.lock:
-            row = self.conn.execute("SELECT key, prompt, a, b, votes FROM pairs WHERE key = ?", (key,)).fetchone()
+        with self.read_lock:
+            row = self.reader.execute("SELECT key, prompt, a, b, votes FROM pairs WHERE key = ?", (key,)).fetchone()
         return None if row is None else {**dict(row), "prompt": json.loads(row["prompt"])}
 
     # -- annotators, links, sessions -----------------------------------------------------------------------------
@@ -201,8 +267,8 @@ class LabelDB:
         return token
 
     def bearer(self, token: str) -> Identity | None:
-        with self.lock:
-            row = self.conn.execute("SELECT name, admin FROM annotators WHERE token_hash = ?",
+        with self.read_lock:
+            row = self.reader.execute("SELECT name, admin FROM annotators WHERE token_hash = ?",
                                     (digest(token),)).fetchone()
         return None if row is None else Identity(row["name"], bool(row["admin"]))
 
@@ -226,14 +292,14 @@ class LabelDB:
         return sid, Identity(who.name, who.admin, csrf)
 
     def session(self, sid: str) -> Identity | None:
-        with self.lock:
-            row = self.conn.execute("SELECT annotator, admin, csrf FROM sessions WHERE id_hash = ? AND expires > ?",
+        with self.read_lock:
+            row = self.reader.execute("SELECT annotator, admin, csrf FROM sessions WHERE id_hash = ? AND expires > ?",
                                     (digest(sid), time.time())).fetchone()
         return None if row is None else Identity(row["annotator"], bool(row["admin"]), row["csrf"])
 
     def annotators(self) -> list[dict[str, Any]]:
-        with self.lock:
-            rows = self.conn.execute("SELECT name, admin, created, token_hash IS NOT NULL AS has_token "
+        with self.read_lock:
+            rows = self.reader.execute("SELECT name, admin, created, token_hash IS NOT NULL AS has_token "
                                      "FROM annotators ORDER BY created").fetchall()
         return [dict(r) for r in rows]
 
@@ -251,27 +317,28 @@ class LabelDB:
         """The pair `me` should judge now (their open one, else the one closest to its overlap), leased to them;
         None when nothing is left for them."""
         now = time.time() if now is None else now
-        k, lease_s = self.overlap, float(self.setting("lease_seconds", 600))
         with self._tx() as c:
-            if self.finished():
-                return None
-            mine = c.execute("SELECT l.pair FROM leases l JOIN pairs p ON p.key = l.pair WHERE l.annotator = ? AND "
-                             "p.votes < ? AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.pair = l.pair AND "
-                             "j.annotator = ?)", (me, k, me)).fetchone()
-            if mine is not None:
-                c.execute("UPDATE leases SET expires = ? WHERE annotator = ?", (now + lease_s, me))
-                return self._view(c, mine[0], me)
-            row = c.execute(
-                "SELECT p.key FROM pairs p WHERE p.votes < :k "
-                "AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.pair = p.key AND j.annotator = :me) "
-                "AND p.votes + (SELECT COUNT(*) FROM leases l WHERE l.pair = p.key AND l.annotator != :me "
-                "AND l.expires > :now) < :k ORDER BY p.votes DESC, p.idx LIMIT 1",
-                {"k": k, "me": me, "now": now}).fetchone()
-            if row is None:
-                c.execute("DELETE FROM leases WHERE annotator = ?", (me,))
-                return None
-            c.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (me, row[0], now, now + lease_s))
-            return self._view(c, row[0], me)
+            return None if self.finished() else self._lease_next(c, me, now)
+
+    def _lease_next(self, c: sqlite3.Connection, me: str, now: float) -> dict[str, Any] | None:
+        k, lease_s = self.overlap, float(self.setting("lease_seconds", 600))
+        mine = c.execute("SELECT l.pair FROM leases l JOIN pairs p ON p.key = l.pair WHERE l.annotator = ? AND "
+                         "p.votes < ? AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.pair = l.pair AND "
+                         "j.annotator = ?)", (me, k, me)).fetchone()
+        if mine is not None:
+            c.execute("UPDATE leases SET expires = ? WHERE annotator = ?", (now + lease_s, me))
+            return self._view(c, mine[0], me)
+        row = c.execute(  # walks pairs_by_need from the pairs closest to their overlap; stops at the first fit
+            "SELECT p.key FROM pairs p WHERE p.votes < :k "
+            "AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.pair = p.key AND j.annotator = :me) "
+            "AND p.votes + (SELECT COUNT(*) FROM leases l WHERE l.pair = p.key AND l.annotator != :me "
+            "AND l.expires > :now) < :k ORDER BY p.votes DESC, p.idx LIMIT 1",
+            {"k": k, "me": me, "now": now}).fetchone()
+        if row is None:
+            c.execute("DELETE FROM leases WHERE annotator = ?", (me,))
+            return None
+        c.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (me, row[0], now, now + lease_s))
+        return self._view(c, row[0], me)
 
     def _insert(self, c: sqlite3.Connection, row: dict[str, Any]) -> tuple[int, bool]:
         """Store one judgment; (id, duplicate). Refuses a changed answer and a vote beyond the overlap."""
@@ -290,25 +357,38 @@ class LabelDB:
                         "VALUES (:pair, :annotator, :choice, :shown, :reason, :created, :dwell, :source)", row)
         if row["choice"] != "skip":
             c.execute("UPDATE pairs SET votes = votes + 1 WHERE key = ?", (row["pair"],))
+            self._bump(c, "n_votes", 1)
+            self._bump(c, "n_complete", int(pair["votes"] + 1 == self.overlap))
         return cur.lastrowid, False
 
     def judge(self, me: str, pair: str, position: str, reason: str | None = None,
               now: float | None = None) -> tuple[int, bool]:
         """Store `me`'s judgment of `pair` given as the side they saw ("left", "right", "tie", "skip");
         (judgment id, duplicate) once committed."""
+        jid, duplicate, _ = self.judge_and_next(me, pair, position, reason, now, lease_next=False)
+        return jid, duplicate
+
+    def judge_and_next(self, me: str, pair: str, position: str, reason: str | None = None,
+                       now: float | None = None, *, lease_next: bool = True
+                       ) -> tuple[int, bool, dict[str, Any] | None]:
+        """judge() and next_pair() in one transaction (one commit, one fsync, per submission on the page)."""
         if position not in POSITIONS:
             raise ValueError(f"choice {position!r}: expected one of {', '.join(POSITIONS)}")
         now = time.time() if now is None else now
         shown = display_order(self.setting("seed", 0), pair, me)
-        with self._tx() as c:
+
+        def submit(c: sqlite3.Connection) -> tuple[int, bool, dict[str, Any] | None]:
             if self.finished():
                 raise Conflict("labeling is finished; judgments can no longer change")
             lease = c.execute("SELECT served FROM leases WHERE annotator = ? AND pair = ?", (me, pair)).fetchone()
-            out = self._insert(c, {"pair": pair, "annotator": me, "choice": choice_from_position(position, shown),
-                                   "shown": shown, "reason": reason or None, "created": now, "source": "page",
-                                   "dwell": None if lease is None else round(now - lease["served"], 3)})
+            jid, duplicate = self._insert(c, {
+                "pair": pair, "annotator": me, "choice": choice_from_position(position, shown), "shown": shown,
+                "reason": reason or None, "created": now, "source": "page",
+                "dwell": None if lease is None else round(now - lease["served"], 3)})
             c.execute("DELETE FROM leases WHERE annotator = ? AND pair = ?", (me, pair))
-        return out
+            return jid, duplicate, self._lease_next(c, me, now) if lease_next else None
+
+        return self._grouped(submit)
 
     def undo(self, me: str, now: float | None = None) -> dict[str, Any]:
         """Remove `me`'s latest judgment made on the page; the pair becomes their open pair again."""
@@ -322,7 +402,10 @@ class LabelDB:
                 raise Conflict("nothing to undo")
             c.execute("DELETE FROM judgments WHERE id = ?", (last["id"],))
             if last["choice"] != "skip":
+                votes = c.execute("SELECT votes FROM pairs WHERE key = ?", (last["pair"],)).fetchone()[0]
                 c.execute("UPDATE pairs SET votes = votes - 1 WHERE key = ?", (last["pair"],))
+                self._bump(c, "n_votes", -1)
+                self._bump(c, "n_complete", -int(votes == self.overlap))
             lease_s = float(self.setting("lease_seconds", 600))
             c.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (me, last["pair"], now, now + lease_s))
             view = self._view(c, last["pair"], me)
@@ -351,10 +434,11 @@ class LabelDB:
     # -- state -------------------------------------------------------------------------------------------------
     def progress(self, me: str | None = None) -> dict[str, Any]:
         k = self.overlap
-        with self.lock:
-            c = self.conn
-            pairs, complete, votes = c.execute("SELECT COUNT(*), COALESCE(SUM(votes >= ?), 0), "
-                                               "COALESCE(SUM(MIN(votes, ?)), 0) FROM pairs", (k, k)).fetchone()
+        with self.read_lock:
+            c = self.reader
+            counts = dict(c.execute("SELECT key, CAST(value AS INTEGER) FROM meta WHERE key IN (?, ?, ?)",
+                                    COUNTERS).fetchall())
+            pairs, complete, votes = counts["n_pairs"], counts["n_complete"], counts["n_votes"]
             out = {"pairs": pairs, "complete": complete, "remaining": pairs - complete, "votes": votes,
                    "target": pairs * k, "overlap": k, "finished": self.finished()}
             if me is not None:
@@ -377,19 +461,19 @@ class LabelDB:
         with self._tx() as c:
             if self.finished():
                 return True
-            if c.execute("SELECT COUNT(*) FROM pairs WHERE votes < ?", (self.overlap,)).fetchone()[0]:
+            if c.execute("SELECT 1 FROM pairs WHERE votes < ? LIMIT 1", (self.overlap,)).fetchone():
                 return False
             c.execute("INSERT INTO meta VALUES ('finished', ?)", (json.dumps("complete"),))
             return True
 
     def judgments(self) -> list[dict[str, Any]]:
-        with self.lock:
-            rows = self.conn.execute("SELECT id, pair, annotator, choice, shown, reason, created, dwell, source "
+        with self.read_lock:
+            rows = self.reader.execute("SELECT id, pair, annotator, choice, shown, reason, created, dwell, source "
                                      "FROM judgments ORDER BY id").fetchall()
         return [dict(r) for r in rows]
 
     def pairs(self, *, pending_only: bool = False) -> list[dict[str, Any]]:
         sql = "SELECT key, prompt, a, b, votes FROM pairs" + (" WHERE votes < ?" if pending_only else "")
-        with self.lock:
-            rows = self.conn.execute(sql + " ORDER BY idx", (self.overlap,) if pending_only else ()).fetchall()
+        with self.read_lock:
+            rows = self.reader.execute(sql + " ORDER BY idx", (self.overlap,) if pending_only else ()).fetchall()
         return [{**dict(r), "prompt": json.loads(r["prompt"])} for r in rows]
