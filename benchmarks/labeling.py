@@ -19,6 +19,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,7 @@ def load_once(workdir: Path, seconds: float, think: tuple[float, float], runs: l
     """One full load run on a fresh job; appends its details to `runs`; returns the p99 submit latency (ms)."""
     from alignpipe.labeling.db import LabelDB
 
-    job = workdir / f"run{len(runs)}"
-    job.mkdir()
+    job = Path(tempfile.mkdtemp(prefix="run", dir=workdir))
     tokens = _job(job / "labels.db")
     (job / "tokens.json").write_text(json.dumps(tokens))
     server, url = _serve(job / "labels.db")
