@@ -15,8 +15,8 @@ Built in:
   the default task's simulated human labels. Each pair's draw is seeded by (seed, pair key), so labels do not
   depend on order or on where a run was resumed.
 - RewardModelJudge: an RM artifact scores prompt+response; the higher score wins (ties abstain).
-- alignpipe.labeling.judge.HumanJudge: people on a labeling page; alignpipe.llm_judges: a local causal LM or an
-  OpenAI-compatible chat endpoint.
+- alignpipe.labeling.judge.HumanJudge: people on a labeling page; alignpipe.labeling.llm_judge and
+  .openai_judge: a local causal LM, or an OpenAI-compatible chat endpoint, asked in both orders.
 """
 
 from __future__ import annotations
