@@ -14,12 +14,14 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from alignpipe.labeling.cli import app as label_app
 from alignpipe.pipeline.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="alignpipe: RLHF as one managed computation graph.")
 stage_app = typer.Typer(help="Run one stage outside a pipeline (manual mode).", pretty_exceptions_enable=False)
 app.add_typer(stage_app, name="stage")
+app.add_typer(label_app, name="label")  # alignpipe.labeling.cli: the human judge's jobs
 out = Console(highlight=False, soft_wrap=True)
 
 WS_HELP = "workspace directory (default: $ALIGNPIPE_WORKSPACE or ./workspace)"

@@ -7,6 +7,7 @@ submit them and block until they do); a restart asks it only for the rest. A jud
     class Judge(Protocol):
         def describe(self) -> dict               # recorded in the preference artifact's manifest
         def judge(self, pairs) -> Iterator[Judgment]   # any order, any pace; a pair may be left out (abstain)
+        def report(self) -> JudgeReport          # after judge(): summary fields and extra files (raw answers)
 
 Built in:
 - FunctionJudge: a Python callable scores each response (`f(responses)` or `f(responses, prompts)` -> floats);
@@ -14,6 +15,8 @@ Built in:
   the default task's simulated human labels. Each pair's draw is seeded by (seed, pair key), so labels do not
   depend on order or on where a run was resumed.
 - RewardModelJudge: an RM artifact scores prompt+response; the higher score wins (ties abstain).
+- alignpipe.labeling.judge.HumanJudge: people on a labeling page; alignpipe.labeling.llm_judge and
+  .openai_judge: a local causal LM, or an OpenAI-compatible chat endpoint, asked in both orders.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import inspect
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Prompt = Any  # str or a chat conversation (list of {"role", "content"})
@@ -45,12 +48,21 @@ class Judgment:
     score_a: float | None = None
     score_b: float | None = None
     p_a: float | None = None  # the judge's P(a preferred), when it has one
+    raw: dict[str, Any] | None = None  # the judge's own answer (an LLM's text, logprobs, token usage), kept
+
+
+@dataclass(frozen=True)
+class JudgeReport:
+    summary: dict[str, Any] = field(default_factory=dict)  # merged into the artifact's summary (may override)
+    files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # extra JSONL files in the artifact
 
 
 class Judge(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def judge(self, pairs: Sequence[PairQuery]) -> Iterator[Judgment]: ...
+
+    def report(self) -> JudgeReport: ...
 
 
 def load_callable(ref: str) -> Callable[..., Any]:
@@ -91,6 +103,9 @@ class FunctionJudge:
     def describe(self) -> dict[str, Any]:
         return {"type": "function", "function": self.ref, "noise_temperature": self.temperature}
 
+    def report(self) -> JudgeReport:
+        return JudgeReport()
+
     def p_a(self, score_a: float, score_b: float) -> float:
         if self.temperature == 0:
             return 0.5 if score_a == score_b else float(score_a > score_b)
@@ -116,6 +131,9 @@ class RewardModelJudge:
 
     def describe(self) -> dict[str, Any]:
         return {"type": "reward_model", "artifact": self.model_id}
+
+    def report(self) -> JudgeReport:
+        return JudgeReport()
 
     def judge(self, pairs: Sequence[PairQuery]) -> Iterator[Judgment]:
         from alignpipe.models.scoring import RewardScorer

@@ -37,6 +37,8 @@ class QuietReporter:
             self.err.print(f"[red]✘ {event['stage']}[/] {event.get('error', '')}", markup=True, highlight=False)
         elif event.get("event") == "warning":
             warn(self.err, event)
+        elif event.get("event") == "notice":  # something to act on (a labeling page waiting for people)
+            self.err.print(f"{event['stage']}: {event['message']}", markup=False, highlight=False)
 
     def close(self) -> None:
         pass
@@ -95,6 +97,8 @@ class LiveReporter:
         elif kind == "progress":
             r = self.rows.setdefault(event["stage"], {"state": "running"})
             r.update(done=event["done"], total=event["total"], desc=event.get("desc", ""))
+        elif kind == "notice":  # printed above the live table, which keeps redrawing below it
+            self.console.print(Text.assemble((event["stage"], "bold"), ": ", event["message"]), highlight=False)
         if self.live:
             self.live.update(self._table())
 

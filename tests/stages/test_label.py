@@ -77,7 +77,7 @@ def test_a_crashed_judge_resumes_from_its_checkpoint_to_the_same_result(tmp_path
     with pytest.raises(RuntimeError, match="judge crashed"):
         api.run_stage("label", inputs={"candidates": str(cands)}, out=out, params=params)
     ckpts = sorted(c.name for c in (tmp_path / "resumed.work").glob("*/ckpt/step-*"))
-    assert ckpts[-1] == "step-000000200"
+    assert ckpts[-1] == "step-000000256"  # every 100, and on the crash: the first batch's 256 judgments
     marker.unlink()
     api.run_stage("label", inputs={"candidates": str(cands)}, out=out, params=params)
     monkeypatch.delenv("ALIGNPIPE_TEST_FAIL")

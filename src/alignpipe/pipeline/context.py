@@ -138,6 +138,12 @@ class StageContext:
         clean = {k: float(v) for k, v in values.items()}
         self._emit({"type": "metrics", "step": int(step), "values": clean})
 
+    def notice(self, message: str, **fields: Any) -> None:
+        """Something a person must see or act on while the stage runs (e.g. a labeling page's address): the
+        runner prints it, and logs it in the stage's log."""
+        self.log(message)
+        self._emit({"type": "notice", "message": message, "fields": fields})
+
     def progress(self, done: float, total: float, desc: str = "") -> None:
         now = time.monotonic()
         if done < total and now - self._last_progress < 0.25:  # rate-limit; the last tick always goes out

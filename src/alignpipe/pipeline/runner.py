@@ -322,6 +322,8 @@ class Runner:
             elif ev["type"] == "progress":
                 self.report({"event": "progress", "stage": s.name, "done": ev["done"], "total": ev["total"],
                              "desc": ev.get("desc", "")})
+            elif ev["type"] == "notice":
+                self.report({**ev.get("fields", {}), "event": "notice", "stage": s.name, "message": ev["message"]})
 
     def _check(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> bool:
         """Handle a finished or overdue process; True when its slot is free again."""

@@ -2,29 +2,42 @@
 
 Consumes `candidates` (from generate: candidates.jsonl, one record per prompt: {"prompt", "responses": [...]}),
 or with `judge: import` an existing preference file (`preferences`: JSONL/JSON/Parquet, prompt/chosen/rejected
-or chat-format chosen/rejected conversations). `judge: reward_model` also needs a `reward_model` artifact.
+or chat-format chosen/rejected conversations). `judge: reward_model` also needs a `reward_model` artifact,
+`judge: llm` a causal LM (`judge_model`).
 Produces `out`: a dataset directory with preferences.jsonl ({"prompt", "chosen", "rejected", "chosen_score",
-"rejected_score", "p_chosen", "key"}) and counts in the manifest summary.
+"rejected_score", "p_chosen", "key"}) and counts in the manifest summary; judges that keep raw answers add a
+judgments.jsonl (people: who, when, dwell time, the order shown; LLMs: their raw answers).
+
+Judges: `function` (a scoring function; the default simulated human), `reward_model`, `import`, `human` (people
+on a labeling page the stage serves and waits on: alignpipe.labeling; address from ALIGNPIPE_LABEL_HOST /
+ALIGNPIPE_LABEL_PORT, default 127.0.0.1 and the previous run's port), `llm` (a local causal LM's P(A) vs P(B),
+both orders averaged) and `openai` (any OpenAI-compatible chat-completions endpoint).
 
 Run alone:
     alignpipe stage run label -i candidates=DIR -p judge=function -p noise_temperature=0.25 -o prefs/
+    alignpipe stage run label -i candidates=DIR -p judge=human -p 'human={overlap: 2}' -o prefs/
 
 Pairs: with K responses per prompt, `pairing: adjacent` makes K/2 disjoint pairs (0,1), (2,3)...; `all` makes
 every one of the K(K-1)/2 pairs (InstructGPT's ranking-to-pairs). Skipped and counted: pairs whose responses
 are identical (duplicate), empty (empty), pairs seen before (duplicate_pair) and judge ties (tie). More than
 `max_skip_fraction` skipped is an error: a silent mostly-empty preference set would train a meaningless RM.
-Judgments are checkpointed every `checkpoint_every`, so a slow judge (a human) never loses work.
+Judgments are checkpointed every `checkpoint_every`, so a slow judge never loses work; the human judge's
+checkpoint is its SQLite file (every judgment committed before the page acknowledges it). `max_pairs` puts only
+the first N candidate pairs up for judging; pairs a judge leaves out (nobody voted before "finish") are counted
+as `unlabeled`, apart from the skips.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 from typing import Literal
 
 from pydantic import Field
 
-from alignpipe.judges import FunctionJudge, Judge, Judgment, PairQuery, RewardModelJudge
+from alignpipe.judges import FunctionJudge, Judge, JudgeReport, Judgment, PairQuery, RewardModelJudge
+from alignpipe.labeling.params import HumanParams, LLMParams, OpenAIParams
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
@@ -32,8 +45,9 @@ from alignpipe.stages import _common
 
 
 class Params(StrictParams):
-    judge: Literal["function", "reward_model", "import"] = "function"
-    """who labels: a scoring function (default: the simulated human), a reward-model artifact, or an import"""
+    judge: Literal["function", "reward_model", "import", "human", "llm", "openai"] = "function"
+    """who labels: a scoring function (default: the simulated human), a reward-model artifact, an import,
+    people on a labeling page, a local causal LM, or an OpenAI-compatible chat endpoint"""
     function: str = "alignpipe.task:gold_score"
     """judge=function: 'package.module:callable' scoring a list of responses (optionally with their prompts)"""
     noise_temperature: float = Field(default=0.25, ge=0)
@@ -44,6 +58,14 @@ class Params(StrictParams):
     """fail if more than this fraction of candidate pairs is skipped (empty, duplicate, tie)"""
     checkpoint_every: int = Field(default=500, ge=1)
     """judgments between checkpoints"""
+    max_pairs: int | None = Field(default=None, ge=1)
+    """judge only the first N candidate pairs (after dropping empty and duplicate ones); None: all"""
+    human: HumanParams = HumanParams()
+    """judge=human: overlap, guidelines, lease time"""
+    llm: LLMParams = LLMParams()
+    """judge=llm: the pairwise template and answer tokens"""
+    openai: OpenAIParams = OpenAIParams()
+    """judge=openai: endpoint, model, key variable, retries, rate limit, concurrency, prices"""
 
 
 def check(p: Params, inputs: set[str]) -> list[str]:
@@ -54,6 +76,14 @@ def check(p: Params, inputs: set[str]) -> list[str]:
         problems.append(f"inputs: judge {p.judge!r} needs an input 'candidates' (a generate stage's output)")
     if p.judge == "reward_model" and "reward_model" not in inputs:
         problems.append("inputs: judge 'reward_model' needs an input 'reward_model' (a reward stage's output)")
+    if p.judge == "llm" and "judge_model" not in inputs:
+        problems.append("inputs: judge 'llm' needs an input 'judge_model' (a causal LM: a model artifact or path)")
+    if p.judge == "openai" and not p.openai.model:
+        problems.append("params.openai.model: judge 'openai' needs the endpoint's model name")
+    for name, default in (("human", HumanParams()), ("llm", LLMParams()), ("openai", OpenAIParams())):
+        if p.judge != name and getattr(p, name) != default:
+            problems.append(f"params.{name}: set, but only judge {name!r} reads it (judge is {p.judge!r}); "
+                            f"remove it or set judge: {name}")
     return problems
 
 
@@ -112,12 +142,28 @@ def _import(ctx: StageContext, p: Params) -> None:
                        "skipped": {**skips.summary()["by_reason"], "duplicate_pair": dup}})
 
 
-def _write(ctx: StageContext, rows: list[dict], summary: dict) -> None:
+def _write(ctx: StageContext, rows: list[dict], summary: dict, report: JudgeReport | None = None) -> None:
     from alignpipe.data.io import write_jsonl
 
     write_jsonl(ctx.output_dir() / _common.PREFERENCES_FILE, rows)
-    ctx.annotate(pairs=len(rows), format="preferences", **summary)
+    for name, extra in (report.files if report else {}).items():
+        write_jsonl(ctx.output_dir() / name, extra)
+    ctx.annotate(pairs=len(rows), format="preferences", **{**summary, **(report.summary if report else {})})
     ctx.log(f"{len(rows)} preference pairs; skipped {summary.get('skipped')}")
+
+
+def _with_raw_answers(report: JudgeReport, pairs: list[PairQuery], done: dict[str, dict]) -> JudgeReport:
+    """Raw answers (from every attempt: they live in the checkpointed judgments) as raw_answers.jsonl, and their
+    token usage and cost summed into the summary."""
+    raw = [{"key": q.key, **done[q.key]["raw"]} for q in pairs if "raw" in done.get(q.key, {})]
+    if not raw:
+        return report
+    usage: dict[str, float] = {}
+    for r in raw:
+        for k, v in r.get("usage", {}).items():
+            usage[k] = usage.get(k, 0) + v
+    return JudgeReport({**report.summary, **({"usage": usage} if usage else {})},
+                       {**report.files, "raw_answers.jsonl": raw})
 
 
 def _make_judge(ctx: StageContext, p: Params) -> Judge:
@@ -126,8 +172,49 @@ def _make_judge(ctx: StageContext, p: Params) -> Judge:
             return FunctionJudge(p.function, p.noise_temperature, ctx.seed)
         except ValueError as e:
             raise StageFailed(f"stage {ctx.stage!r} params.function: {e}") from None
+    if p.judge == "human":
+        from alignpipe.labeling.judge import HumanJudge
+
+        port = os.environ.get("ALIGNPIPE_LABEL_PORT")
+        settings = {**p.human.model_dump(), "seed": ctx.seed, "title": ctx.stage}
+        return HumanJudge(ctx.work_dir, settings=settings, host=os.environ.get("ALIGNPIPE_LABEL_HOST", "127.0.0.1"),
+                          port=int(port) if port else None, notice=ctx.notice,
+                          progress=lambda done, total: ctx.progress(done, total, "judgments"))
+    if p.judge == "llm":
+        from alignpipe.labeling.llm_judge import LocalLMJudge
+
+        lm = ctx.inputs["judge_model"]
+        return LocalLMJudge(str(lm.path), lm.id, p.llm)
+    if p.judge == "openai":
+        from alignpipe.labeling.openai_judge import OpenAIJudge
+
+        return OpenAIJudge(p.openai, stage=ctx.stage)
     rm = ctx.inputs["reward_model"]
     return RewardModelJudge(str(rm.path), rm.id)
+
+
+def _judge_rest(ctx: StageContext, judge: Judge, pairs: list[PairQuery], done: dict[str, dict], every: int) -> None:
+    """Judge the pairs not in `done`, adding to it; a checkpoint every `every` judgments, and one on a failure (a
+    judge that fails half-way, an endpoint gone, keeps what it was paid for)."""
+    todo = [q for q in pairs if q.key not in done]
+    saved = len(done)
+
+    def save() -> None:
+        ctx.checkpoints.save(len(done), lambda d: (d / "judgments.json").write_text(json.dumps(done)))
+
+    try:
+        for n, j in enumerate(judge.judge(todo), start=1):
+            done[j.key] = {"a_preferred": j.a_preferred, "score_a": j.score_a, "score_b": j.score_b, "p_a": j.p_a}
+            if j.raw is not None:
+                done[j.key]["raw"] = j.raw
+            if n % every == 0:
+                save()
+                saved = len(done)
+            ctx.progress(len(done), len(pairs), "pairs judged")
+    except Exception:
+        if len(done) > saved:
+            save()
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,6 +229,8 @@ def run(ctx: StageContext) -> None:
     # -- inputs -> candidate pairs
     records, _ = _common.read_candidates(ctx, "candidates")
     pairs, skipped = make_pairs(records, p.pairing)
+    not_offered = len(pairs[p.max_pairs:]) if p.max_pairs else 0
+    pairs = pairs[:p.max_pairs] if p.max_pairs else pairs
     judge = _make_judge(ctx, p)
 
     # -- resume: judgments already made survive restarts
@@ -152,43 +241,47 @@ def run(ctx: StageContext) -> None:
         ctx.log(f"resuming with {len(done)} judgments from checkpoint {ckpt.step}")
 
     # -- judge the rest, checkpointing as judgments arrive
-    todo = [q for q in pairs if q.key not in done]
-    for n, j in enumerate(judge.judge(todo), start=1):
-        done[j.key] = {"a_preferred": j.a_preferred, "score_a": j.score_a, "score_b": j.score_b, "p_a": j.p_a}
-        if n % p.checkpoint_every == 0:
-            ctx.checkpoints.save(len(done), lambda d: (d / "judgments.json").write_text(json.dumps(done)))
-        ctx.progress(len(done), len(pairs), "pairs judged")
+    _judge_rest(ctx, judge, pairs, done, p.checkpoint_every)
 
     # -- assemble, count, refuse a mostly-skipped result
-    rows, ties, agree = [], 0, 0
+    rows, ties, agree, scored, unlabeled = [], 0, 0, 0, 0
     p_max = []
     for q in pairs:
         j = done.get(q.key)
-        if j is None or j["a_preferred"] is None:
+        if j is None:
+            unlabeled += 1
+            continue
+        if j["a_preferred"] is None:
             ties += 1
             continue
         judgment = Judgment(q.key, j["a_preferred"], j["score_a"], j["score_b"], j["p_a"])
         rows.append(_as_record(q, judgment))
         if j["score_a"] is not None and j["score_a"] != j["score_b"]:
             agree += (j["score_a"] > j["score_b"]) == j["a_preferred"]
+            scored += 1
         if j["p_a"] is not None:
             p_max.append(max(j["p_a"], 1 - j["p_a"]))
     skipped["tie"] = ties
+    if unlabeled and not rows:
+        raise StageFailed(f"stage {ctx.stage!r}: the judge labeled none of the {len(pairs)} pairs; nothing to train "
+                          "on. Label some pairs before finishing")
     total = len(rows) + sum(skipped.values())
     if total == 0 or sum(skipped.values()) / total > p.max_skip_fraction:
         raise StageFailed(f"stage {ctx.stage!r}: {sum(skipped.values())} of {total} candidate pairs skipped "
                           f"({skipped}); more than max_skip_fraction={p.max_skip_fraction}. Generate more diverse "
                           "responses (temperature, K) or raise max_skip_fraction")
     summary = {"judge": judge.describe(), "skipped": skipped, "pairing": p.pairing,
-               "label_agreement_with_scores": agree / len(rows) if rows else None,
+               "unlabeled": unlabeled, "not_offered": not_offered,
+               "label_agreement_with_scores": agree / scored if scored else None,
                "ceiling_accuracy": sum(p_max) / len(p_max) if p_max else None}
-    _write(ctx, rows, summary)
+    _write(ctx, rows, summary, _with_raw_answers(judge.report(), pairs, done))
 
 
 STAGE = StageDef(
     name="label", version="1", params=Params, run=run,
     inputs={"candidates": InputDef("dataset", required=False, doc="a generate stage's output"),
             "preferences": InputDef("dataset", required=False, doc="judge=import: a preference file"),
-            "reward_model": InputDef("model", required=False, doc="judge=reward_model: an RM artifact")},
+            "reward_model": InputDef("model", required=False, doc="judge=reward_model: an RM artifact"),
+            "judge_model": InputDef("model", required=False, doc="judge=llm: a causal LM (HF directory)")},
     outputs={"out": "dataset"}, check=check, doc=__doc__ or "",
 )
