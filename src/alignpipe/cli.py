@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from alignpipe.integrations.cli import add_commands as add_integration_commands
 from alignpipe.pipeline.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -393,6 +394,9 @@ def stage_run(
     outputs = api.run_stage(uses, inputs=_pairs(inputs, "--input"), params=parsed, out=out_dir, seed=seed)
     for name, art_id in outputs.items():
         out.print(f"{name}: {art_id[:12]} -> {out_dir if len(outputs) == 1 else Path(out_dir) / name}")
+
+
+add_integration_commands(app)  # publish, register, push, pull: alignpipe.integrations.cli
 
 
 def main() -> None:
