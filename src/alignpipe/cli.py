@@ -83,6 +83,8 @@ def run(
                                               "a local one); the workspace must be on a path every node sees"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only failures and the result"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines events on stdout"),
+    mlflow: str | None = typer.Option(None, "--mlflow", help="track the run in MLflow at this URI (default: "
+                                      "$ALIGNPIPE_MLFLOW, else the spec's tracking.mlflow)"),
 ) -> None:
     """Run a pipeline: cached stages are skipped, interrupted ones resume from their checkpoints."""
     from alignpipe import api
@@ -95,7 +97,8 @@ def run(
         reporter = make_reporter(quiet, as_json)
         try:
             result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
-                             wait=wait, report=reporter, executor=engine, verify=verify, new_journal=new_journal)
+                             wait=wait, report=reporter, executor=engine, verify=verify, new_journal=new_journal,
+                             mlflow=mlflow)
         finally:
             reporter.close()
     finally:

@@ -135,6 +135,11 @@ def model_artifact(store: Store, art: Artifact, ref: str | None = None) -> Model
     return ModelArtifact(art, config, role, task[0], task[1], lineage, external, datasets)
 
 
+def lineage_ids(store: Store, art_id: str) -> dict[str, str]:
+    """'stage.output' -> artifact id of everything upstream of art_id in the store (itself included)."""
+    return _flatten(store.lineage(art_id))[0]
+
+
 def _flatten(node: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     """('stage.output' -> id, id -> external URI) over a store.lineage tree (artifacts gc'd since are left out)."""
     refs: dict[str, str] = {}

@@ -36,5 +36,50 @@ def publish(ref: str = typer.Argument(..., help=REF_HELP),
     out.print("push it with `git push` (LFS objects go with it)")
 
 
+MLFLOW_HELP = "MLflow tracking URI (default: $ALIGNPIPE_MLFLOW)"
+
+
+def _uri(mlflow: str | None) -> str:
+    from alignpipe.integrations.mlflow import tracking_uri
+    from alignpipe.pipeline.errors import UserError
+
+    uri = tracking_uri(mlflow, None)
+    if uri is None:
+        raise UserError("no MLflow tracking URI: pass --mlflow URI or set $ALIGNPIPE_MLFLOW")
+    return uri
+
+
+def register(ref: str = typer.Argument(..., help=REF_HELP),
+             name: str = typer.Option(..., "--name", help="registered model name (created if new)"),
+             alias: str | None = typer.Option(None, "--alias", help="alias for the version, e.g. candidate"),
+             mlflow: str | None = typer.Option(None, "--mlflow", help=MLFLOW_HELP),
+             workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Register a model artifact in the MLflow model registry (the same artifact twice: the same version)."""
+    from alignpipe.integrations import mlflow as ml
+    from alignpipe.integrations.artifact import open_model
+
+    uri = _uri(mlflow)
+    m = open_model(_ws(workspace), ref)
+    res = ml.register(m, name, uri, alias=alias)
+    how = "registered" if res.created else "already registered"
+    at = f" @{res.alias}" if res.alias else ""
+    out.print(f"{how}: {m.role.symbol} {m.ref} {m.id[:12]} is {res.name} version {res.version}{at} "
+              f"({m.task}; source {res.source})")
+
+
+def models(name: str = typer.Argument(..., help="registered model name"),
+           mlflow: str | None = typer.Option(None, "--mlflow", help=MLFLOW_HELP)) -> None:
+    """The versions of a registered model: aliases, alignpipe artifact, role, producing stage and run."""
+    from rich.table import Table
+
+    from alignpipe.integrations import mlflow as ml
+
+    t = Table("version", "aliases", "artifact", "role", "stage", "run", box=None, title=name)
+    for v in ml.versions(name, _uri(mlflow)):
+        t.add_row(v["version"], ",".join(v["aliases"]), v["artifact_id"][:12], v["role"], v["stage"], v["run_id"])
+    out.print(t)
+
+
 def add_commands(app: typer.Typer) -> None:
-    app.command()(publish)
+    for command in (publish, register, models):
+        app.command()(command)
