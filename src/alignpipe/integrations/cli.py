@@ -80,6 +80,24 @@ def models(name: str = typer.Argument(..., help="registered model name"),
     out.print(t)
 
 
+def push(ref: str = typer.Argument(..., help="an artifact: id, id prefix, tag, or stage[.output]"),
+         dvc: str = typer.Option(..., "--dvc", help="the root of a DVC repository (a clean git tree)"),
+         path: str | None = typer.Option(None, "--path",
+                                          help="directory in the repo (default: alignpipe/STAGE.OUTPUT)"),
+         remote: str | None = typer.Option(None, "--remote", help="DVC remote (default: the repo's default)"),
+         workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Version an artifact in a DVC repository and push it to its DVC remote (one git commit of the .dvc file)."""
+    from alignpipe.api import Workspace
+    from alignpipe.integrations.dvc import push_dvc
+
+    ws = Workspace(_ws(workspace))
+    art = ws.show(ref)
+    res = push_dvc(art, dvc, path, remote)
+    out.print(f"pushed {art.kind} {art.producer.get('stage')}.{art.producer.get('output')} {art.id[:12]} to DVC "
+              f"remote {res.remote}: {res.dvc_file.relative_to(Path(dvc).resolve())} in commit {res.commit[:12]}")
+    out.print(f"elsewhere: `git pull && dvc pull {res.path.relative_to(Path(dvc).resolve())}`")
+
+
 def add_commands(app: typer.Typer) -> None:
-    for command in (publish, register, models):
+    for command in (publish, register, models, push):
         app.command()(command)

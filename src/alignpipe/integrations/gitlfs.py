@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignpipe.integrations.artifact import ModelArtifact
+from alignpipe.integrations.gitutil import commit_all, git, require_clean, restore, work_tree
 from alignpipe.integrations.modelcard import model_card
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.store import MANIFEST
@@ -26,7 +27,6 @@ from alignpipe.pipeline.store import MANIFEST
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.gguf",
                 "tokenizer.json", "tokenizer.model", "*.spm", "*.tiktoken", "vocab.json", "vocab.txt", "merges.txt")
 CARD = "README.md"
-IDENTITY = ("-c", "user.name=alignpipe", "-c", "user.email=alignpipe@localhost")  # only when git has none
 
 
 @dataclass(frozen=True)
@@ -41,32 +41,25 @@ def publish_git(m: ModelArtifact, target: str | os.PathLike, message: str | None
     """Write model `m` into the git working tree `target` (its top level or a subdirectory) and commit it."""
     target = Path(target).expanduser().resolve()
     _require_git_lfs()
-    top = _work_tree(target)
-    dirty = _git(top, "status", "--porcelain", "--untracked-files=all").stdout.strip()
-    if dirty:
-        lines = dirty.splitlines()
-        more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
-        raise UserError(f"{target}: the git working tree has uncommitted changes ({lines[0].strip()}{more}); "
-                        "commit or stash them first, so that the publish is one reviewable commit")
+    top = work_tree(target)
+    require_clean(top, target, "publish")
     written: list[Path] = []
     try:
         files = _write_model(m, target, written)
-        _git(top, "lfs", "install", "--local")
+        git(top, "lfs", "install", "--local")
         _track(top, target)
         written.append(top / ".gitattributes")
-        _git(top, "add", "--all", "--", str(target), str(top / ".gitattributes"))
+        git(top, "add", "--all", "--", str(target), str(top / ".gitattributes"))
         missing = [f for f in m.files() if _lfs_worthy(f) and not _in_lfs(top, target / f)]
         if missing:
             raise UserError(f"{target}: git lfs did not take {missing}; check `git lfs env` in that repository")
         msg = message or f"{m.role.symbol} {m.ref} {m.id[:12]} (alignpipe publish)"
-        _git(top, "commit", "-q", "-m", msg, "-m", f"alignpipe artifact {m.id}\nproducer {m.ref} run "
-             f"{m.producer.get('run_id')}", options=_identity(top))
+        commit = commit_all(top, msg, m)
     except BaseException:
-        _restore(top, written)
+        restore(top, written)
         raise
-    commit = _git(top, "rev-parse", "HEAD").stdout.strip()
     prefix = target.relative_to(top).as_posix() + "/"
-    lfs = [n.removeprefix(prefix) for n in _git(top, "lfs", "ls-files", "--name-only").stdout.splitlines()
+    lfs = [n.removeprefix(prefix) for n in git(top, "lfs", "ls-files", "--name-only").stdout.splitlines()
            if prefix == "./" or n.startswith(prefix)]
     return Published(target, commit, files, sorted(lfs))
 
@@ -102,7 +95,7 @@ def _track(top: Path, target: Path) -> None:
     """LFS patterns for target (relative to the repository root when target is a subdirectory)."""
     prefix = target.relative_to(top).as_posix()
     patterns = [p if prefix == "." else f"{prefix}/{p}" for p in LFS_PATTERNS]
-    _git(top, "lfs", "track", "--", *patterns)
+    git(top, "lfs", "track", "--", *patterns)
 
 
 def _lfs_worthy(rel: str) -> bool:
@@ -113,20 +106,8 @@ def _lfs_worthy(rel: str) -> bool:
 
 def _in_lfs(top: Path, path: Path) -> bool:
     """Whether git's attributes send path through the LFS filter."""
-    out = _git(top, "check-attr", "filter", "--", os.path.relpath(path, top)).stdout
+    out = git(top, "check-attr", "filter", "--", os.path.relpath(path, top)).stdout
     return out.strip().endswith(": filter: lfs")
-
-
-def _restore(top: Path, written: list[Path]) -> None:
-    """Undo a failed publish: unstage, check out what HEAD had, remove what it did not."""
-    subprocess.run(["git", "-C", str(top), "reset", "-q"], capture_output=True)
-    for path in written:
-        rel = os.path.relpath(path, top)
-        known = subprocess.run(["git", "-C", str(top), "cat-file", "-e", f"HEAD:{rel}"], capture_output=True)
-        if known.returncode == 0:
-            subprocess.run(["git", "-C", str(top), "checkout", "-q", "HEAD", "--", rel], capture_output=True)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def _require_git_lfs() -> None:
@@ -135,27 +116,3 @@ def _require_git_lfs() -> None:
     if subprocess.run(["git", "lfs", "version"], capture_output=True).returncode != 0:
         raise UserError("git-lfs is not installed; install it (Debian: apt-get install git-lfs, or "
                         "bash scripts/system_deps.sh)")
-
-
-def _work_tree(target: Path) -> Path:
-    """The top level of the git working tree holding target (which may not exist yet)."""
-    probe = target
-    while not probe.exists():
-        probe = probe.parent
-    res = subprocess.run(["git", "-C", str(probe), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if res.returncode != 0 or not probe.is_dir():
-        raise UserError(f"{target}: not inside a git working tree; `git init` it or `git clone` your model "
-                        "repository there first")
-    return Path(res.stdout.strip()).resolve()
-
-
-def _identity(top: Path) -> tuple[str, ...]:
-    has = subprocess.run(["git", "-C", str(top), "config", "user.email"], capture_output=True).returncode == 0
-    return () if has else IDENTITY
-
-
-def _git(top: Path, *args: str, options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    res = subprocess.run(["git", "-C", str(top), *options, *args], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise UserError(f"{top}: `git {' '.join(args[:3])}` failed: {res.stderr.strip().splitlines()[-1:]}")
-    return res
