@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from alignpipe.integrations.cli import add_commands as add_integration_commands
 from alignpipe.labeling.cli import app as label_app
 from alignpipe.pipeline.errors import UserError
 
@@ -84,6 +85,8 @@ def run(
                                               "a local one); the workspace must be on a path every node sees"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only failures and the result"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines events on stdout"),
+    mlflow: str | None = typer.Option(None, "--mlflow", help="track the run in MLflow at this URI (default: "
+                                      "$ALIGNPIPE_MLFLOW, else the spec's tracking.mlflow)"),
 ) -> None:
     """Run a pipeline: cached stages are skipped, interrupted ones resume from their checkpoints."""
     from alignpipe import api
@@ -96,7 +99,8 @@ def run(
         reporter = make_reporter(quiet, as_json)
         try:
             result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
-                             wait=wait, report=reporter, executor=engine, verify=verify, new_journal=new_journal)
+                             wait=wait, report=reporter, executor=engine, verify=verify, new_journal=new_journal,
+                             mlflow=mlflow)
         finally:
             reporter.close()
     finally:
@@ -395,6 +399,9 @@ def stage_run(
     outputs = api.run_stage(uses, inputs=_pairs(inputs, "--input"), params=parsed, out=out_dir, seed=seed)
     for name, art_id in outputs.items():
         out.print(f"{name}: {art_id[:12]} -> {out_dir if len(outputs) == 1 else Path(out_dir) / name}")
+
+
+add_integration_commands(app)  # publish, register, push, pull: alignpipe.integrations.cli
 
 
 def main() -> None:

@@ -224,7 +224,7 @@ class Runner:
                 journal.record_attempt(Attempt(run_id, name, 0, s.state, now, now, None, s.error, True, s.fingerprint,
                                                hit, socket.gethostname(), None))
                 self.report({"event": "stage", "stage": name, "state": s.state, "outputs": hit,
-                             **({"error": s.error} if s.error else {})})
+                             "fingerprint": s.fingerprint, **({"error": s.error} if s.error else {})})
             elif name not in runnable:
                 raise UserError(f"{self.p.source}: stage {name!r} has no cached output for its current inputs and "
                                 "params, and the selection (--only/--until) does not allow running it; run without "
@@ -295,7 +295,8 @@ class Runner:
         handle = self.executor.start(cmd, env, str(self.p.base_dir), str(log_path), st.resources)
         journal.record_attempt(Attempt(run_id, st.name, s.attempts, "running", started, None, None, None, False,
                                        s.fingerprint, {}, socket.gethostname(), str(log_path)))
-        self.report({"event": "stage", "stage": st.name, "state": "running", "attempt": s.attempts})
+        self.report({"event": "stage", "stage": st.name, "state": "running", "attempt": s.attempts,
+                     "fingerprint": s.fingerprint})
         return _Running(handle, attempt_dir, log_path, started, gpus, st.resources.cpus)
 
     def _pump_events(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> None:

@@ -81,6 +81,17 @@ class StageSpec(StrictParams):
 VerifyMode = Literal["always", "inputs", "never"]
 
 
+class TrackingSpec(StrictParams):
+    """Where runs are tracked and which models are registered (alignpipe.integrations.mlflow)."""
+
+    mlflow: str | None = Field(default=None, description="MLflow tracking URI (http://host:port, sqlite:///file.db); "
+                               "`--mlflow` and $ALIGNPIPE_MLFLOW override it")
+    experiment: str | None = Field(default=None, description="MLflow experiment (default: the pipeline name)")
+    registry: dict[str, str] = Field(default_factory=dict, description="'stage.output' -> registered model name: "
+                                     "model versions created after the run")
+    alias: str | None = Field(default=None, description="alias the registered versions get (e.g. candidate)")
+
+
 class PipelineSpec(StrictParams):
     name: str
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
@@ -88,6 +99,7 @@ class PipelineSpec(StrictParams):
     verify: VerifyMode = Field(default="inputs", description=(
         "re-hashing of artifacts: 'inputs' re-hashes what a running stage consumes and re-hashes a cache hit's "
         "files modified since it was sealed; 'always' re-hashes every cache hit in full; 'never' checks sizes only"))
+    tracking: TrackingSpec | None = None
     stages: dict[str, StageSpec]
 
     @model_validator(mode="before")
