@@ -35,10 +35,23 @@ TINY = {
 }
 
 
-def rlhf_spec(workspace: str | Path, sizes: dict[str, dict[str, Any]] = SMALL) -> dict[str, Any]:
-    """The default pipeline's spec with `sizes` merged into its stages' params, writing into `workspace`."""
+# ~25 s on 2 cores, every stage as small as it goes: πSFT, Rφ and πRLHF as real model artifacts with lineage, for
+# tests of what happens to them afterwards (versioning in git, MLflow, DVC)
+MINI = {
+    "data": {"corpus": 400, "demos": 96, "pref_prompts": 32, "rl_prompts": 32, "eval_prompts": 8},
+    "base": {"n_layer": 1, "n_embd": 32, "n_head": 2, "steps": 20, "vocab_size": 300, "eval_fraction": 0.05},
+    "sft": {"steps": 10},
+    "pairs": {"n": 2, "max_new_tokens": 8},
+    "reward": {"steps": 8},
+    "ppo": {"rollouts": 4, "batch_size": 8, "max_new_tokens": 8, "checkpoint_every": 100},
+    "evaluate": {"max_new_tokens": 8},
+}
+
+
+def rlhf_spec(workspace: str | Path, sizes: dict[str, dict[str, Any]] = SMALL, **top: Any) -> dict[str, Any]:
+    """The default pipeline's spec with `sizes` merged into its stages' params, writing into `workspace`; `top`
+    adds or replaces top-level fields (tracking, verify, ...)."""
     spec = yaml.safe_load(builtin_path("default").read_text())
     for stage, params in sizes.items():
         spec["stages"][stage]["params"] = {**spec["stages"][stage].get("params", {}), **params}
-    spec["workspace"] = str(workspace)
-    return spec
+    return {**spec, "workspace": str(workspace), **top}

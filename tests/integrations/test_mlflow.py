@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from integ_util import cli
 from mlflow_server import MlflowServer, side_env
-from rlhf_tiny import TINY, tiny_rlhf_spec
 
 from alignpipe import api
 from alignpipe.api import Workspace
+from pipelines import MINI, rlhf_spec
 
 REGISTER = {"sft.model": "tiny-sft", "reward.model": "tiny-rm", "ppo.policy": "tiny-policy"}
-STAGES = set(tiny_rlhf_spec(Path("ws"))["stages"])  # every stage of the pipeline
+STAGES = set(rlhf_spec(Path("ws"), MINI)["stages"])  # every stage of the pipeline
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def runs_of(uri: str, experiment: str) -> tuple[list, list]:
 def tracked(server, tmp_path_factory):
     """The tiny RLHF pipeline run once with tracking and registration, then again (all cached)."""
     ws = tmp_path_factory.mktemp("tracked") / "ws"
-    spec = tiny_rlhf_spec(ws, tracking={"mlflow": server.uri, "experiment": "tracked", "registry": REGISTER,
+    spec = rlhf_spec(ws, MINI, tracking={"mlflow": server.uri, "experiment": "tracked", "registry": REGISTER,
                                         "alias": "candidate"})
     first = api.run(api.from_dict(spec))
     assert first.status == "done", {n: s.error for n, s in first.stages.items() if s.error}
@@ -73,7 +73,7 @@ def test_one_parent_run_and_one_child_per_stage_with_params_tags_and_files(serve
     assert ppo.data.tags["alignpipe.input.reward_model"] == first.stages["reward"].outputs["model"]
     assert ppo.data.tags["alignpipe.lineage.sft.model"] == first.stages["sft"].outputs["model"]
     assert ppo.data.tags["alignpipe.code_version"] and ppo.data.tags.get("mlflow.source.git.commit")
-    assert ppo.data.params["rollouts"] == str(TINY["ppo"]["rollouts"]) and ppo.data.params["kl_control"] == "adaptive"
+    assert ppo.data.params["rollouts"] == str(MINI["ppo"]["rollouts"]) and ppo.data.params["kl_control"] == "adaptive"
     files = {f.path for d in ("logs", "summary") for f in client(server.uri).list_artifacts(ppo.info.run_id, d)}
     assert {"logs/ppo-1.log", "summary/policy.summary.json", "summary/policy.headline.md"} <= files
 
@@ -90,7 +90,7 @@ def test_the_ppo_metric_series_has_every_step_the_journal_has(server, tracked):
     for name, points in journal.items():
         history = sorted((m.step, m.value) for m in c.get_metric_history(ppo.info.run_id, name))
         assert history == sorted(points), name  # doubles both ways: exact
-    assert [s for s, _ in journal["kl"]] == list(range(1, TINY["ppo"]["rollouts"] + 1))
+    assert [s for s, _ in journal["kl"]] == list(range(1, MINI["ppo"]["rollouts"] + 1))
 
 
 def test_three_models_are_registered_with_lineage_and_the_rerun_adds_no_training(server, tracked):
@@ -177,7 +177,7 @@ def _spec_file(ws: Path, tmp_path: Path) -> Path:
     import yaml
 
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_rlhf_spec(ws)))
+    path.write_text(yaml.safe_dump(rlhf_spec(ws, MINI)))
     return path
 
 
@@ -192,7 +192,7 @@ def test_killing_the_server_mid_run_warns_once_and_the_journal_keeps_every_metri
             server.kill()
 
     try:
-        result = api.run(api.from_dict(tiny_rlhf_spec(tiny_ws)), force=("ppo",), report=report, mlflow=server.uri)
+        result = api.run(api.from_dict(rlhf_spec(tiny_ws, MINI)), force=("ppo",), report=report, mlflow=server.uri)
     finally:
         server.kill()
     assert result.status == "done"
@@ -200,7 +200,7 @@ def test_killing_the_server_mid_run_warns_once_and_the_journal_keeps_every_metri
     assert err.count("warning: MLflow tracking at") == 1, err
     assert "its journal keeps every metric" in err
     sent = [e for e in events if e.get("event") == "metrics" and e["stage"] == "ppo"]
-    assert len(sent) == TINY["ppo"]["rollouts"]
+    assert len(sent) == MINI["ppo"]["rollouts"]
     rows = Workspace(tiny_ws).journal.db.execute(
         "SELECT name, COUNT(*) FROM metrics WHERE run_id = ? AND stage = 'ppo' GROUP BY name", (result.run_id,))
-    assert dict(rows) == {k: TINY["ppo"]["rollouts"] for k in sent[0]["values"]}
+    assert dict(rows) == {k: MINI["ppo"]["rollouts"] for k in sent[0]["values"]}
