@@ -122,6 +122,16 @@ class Journal:
                               "ORDER BY started DESC LIMIT ?", (limit,))
         return [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r, strict=True)) for r in cur]
 
+    def run_info(self, run_id: str) -> dict[str, Any] | None:
+        """One run's row: id, pipeline, source, started, ended, status, pid, host, argv (a list)."""
+        row = self.db.execute("SELECT id, pipeline, source, started, ended, status, pid, host, argv FROM runs "
+                              "WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        info = dict(zip(("id", "pipeline", "source", "started", "ended", "status", "pid", "host", "argv"), row,
+                        strict=True))
+        return {**info, "argv": json.loads(info["argv"] or "[]")}
+
     def latest_run(self) -> str | None:
         row = self.db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
         return row[0] if row else None

@@ -275,7 +275,7 @@ class Runner:
         s.attempts += 1
         s.state, started = "running", time.time()
         work = self.store.work_root / s.fingerprint
-        attempt_dir = work / "attempts" / f"{run_id}-{s.attempts}"
+        attempt_dir = attempt_path(self.store, s.fingerprint, run_id, s.attempts)
         attempt_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.store.logs_root / run_id / f"{st.name}-{s.attempts}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -389,6 +389,11 @@ class Runner:
             if s.state not in TERMINAL:  # pending or waiting to retry: never started this time
                 s.state = "skipped"
         self.report({"event": "interrupted", "run_id": run_id})
+
+
+def attempt_path(store: Store, fingerprint: str, run_id: str, attempt: int) -> Path:
+    """An attempt's directory: its task.json, result.json and events.jsonl (progress and metrics, JSON lines)."""
+    return store.work_root / fingerprint / "attempts" / f"{run_id}-{attempt}"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

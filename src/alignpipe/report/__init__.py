@@ -1,0 +1,52 @@
+"""See a run: the HTML report (`alignpipe report`), the live terminal view (`alignpipe watch`).
+
+The report reads the journal and artifact manifests and never trains or loads a model; it imports neither torch
+nor matplotlib, so writing it at the end of `alignpipe run` costs a no-op rerun little.
+
+    from alignpipe.report import write_report
+    write_report("workspace", out="report.html")                  # the latest run
+    write_report("workspace", run="20261121", compare="20261122")  # two runs side by side
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alignpipe.pipeline.errors import UserError
+
+DEFAULT_NAME = "report.html"
+
+
+def _run_data(workspace: str | os.PathLike, ref: str | None):  # noqa: ANN202 — RunData, imported lazily
+    """A run by id or prefix in `workspace`, or the latest run of another workspace given as a directory."""
+    from alignpipe.report.collect import collect
+
+    if ref is not None and (Path(ref) / ".alignpipe" / "journal.db").is_file():
+        return collect(ref, None)
+    return collect(workspace, ref)
+
+
+def render_html(workspace: str | os.PathLike, run: str | None = None, compare: str | None = None) -> str:
+    from alignpipe.report.html import render, render_compare
+
+    data = _run_data(workspace, run)
+    return render(data) if compare is None else render_compare(data, _run_data(workspace, compare))
+
+
+def write_report(workspace: str | os.PathLike, run: str | None = None, out: str | os.PathLike | None = None,
+                 compare: str | None = None) -> Path:
+    """Write the report of `run` (default: the latest) — or of `run` vs `compare` — to `out` (default
+    WORKSPACE/report.html), atomically; returns its path."""
+    text = render_html(workspace, run, compare)
+    path = Path(out) if out is not None else Path(workspace) / DEFAULT_NAME
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give the report's file name, e.g. {path / DEFAULT_NAME}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: its directory does not exist; create it or choose another -o path") from None
+    return path
