@@ -17,6 +17,7 @@ from rich.table import Table
 from alignpipe.integrations.cli import add_commands as add_integration_commands
 from alignpipe.labeling.cli import app as label_app
 from alignpipe.pipeline.errors import UserError
+from alignpipe.report import cli as report_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="alignpipe: RLHF as one managed computation graph.")
@@ -24,6 +25,8 @@ stage_app = typer.Typer(help="Run one stage outside a pipeline (manual mode).", 
 app.add_typer(stage_app, name="stage")
 app.add_typer(label_app, name="label")  # alignpipe.labeling.cli: the human judge's jobs
 out = Console(highlight=False, soft_wrap=True)
+app.command()(report_cli.report)
+app.command()(report_cli.watch)
 
 WS_HELP = "workspace directory (default: $ALIGNPIPE_WORKSPACE or ./workspace)"
 
@@ -105,6 +108,7 @@ def run(
             reporter.close()
     finally:
         engine.close()
+    report_cli.after_run(result, quiet, as_json)  # before the result, which stays the last JSON line
     _print_result(result, quiet, as_json)
     raise typer.Exit(result.exit_code)
 

@@ -10,12 +10,33 @@ nor matplotlib, so writing it at the end of `alignpipe run` costs a no-op rerun 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 from pathlib import Path
 
 from alignpipe.pipeline.errors import UserError
 
 DEFAULT_NAME = "report.html"
+_DIGEST_RE = re.compile(rb'<meta name="alignpipe-outputs" content="([0-9a-f]{64})">')
+
+
+def outputs_digest(outputs: dict[str, dict[str, str]]) -> str:
+    """sha256 of a run's stage -> {output: artifact id} (stages without outputs left out): equal for two runs that
+    ended with the same artifacts. A report carries it in a <meta> tag."""
+    kept = {stage: outs for stage, outs in outputs.items() if outs}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def report_digest(path: str | os.PathLike) -> str | None:
+    """The outputs digest an existing report was made for (None if there is no readable report)."""
+    try:
+        with open(path, "rb") as f:
+            m = _DIGEST_RE.search(f.read(4096))
+    except OSError:
+        return None
+    return m.group(1).decode() if m else None
 
 
 def _run_data(workspace: str | os.PathLike, ref: str | None):  # noqa: ANN202 — RunData, imported lazily
