@@ -1,7 +1,8 @@
 """The journal: SQLite in the workspace, recording what ran (the spec says what should run).
 
 Tables: runs, attempts (one row per stage per try, and one per cache hit), metrics (series logged by stages),
-external (hash cache of external inputs keyed by path, size and mtime). During a run only the runner writes;
+plans (the stages a run set out to run, in order: what `alignpipe watch` shows as pending), external (hash cache
+of external inputs keyed by path, size and mtime). During a run only the runner writes;
 a workspace lock (flock on .alignpipe/run.lock) keeps a second run out.
 """
 
@@ -34,6 +35,9 @@ CREATE TABLE IF NOT EXISTS metrics (
   run_id TEXT, stage TEXT, fingerprint TEXT, step INTEGER, name TEXT, value REAL, t REAL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_stage ON metrics (fingerprint, name, step);
+CREATE TABLE IF NOT EXISTS plans (
+  run_id TEXT PRIMARY KEY, stages TEXT
+);
 CREATE TABLE IF NOT EXISTS external (
   path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, id TEXT
 );
@@ -146,6 +150,17 @@ class Journal:
         if len(rows) != 1:
             raise UserError(f"{'no' if not rows else 'more than one'} run matches {ref!r}; see `alignpipe runs`")
         return rows[0][0]
+
+    def record_plan(self, run_id: str, stages: list[str]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO plans VALUES (?,?)", (run_id, json.dumps(stages)))
+
+    def plan(self, run_id: str) -> list[str] | None:
+        """The stages run `run_id` planned, in order (None for runs recorded before plans were)."""
+        try:
+            row = self.db.execute("SELECT stages FROM plans WHERE run_id=?", (run_id,)).fetchone()
+        except sqlite3.OperationalError:  # a journal written before the plans table existed, opened read-only
+            return None
+        return json.loads(row[0]) if row else None
 
     # -- attempts ----------------------------------------------------------------------------------------------
     def record_attempt(self, a: Attempt) -> None:

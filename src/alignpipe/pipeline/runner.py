@@ -170,6 +170,7 @@ class Runner:
         ext = {s.uri: self._external(journal, s.uri) for n in plan for s in self.p.stages[n].inputs.values()
                if isinstance(s, External)}
         states = {n: StageState(n) for n in plan}
+        journal.record_plan(run_id, plan)
         running: dict[str, _Running] = {}
         free_cpus = float(self.machine.cpus)
         free_mem = float(self.machine.memory or math.inf)
