@@ -19,6 +19,7 @@ from alignpipe.pipeline.entry import execute, manual_task
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.executors import LocalExecutor, RayExecutor
 from alignpipe.pipeline.journal import Journal
+from alignpipe.pipeline.matrix import split_ref
 from alignpipe.pipeline.runner import Reporter, Runner, RunOptions, RunResult
 from alignpipe.pipeline.spec import Machine, Pipeline, load_pipeline, pipeline_from_dict
 from alignpipe.pipeline.store import Artifact, Store
@@ -85,7 +86,7 @@ class Workspace:
 
     def resolve(self, ref: str) -> str:
         """An artifact id from an id/prefix, a tag, or a stage name (`stage` or `stage.output`, latest run)."""
-        stage, _, output = ref.partition(".")
+        stage, output = split_ref(ref)  # a matrix branch's values may hold dots: ppo@lr=0.5.policy
         att = self.journal.last_attempt(stage)
         if att is not None and att.outputs:
             outs = att.outputs
