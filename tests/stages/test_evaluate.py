@@ -19,16 +19,8 @@ def text_length(responses):
 
 
 @pytest.fixture(scope="module")
-def fx(tiny_model_dirs, tiny_tokenizer, tmp_path_factory) -> dict[str, Path]:
-    from alignpipe.models.build import reward_model_from_causal, save_model
-    from alignpipe.task import make_prompts
-
-    root = tmp_path_factory.mktemp("eval_fx")
-    save_model(reward_model_from_causal(tiny_model_dirs["gpt2"]), tiny_tokenizer, root / "rm")
-    (root / "prompts").mkdir()
-    (root / "prompts" / "data.jsonl").write_text(
-        "".join(json.dumps({"prompt": q}) + "\n" for q in make_prompts(0, 24, "eval")))
-    return {**tiny_model_dirs, "rm": root / "rm", "prompts": root / "prompts"}
+def fx(tiny_model_dirs, tiny_rm_dir, eval_prompts_dir) -> dict[str, Path]:
+    return {**tiny_model_dirs, "rm": tiny_rm_dir, "prompts": eval_prompts_dir}
 
 
 def evaluate(out: Path, models: dict[str, Path], fx, **params) -> dict:
