@@ -25,10 +25,12 @@ from alignpipe.pipeline.spec import Machine, Pipeline, load_pipeline, pipeline_f
 from alignpipe.pipeline.store import Artifact, Store
 
 Executor = LocalExecutor | RayExecutor
-BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml"}
+BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml", "overoptimization": "overoptimization.yaml"}
 
 
 def builtin_path(name: str = "default") -> Path:
+    if name not in BUILTIN:
+        raise UserError(f"no built-in example {name!r}; examples: {', '.join(n for n in BUILTIN if n != 'default')}")
     return Path(str(importlib.resources.files("alignpipe") / "examples" / BUILTIN[name]))
 
 

@@ -70,13 +70,15 @@ def _when(t: float | None) -> str:
 
 @app.command()
 def run(
-    pipeline: str | None = typer.Argument(None, help="pipeline YAML (default: the built-in pipeline)"),
+    pipeline: str | None = typer.Argument(None, help="pipeline YAML (default: the built-in pipeline); with "
+                                          "--example, an example's name: example (default), overoptimization"),
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="overrides the spec's workspace"),
     from_: str | None = typer.Option(None, "--from", help="re-execute STAGE and everything downstream of it"),
     until: str | None = typer.Option(None, "--until", help="run only STAGE and what it depends on"),
     only: str | None = typer.Option(None, "--only", help="run only STAGE (its inputs must be cached)"),
     force: list[str] = typer.Option([], "--force", help="re-execute STAGE even when cached (repeatable)"),
-    example: bool = typer.Option(False, "--example", help="run the engine's tiny example pipeline"),
+    example: bool = typer.Option(False, "--example", help="run a built-in example (PIPELINE names it): the "
+                                 "engine's tiny example, or the overoptimization study"),
     wait: bool = typer.Option(False, "--wait", help="wait for a concurrent run on the workspace to finish"),
     verify: str | None = typer.Option(None, "--verify", help="re-hashing of artifacts: inputs (default: what a "
                                       "running stage reads, and cache hits modified since sealed), always (every "
@@ -98,7 +100,8 @@ def run(
 
     engine = make_executor(executor, ray_address)
     try:
-        pipe = api.load(pipeline, builtin="example" if example else "default", machine=engine.machine())
+        pipe = api.load(None if example else pipeline, builtin=(pipeline or "example") if example else "default",
+                        machine=engine.machine())
         reporter = make_reporter(quiet, as_json)
         try:
             result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),

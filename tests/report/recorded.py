@@ -114,3 +114,34 @@ def rlhf_run(ws: Path) -> str:
         "exited with code 2\nloss is NaN at step 7; stopped before the optimizer applied it, no checkpoint had been "
         "written yet.")))
     return r.end("failed")
+
+
+GOLD_BON, GOLD_RL = (0.5, 0.1), (0.4, 0.15)  # (α, β) the recorded study's gold gains follow exactly
+
+
+def study_run(ws: Path) -> str:
+    """A sweep as the overoptimization example records it: bon@n=… summaries and an evaluate of ppo@kl_target=…
+    branches, whose gold gains follow Gao's forms with GOLD_BON / GOLD_RL exactly and proxy gains 2·d."""
+    import math
+
+    r = Recorder(ws, "overoptimization")
+    r.stage("sft", StageRun("sft", {"model": {"w.bin": "sft"}}))
+    for n in (1, 2, 4, 8, 16, 32):
+        d = math.sqrt(math.log(n) - (n - 1) / n)
+        a, b = GOLD_BON
+        summary = {"n": n, "kl_bound": d * d, "gold": {"mean": 0.1 + d * (a - b * d), "stderr": 0.02},
+                   "gold_all": {"mean": 0.1, "stderr": 0.02}, "rm_score": {"mean": 2 * d, "stderr": 0.05},
+                   "rm_score_all": {"mean": 0.0, "stderr": 0.05}}
+        r.stage(f"bon@n={n}", StageRun("bon", {"out": {"r.jsonl": str(n)}}, {"policy": "sft.model"},
+                                       summary=summary))
+    models = {"sft": {"gold": 0.1, "rm": 0.0, "kl": 0.0}}
+    for target in (1, 2, 4, 8):
+        ids = r.stage(f"ppo@kl_target={target}", StageRun("ppo", {"policy": {"w.bin": f"pi{target}"}},
+                                                          {"policy": "sft.model"}))
+        d = math.sqrt(target * 0.9)
+        a, b = GOLD_RL
+        models[f"rlhf@kl_target={target}"] = {"gold": 0.1 + d * (a - b * math.log(d)), "rm": 2 * d, "kl": d * d,
+                                              "artifact": ids["policy"]}
+    inputs = {"sft": "sft.model", **{f"rlhf@kl_target={t}": f"ppo@kl_target={t}.policy" for t in (1, 2, 4, 8)}}
+    r.stage("evaluate", StageRun("evaluate", {"out": evaluation_files(models, [])}, inputs))
+    return r.end()

@@ -64,7 +64,7 @@ def test_a_real_run_timeline_attempts_metrics_and_retries(tmp_path, teststages):
     assert [f.text.split(";")[0] for f in findings(data)] == ["needed 2 attempts"]
     page = render_html(tmp_path / "ws")
     assert page.count('class="chart timeline"') == 1 and len(re.findall(r"<rect[^>]*fill=\"#c62828\"", page)) == 1
-    assert "count.out → x" in page
+    assert "count.out → x" in page and "not started" not in page
     again = api.run(pipe)  # all cached: the report says when the outputs were really made
     page = render_html(tmp_path / "ws", again.run_id)
     assert f"ran {data.stages['count'].seconds:.1f} s in run {first.run_id}" in page
@@ -98,3 +98,17 @@ def test_report_of_the_recorded_run_is_fast(recorded):
     t0 = time.perf_counter()
     write_report(ws, run_id)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_stages_a_failure_kept_from_starting_are_listed(tmp_path, teststages):
+    stages = {"bad": {"uses": "teststages:die", "params": {"code": 3}},
+              "after": {"uses": "teststages:record", "inputs": {"x": "bad.out"},
+                        "params": {"marker": str(tmp_path / "m"), "value": 1}}}
+    res = api.run(api.from_dict({"name": "f", "workspace": str(tmp_path / "ws"), "stages": stages}, base_dir=tmp_path))
+    assert res.status == "failed"
+    data = collect(tmp_path / "ws")
+    assert data.plan == ["bad", "after"] and data.not_started == ["after"]
+    page = render_html(tmp_path / "ws")
+    assert "<td>after</td><td>–</td><td class=muted>not started</td>" in page
+    assert "skipped: an upstream stage did not finish" in page
+    assert [f.text for f in findings(data)] == ["failed after 1 attempt(s): exited with code 3"]

@@ -83,6 +83,12 @@ class RunData:
     run: dict[str, Any]
     stages: dict[str, StageRecord]
     evaluations: list[Evaluation]
+    plan: list[str] = field(default_factory=list)  # every stage the run set out to run, in order
+
+    @property
+    def not_started(self) -> list[str]:
+        """Planned stages with no attempt: skipped after a failure upstream, or still waiting."""
+        return [n for n in self.plan if n not in self.stages]
 
     @property
     def seconds(self) -> float | None:
@@ -117,7 +123,7 @@ def collect(workspace: str | os.PathLike, run_ref: str | None = None, journal: J
         store = Store(ws)
         stages = _stages(journal, store, run_id)
         evaluations = [e for s in stages.values() if (e := _evaluation(store, s)) is not None]
-        return RunData(ws, run, stages, evaluations)
+        return RunData(ws, run, stages, evaluations, journal.plan(run_id) or list(stages))
     finally:
         if own:
             journal.close()

@@ -185,33 +185,37 @@ def _fit_text(f: Any) -> str:
 FORM_TEXT = {"bon": "best-of-n: R(d) = d(α − β·d)", "rl": "PPO: R(d) = d(α − β·log d)"}
 
 
-def _study_chart(fam: Family, what: str) -> str:
+def _study_chart(fam: Family) -> str:
+    """Gold and proxy gains against d with 95% bars, each with its fitted curve (dashed)."""
     pts = fam.points
-    series = [Series(f"{fam.form} {what}", [(p.d, getattr(p, what)) for p in pts], markers=True, line=False,
-                     errors=[Z95 * getattr(p, f"{what}_se") for p in pts])]
-    f = fam.fits.get(what)
-    if f is not None:
-        hi = max(p.d for p in pts)
-        grid = [hi * i / 60 for i in range(1, 61)]
-        series.append(Series("fit", [(d, f.predict(d)) for d in grid], dashed=True))
-    title = f"{'best-of-n' if fam.form == 'bon' else 'PPO'}: {what} gain vs d = √KL"
-    return svg.chart(Chart(title, series, "d = √KL (nats^½)", f"{what} − πSFT's", width=440, height=260))
+    hi = max(p.d for p in pts)
+    grid = [hi * i / 60 for i in range(1, 61)]
+    series = []
+    for what, color in (("gold", svg.PALETTE[0]), ("proxy", svg.PALETTE[1])):
+        series.append(Series(f"{what} (VADER)" if what == "gold" else "proxy (Rφ)",
+                             [(p.d, getattr(p, what)) for p in pts], color=color, markers=True, line=False,
+                             errors=[Z95 * getattr(p, f"{what}_se") for p in pts]))
+        f = fam.fits.get(what)
+        if f is not None:
+            series.append(Series(f"{what} fit", [(d, f.predict(d)) for d in grid], color=color, dashed=True))
+    title = f"{'best-of-n' if fam.form == 'bon' else 'PPO'}: gain over πSFT vs d = √KL"
+    return svg.chart(Chart(title, series, "d = √KL(π ‖ πSFT)", "score − πSFT's", width=520, height=300))
 
 
 def _study(st: Study) -> str:
-    out = ["<h2>Overoptimization: gold and proxy reward vs distance from πSFT</h2>",
-           "<p class=muted>Gao et al. (2022): d = √KL(π ‖ πSFT); gains over πSFT on held-out prompts, 95% "
-           "intervals as bars; best-of-n KL is the bound log n − (n−1)/n. Fits: least squares over points with d > "
-           "0, α and β with 95% t-intervals.</p>"]
+    out = ['<h2 id="overoptimization">Overoptimization: gold and proxy reward vs distance from πSFT</h2>',
+           "<p class=muted>Gao et al. (2022): d = √KL(π ‖ πSFT); gains over πSFT on held-out prompts with 95% "
+           "intervals; best-of-n KL is the bound log n − (n−1)/n, PPO's the held-out estimate. Fits: least squares "
+           "over the points with d > 0; α and β with 95% t-intervals; R² about the mean gain.</p>"]
     for fam in st.families:
-        out.append(f"<h3>{esc(FORM_TEXT[fam.form])}</h3><div class=charts>"
-                   f"{_study_chart(fam, 'gold')}{_study_chart(fam, 'proxy')}</div>")
         rows = "".join(f"<tr><td>{esc(p.label)}</td><td class=num>{p.d:.3f}</td><td class=num>{p.gold:+.3f}</td>"
                        f"<td class=num>{p.proxy:+.3f}</td></tr>" for p in fam.points)
-        out.append(f"<table><tr><th>point</th><th>d</th><th>gold gain</th><th>proxy gain</th></tr>{rows}</table>")
-        for what in ("gold", "proxy"):
-            text = _fit_text(fam.fits.get(what)) if what in fam.fits else fam.errors.get(what, "–")
-            out.append(f"<p><b>{what} fit</b>: {esc(text)}</p>")
+        fits = "".join(f"<p><b>{what} fit</b>: "
+                       f"{esc(_fit_text(fam.fits[what]) if what in fam.fits else fam.errors.get(what, '–'))}</p>"
+                       for what in ("gold", "proxy"))
+        out.append(f"<h3>{esc(FORM_TEXT[fam.form])}</h3><div class=charts>{_study_chart(fam)}<div>"
+                   f"<table><tr><th>point</th><th>d</th><th>gold gain</th><th>proxy gain</th></tr>{rows}</table>"
+                   f"</div></div>{fits}")
     return "".join(out)
 
 
@@ -304,6 +308,9 @@ def _stage_table(data: RunData) -> str:
         rows.append(f"<tr><td>{esc(s.name)}</td><td>{esc(s.uses)}</td><td class='state-{esc(state)}'>{esc(state)}"
                     f"</td><td class=num>{len(s.executed)}</td><td class=num>{_secs(dur)}</td><td>{esc(cached)}</td>"
                     f"<td><code>{esc(outs)}</code></td><td>{esc(err)}</td></tr>")
+    waiting = "still waiting" if data.run["status"] == "running" else "skipped: an upstream stage did not finish"
+    rows += [f"<tr><td>{esc(n)}</td><td>–</td><td class=muted>not started</td><td class=num>0</td><td>–</td>"
+             f"<td>–</td><td>–</td><td>{esc(waiting)}</td></tr>" for n in data.not_started]
     return ("<table><tr><th>stage</th><th>type</th><th>state</th><th>attempts</th><th>duration</th><th>cached</th>"
             "<th>artifacts</th><th>error</th></tr>" + "".join(rows) + "</table>")
 
