@@ -121,7 +121,7 @@ def test_kl_is_measured_against_the_reference_and_is_deterministic(fx, tmp_path)
 
 def test_a_collected_matrix_is_evaluated_branch_by_branch_with_mean_and_sd(fx, tmp_path):
     """`rlhf: ppo@*.policy` of a 3-seed matrix arrives as inputs rlhf@seed=0..2; params.models names the family."""
-    from alignpipe.stages.evaluate import mean_sd
+    from alignpipe.stages.evaluate import mean_sd, seed_groups
 
     branches = {"rlhf@seed=0": fx["gpt2"], "rlhf@seed=1": fx["llama"], "rlhf@seed=2": fx["gpt2"]}
     inputs = {"sft": str(fx["gpt2"]), **{k: str(v) for k, v in branches.items()}, "prompts": str(fx["prompts"]),
@@ -137,6 +137,8 @@ def test_a_collected_matrix_is_evaluated_branch_by_branch_with_mean_and_sd(fx, t
     assert group["gold"] == mean_sd(golds) and group["gold"]["sd"] > 0  # the llama branch differs
     assert group["kl"]["mean"] == pytest.approx(m["models"]["rlhf@seed=1"]["kl"]["mean"] / 3)  # gpt2 ≡ sft: KL 0
     assert mean_sd([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0} and mean_sd([4.0]) == {"mean": 4.0, "sd": 0.0}
+    families = {"sft": ["sft"], "rlhf": ["rlhf@kl_target=1", "rlhf@kl_target=2,seed=0", "rlhf@kl_target=2,seed=1"]}
+    assert seed_groups(families) == {"rlhf@kl_target=2": ["rlhf@kl_target=2,seed=0", "rlhf@kl_target=2,seed=1"]}
     headline = json.loads((tmp_path / "out" / "manifest.json").read_text())["summary"]["headline"]
     assert f"| rlhf | 3 | {group['gold']['mean']:.3f} ± {group['gold']['sd']:.3f} |" in headline
     from alignpipe.stages.evaluate import STAGE

@@ -135,7 +135,7 @@ def _groups(m: dict[str, Any]) -> str:
         rows.append(f"<tr><td>{esc(name)}</td><td>{len(g['branches'])}: {esc(', '.join(g['branches']))}</td>{cells}"
                     "</tr>")
     return ("<table><tr><th>group</th><th>branches</th><th>gold</th><th>RM score</th><th>KL</th></tr>"
-            + "".join(rows) + "</table><p class=muted>groups: mean ± standard deviation across the matrix "
+            + "".join(rows) + "</table><p class=muted>groups: seed replicates, mean ± standard deviation across the "
             "branches (each branch's own mean over prompts).</p>")
 
 

@@ -3,7 +3,8 @@
 Consumes (input names are the model names, params.models, default ["sft", "rlhf"]; the first is the baseline)
   `<model>`       each a HF causal LM directory (e.g. `sft: sft.model`, `rlhf: ppo.policy`). A models entry may
                   also name a collected matrix (`rlhf: ppo@*.policy` gives inputs `rlhf@seed=0`, `rlhf@seed=1`, ...):
-                  each branch is evaluated as a model, and the family gets a group row, mean ± sd over branches.
+                  each branch is evaluated as a model; branches that differ in their seed only (a seed matrix)
+                  get a group row: mean ± sd over the replicates.
   `prompts`       held-out {"prompt": str | conversation} records (task.reviews' eval_prompts).
   `reward_model`  optional Rφ: normalized RM scores (the reward PPO optimized).
   `reference`     optional π_ref for the KL column; default: the baseline model.
@@ -216,12 +217,23 @@ def mean_sd(xs: list[float]) -> dict[str, float]:
     return {"mean": mean, "sd": math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0}
 
 
-def group_metrics(models: dict[str, Any], families: dict[str, list[str]]) -> dict[str, Any]:
-    """Per family of two or more branches: each measure's branch means summarized as mean ± sd."""
-    groups = {}
+def seed_groups(families: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Replicates: the branches of a family that differ in their seed only ('rlhf@seed=0', 'rlhf@seed=1' ->
+    'rlhf'; 'rlhf@kl_target=2,seed=0', ... -> 'rlhf@kl_target=2'); groups of two or more."""
+    groups: dict[str, list[str]] = {}
     for family, members in families.items():
-        if len(members) < 2:
-            continue
+        for m in members:
+            keys = split_name(m)[1]
+            if "seed" in keys:
+                rest = ",".join(f"{k}={v}" for k, v in keys.items() if k != "seed")
+                groups.setdefault(f"{family}@{rest}" if rest else family, []).append(m)
+    return {g: ms for g, ms in groups.items() if len(ms) > 1}
+
+
+def group_metrics(models: dict[str, Any], families: dict[str, list[str]]) -> dict[str, Any]:
+    """Per group of seed replicates: each measure's branch means summarized as mean ± sd."""
+    groups = {}
+    for name, members in seed_groups(families).items():
         g: dict[str, Any] = {"branches": members}
         for key in ("gold", "rm_score", "kl"):
             if all(key in models[m] for m in members):
@@ -229,7 +241,7 @@ def group_metrics(models: dict[str, Any], families: dict[str, list[str]]) -> dic
         for key in ("gold_win_rate", "rm_win_rate"):
             if all(key in models[m] for m in members):
                 g[key] = mean_sd([models[m][key]["rate"] for m in members])
-        groups[family] = g
+        groups[name] = g
     return groups
 
 
@@ -264,7 +276,7 @@ def _groups_table(groups: dict[str, Any]) -> str:
     rows = ["| group | branches | gold | RM score | KL (nats) |", "|---|---|---|---|---|"]
     rows += [f"| {name} | {len(g['branches'])} | {sd(g, 'gold')} | {sd(g, 'rm_score')} | {sd(g, 'kl', 2)} |"
              for name, g in groups.items()]
-    return "\n\n" + "\n".join(rows) + "\n\ngroups: mean ± standard deviation across the matrix branches."
+    return "\n\n" + "\n".join(rows) + "\n\ngroups: seed replicates, mean ± standard deviation across them."
 
 
 def _training_facts(ctx: StageContext, names: list[str]) -> dict[str, Any]:
