@@ -61,6 +61,17 @@ def test_two_swept_inputs_pair_on_common_keys_and_multiply_the_others():
                                                      "ac@seed=1,epochs=1", "ac@seed=1,epochs=2"]
 
 
+def test_a_fanned_out_reader_collects_the_branches_that_agree_with_its_own():
+    out = expand({
+        "reward": {"uses": "sft", "matrix": {"epochs": [1, 2]}},
+        "ppo": {"uses": "ppo", "inputs": {"rm": "reward.model"}, "matrix": {"kl_target": [1, 4]}},
+        "evaluate": {"uses": "evaluate", "inputs": {"rm": "reward.model", "rlhf": "ppo@*.policy"}}})
+    assert [n for n in out if n.startswith("evaluate")] == ["evaluate@epochs=1", "evaluate@epochs=2"]
+    assert out["evaluate@epochs=2"]["inputs"] == {
+        "rm": "reward@epochs=2.model", "rlhf@kl_target=1": "ppo@kl_target=1,epochs=2.policy",
+        "rlhf@kl_target=4": "ppo@kl_target=4,epochs=2.policy"}
+
+
 def test_a_spec_without_matrix_comes_back_as_it_was():
     raw = {"name": "p", "stages": {"a": {"uses": "sft", "inputs": {"x": "hf:org/model@main"}}}}
     assert expand_matrix(raw, "p.yaml", PARAMS.get) is raw

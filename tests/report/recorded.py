@@ -119,21 +119,23 @@ def rlhf_run(ws: Path) -> str:
 GOLD_BON, GOLD_RL = (0.5, 0.1), (0.4, 0.15)  # (α, β) the recorded study's gold gains follow exactly
 
 
-def study_run(ws: Path) -> str:
+def study_run(ws: Path, bon_proxies: tuple[str, ...] = ("",)) -> str:
     """A sweep as the overoptimization example records it: bon@n=… summaries and an evaluate of ppo@kl_target=…
     branches, whose gold gains follow Gao's forms with GOLD_BON / GOLD_RL exactly and proxy gains 2·d."""
     import math
 
     r = Recorder(ws, "overoptimization")
     r.stage("sft", StageRun("sft", {"model": {"w.bin": "sft"}}))
-    for n in (1, 2, 4, 8, 16, 32):
-        d = math.sqrt(math.log(n) - (n - 1) / n)
-        a, b = GOLD_BON
-        summary = {"n": n, "kl_bound": d * d, "gold": {"mean": 0.1 + d * (a - b * d), "stderr": 0.02},
-                   "gold_all": {"mean": 0.1, "stderr": 0.02}, "rm_score": {"mean": 2 * d, "stderr": 0.05},
-                   "rm_score_all": {"mean": 0.0, "stderr": 0.05}}
-        r.stage(f"bon@n={n}", StageRun("bon", {"out": {"r.jsonl": str(n)}}, {"policy": "sft.model"},
-                                       summary=summary))
+    for rm in bon_proxies:  # `bon_proxies`: reward model ids, one bon sweep each
+        for n in (1, 2, 4, 8, 16, 32):
+            d = math.sqrt(math.log(n) - (n - 1) / n)
+            a, b = GOLD_BON
+            summary = {"n": n, "kl_bound": d * d, "gold": {"mean": 0.1 + d * (a - b * d), "stderr": 0.02},
+                       "gold_all": {"mean": 0.1, "stderr": 0.02}, "rm_score": {"mean": 2 * d, "stderr": 0.05},
+                       "rm_score_all": {"mean": 0.0, "stderr": 0.05}, "reward_model": rm}
+            name = f"bon@n={n}" + (f",rm={rm}" if rm else "")
+            r.stage(name, StageRun("bon", {"out": {"r.jsonl": f"{n}{rm}"}}, {"policy": "sft.model"},
+                                   summary=summary))
     models = {"sft": {"gold": 0.1, "rm": 0.0, "kl": 0.0}}
     for target in (1, 2, 4, 8):
         ids = r.stage(f"ppo@kl_target={target}", StageRun("ppo", {"policy": {"w.bin": f"pi{target}"}},

@@ -27,6 +27,15 @@ def test_points_and_fits_from_a_recorded_sweep(tmp_path):
     assert bon.fits["gold"].n == 5  # n = 1 (d = 0) is drawn, not fitted
 
 
+def test_each_proxy_reward_model_gets_its_own_family(tmp_path):
+    ws = tmp_path / "ws"
+    study_run(ws, bon_proxies=("rmA", "rmB"))
+    families = study(collect(ws)).families
+    assert [(f.form, f.proxy, len(f.points)) for f in families] == [("bon", "rmA", 6), ("bon", "rmB", 6),
+                                                                     ("rl", "", 4)]
+    assert "best-of-n (proxy rmB): gain over πSFT" in render_html(ws)
+
+
 def test_report_shows_the_study_with_its_fits(tmp_path):
     ws = tmp_path / "ws"
     study_run(ws)
@@ -53,5 +62,6 @@ def test_the_built_in_example_is_the_default_pipeline_plus_the_sweeps():
     assert sorted(evaluate.inputs) == sorted(["sft", "reward_model", "prompts", *(f"rlhf@{n[4:]}" for n in ppo)])
     default = yaml.safe_load(api.builtin_path("default").read_text())["stages"]
     study = yaml.safe_load(api.builtin_path("overoptimization").read_text())["stages"]
-    for name in ("data", "base", "sft", "pairs", "labels", "reward"):  # one workspace: these are cache hits
+    for name in ("data", "base", "sft", "pairs", "labels"):  # one workspace: these are cache hits
         assert study[name] == default[name], name
+    assert study["reward"]["params"] == {**default["reward"]["params"], "eval_fraction": 0.95}  # a starved proxy

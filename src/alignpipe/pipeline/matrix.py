@@ -16,6 +16,7 @@ What reads a swept stage:
   product of the others.
 - `rlhf: ppo@*.policy` — the reader collects every branch: the input becomes `rlhf@kl_target=1`, ... one per
   branch (for stage types with named inputs, like evaluate, whose `models` entry `rlhf` then names the family).
+  A reader fanned out itself (over keys ppo also sweeps) collects the branches that agree with its own.
 - `rlhf: ppo@kl_target=2.policy` — one branch.
 
 `expand_matrix` is a pure function from the raw spec (the YAML's dict) to the raw spec without matrices;
@@ -228,10 +229,11 @@ class _Expander:
             up_combos = self.branches.get(up, [{}])
             if up_combos == [{}]:
                 continue
-            if mode == "collect":
+            if mode == "collect":  # the branches that agree with this reader's own; named by the other keys
                 del inputs[iname]
-                for c in up_combos:
-                    inputs[branch_name(iname, c)] = f"{branch_name(up, c)}.{output}"
+                for c in _join([combo], up_combos):
+                    rest = {k: v for k, v in c.items() if k in up_combos[0] and k not in combo}
+                    inputs[branch_name(iname, rest)] = f"{branch_name(up, {k: c[k] for k in up_combos[0]})}.{output}"
             else:
                 inputs[iname] = f"{branch_name(up, {k: combo[k] for k in up_combos[0]})}.{output}"
         return inputs

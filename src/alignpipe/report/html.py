@@ -198,7 +198,8 @@ def _study_chart(fam: Family) -> str:
         f = fam.fits.get(what)
         if f is not None:
             series.append(Series(f"{what} fit", [(d, f.predict(d)) for d in grid], color=color, dashed=True))
-    title = f"{'best-of-n' if fam.form == 'bon' else 'PPO'}: gain over πSFT vs d = √KL"
+    proxy = f" (proxy {fam.proxy})" if fam.proxy else ""
+    title = f"{'best-of-n' if fam.form == 'bon' else 'PPO'}{proxy}: gain over πSFT vs d = √KL"
     return svg.chart(Chart(title, series, "d = √KL(π ‖ πSFT)", "score − πSFT's", width=520, height=300))
 
 
@@ -213,7 +214,8 @@ def _study(st: Study) -> str:
         fits = "".join(f"<p><b>{what} fit</b>: "
                        f"{esc(_fit_text(fam.fits[what]) if what in fam.fits else fam.errors.get(what, '–'))}</p>"
                        for what in ("gold", "proxy"))
-        out.append(f"<h3>{esc(FORM_TEXT[fam.form])}</h3><div class=charts>{_study_chart(fam)}<div>"
+        proxy = f", proxy {fam.proxy}" if fam.proxy else ""
+        out.append(f"<h3>{esc(FORM_TEXT[fam.form] + proxy)}</h3><div class=charts>{_study_chart(fam)}<div>"
                    f"<table><tr><th>point</th><th>d</th><th>gold gain</th><th>proxy gain</th></tr>{rows}</table>"
                    f"</div></div>{fits}")
     return "".join(out)

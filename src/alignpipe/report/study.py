@@ -27,12 +27,14 @@ class Point:
     proxy: float
     gold_se: float = 0.0
     proxy_se: float = 0.0
+    proxy_rm: str = ""  # the reward model artifact whose score is the proxy
 
 
 @dataclass
 class Family:
     form: str  # "bon" or "rl"
     points: list[Point]
+    proxy: str = ""  # the proxy reward model: its stage's name (or artifact id) when the run has several
     fits: dict[str, Fit] = field(default_factory=dict)  # "gold" / "proxy" -> fit
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -50,7 +52,7 @@ def bon_points(data: RunData) -> list[Point]:
             continue
         out.append(Point(s.name, math.sqrt(max(m["kl_bound"], 0.0)), m["gold"]["mean"] - m["gold_all"]["mean"],
                          m["rm_score"]["mean"] - m["rm_score_all"]["mean"], m["gold"]["stderr"],
-                         m["rm_score"]["stderr"]))
+                         m["rm_score"]["stderr"], m.get("reward_model") or ""))
     return sorted(out, key=lambda p: p.d)
 
 
@@ -67,12 +69,12 @@ def rl_points(data: RunData) -> list[Point]:
                 continue
             out.append(Point(name, math.sqrt(max(m["kl"]["mean"], 0.0)), m["gold"]["mean"] - b["gold"]["mean"],
                              m["rm_score"]["mean"] - b["rm_score"]["mean"], m["gold"]["stderr"],
-                             m["rm_score"]["stderr"]))
+                             m["rm_score"]["stderr"], e.metrics.get("reward_model") or ""))
     return sorted(out, key=lambda p: p.d)
 
 
-def _family(form: str, points: list[Point]) -> Family:
-    fam = Family(form, points)
+def _family(form: str, points: list[Point], proxy: str) -> Family:
+    fam = Family(form, points, proxy)
     for what in ("gold", "proxy"):
         try:
             fam.fits[what] = fit(form, [p.d for p in points], [getattr(p, what) for p in points])
@@ -82,7 +84,16 @@ def _family(form: str, points: list[Point]) -> Family:
 
 
 def study(data: RunData) -> Study | None:
-    """The study's families, each with its fits; None when the run holds no sweep to fit."""
-    families = [_family(form, pts) for form, pts in (("bon", bon_points(data)), ("rl", rl_points(data)))
-                if sum(p.d > 0 for p in pts) >= MIN_POINTS]
+    """The study's families — one per method and proxy reward model — each with its fits; None when the run
+    holds no sweep to fit."""
+    made_by = {i: s.name for s in data.stages.values() for i in s.outputs.values()}
+    families = []
+    for form, pts in (("bon", bon_points(data)), ("rl", rl_points(data))):
+        by_rm: dict[str, list[Point]] = {}
+        for p in pts:
+            by_rm.setdefault(p.proxy_rm, []).append(p)
+        for rm, members in by_rm.items():
+            if sum(p.d > 0 for p in members) >= MIN_POINTS:
+                label = made_by.get(rm, rm[:12]) if len(by_rm) > 1 else ""
+                families.append(_family(form, members, label))
     return Study(families) if families else None
