@@ -38,10 +38,21 @@ def test_run_eta_adds_pending_stages_previous_durations():
     snap = Snapshot({"id": "r", "status": "running", "started": 0.0},
                     {"a": StageView("a", "done"), "b": running, "c": StageView("c", expected=30.0),
                      "d": StageView("d", expected=None)})
-    assert snap.eta() == pytest.approx(10.0 + 30.0)
+    assert snap.eta() == (pytest.approx(10.0 + 30.0), False)  # d has no earlier duration: a lower bound
     assert [duration(s) for s in (5, 75, 3725)] == ["5s", "1m15s", "1h02m"]
     text = _plain(render(snap, now=20.0))
-    assert "run r · ? · running 20s · ETA ~40s" in text and "5/10" in text and "ETA 10s" in text
+    assert "run r · ? · running 20s · ETA ≥ 40s (some stages never ran here)" in text
+    assert "5/10" in text and "ETA 10s" in text
+    from alignpipe.report.watch import _expect_from_siblings
+
+    views = {"p@k=1": StageView("p@k=1", "done", started=0.0, ended=10.0),
+             "p@k=2": StageView("p@k=2", "done", started=10.0, ended=30.0), "p@k=3": StageView("p@k=3")}
+    _expect_from_siblings(views)
+    assert views["p@k=3"].expected == 15.0
+    del snap.stages["d"]
+    assert "· ETA ~40s" in _plain(render(snap, now=20.0))
+    running.metrics, running.metrics_step = {"advantage_mean": 0.1, "kl": 2.0, "score": 1.5}, 7
+    assert "b step 7: score 1.5 · kl 2 · advantage_mean 0.1" in _plain(render(snap, now=20.0))
 
 
 def _plain(renderable) -> str:

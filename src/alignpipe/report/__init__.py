@@ -19,6 +19,14 @@ from pathlib import Path
 from alignpipe.pipeline.errors import UserError
 
 DEFAULT_NAME = "report.html"
+# metrics shown first (report curves, watch's latest values), in this order; the rest alphabetically
+METRIC_ORDER = ("score", "gold", "kl", "beta", "loss", "accuracy", "clipfrac", "entropy", "value_loss",
+                "response_length", "explained_variance")
+
+
+def metric_rank(name: str) -> tuple[int, str]:
+    base = name.removeprefix("eval_")
+    return (METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER), name)
 _DIGEST_RE = re.compile(rb'<meta name="alignpipe-outputs" content="([0-9a-f]{64})">')
 
 

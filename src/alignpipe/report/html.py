@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from alignpipe.report import outputs_digest, svg
+from alignpipe.report import metric_rank, outputs_digest, svg
 from alignpipe.report.checks import Finding, findings
 from alignpipe.report.collect import Evaluation, RunData, StageRecord
 from alignpipe.report.study import Family, Study, study
@@ -19,9 +19,6 @@ from alignpipe.report.svg import Chart, Series, esc
 
 Z95 = 1.959963984540054
 MAX_POINTS = 300  # per curve: bucketed min/max keep spikes and the file small
-# drawn first, in this order; the rest alphabetically
-PRIORITY = ("score", "gold", "kl", "beta", "loss", "accuracy", "clipfrac", "entropy", "value_loss",
-            "response_length", "explained_variance")
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1180px;color:#222;
@@ -226,7 +223,7 @@ def _study(st: Study) -> str:
 
 
 def chart_groups(names: list[str]) -> list[list[str]]:
-    """Metrics drawn together: `X` with `eval_X` (train and held-out), in PRIORITY order then alphabetical."""
+    """Metrics drawn together: `X` with `eval_X` (train and held-out), in METRIC_ORDER then alphabetical."""
     names_set = set(names)
     groups = []
     for n in names:
@@ -234,11 +231,7 @@ def chart_groups(names: list[str]) -> list[list[str]]:
             continue
         groups.append([n] + ([f"eval_{n}"] if f"eval_{n}" in names_set else []))
 
-    def key(g: list[str]) -> tuple[int, str]:
-        base = g[0].removeprefix("eval_")
-        return (PRIORITY.index(base) if base in PRIORITY else len(PRIORITY), g[0])
-
-    return sorted(groups, key=key)
+    return sorted(groups, key=lambda g: metric_rank(g[0]))
 
 
 def _curves(s: StageRecord, target_lines: dict[str, list[tuple[float, str]]] | None = None) -> str:

@@ -3,8 +3,9 @@
 Each refresh reads the journal (the run, its plan, attempts and the running stages' latest metrics) and the tail of
 each running attempt's events file (the stage's own progress ticks, the same file the runner tails). ETA: the
 running stage's remaining ticks at its recent rate, plus each pending stage's duration in its last successful
-execution (sequential, and as if nothing were cached: an upper bound). Exits when the run ends, with the run's
-exit code (0 done, 1 failed or abandoned, 130 interrupted).
+execution — or, for a matrix branch that never ran, its finished siblings' mean (sequential, and as if nothing
+were cached); shown as a lower bound while some stage's duration is unknown. Exits when the run ends, with the
+run's exit code (0 done, 1 failed or abandoned, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from rich.text import Text
 
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.journal import Attempt, Journal
+from alignpipe.pipeline.matrix import split_name
 from alignpipe.pipeline.runner import attempt_path
 from alignpipe.pipeline.store import Store
 from alignpipe.progress import MARKS
+from alignpipe.report import metric_rank
 
 EXIT = {"done": 0, "failed": 1, "interrupted": 130, "abandoned": 1}
 METRICS_SHOWN = 6
@@ -87,7 +90,9 @@ class Snapshot:
     def status(self) -> str:
         return self.run["status"]
 
-    def eta(self) -> float | None:
+    def eta(self) -> tuple[float | None, bool]:
+        """(seconds left, complete): complete is False when some stage's duration is unknown (the ETA is then a
+        lower bound: a stage never run before, or a running one without progress ticks yet)."""
         parts = []
         for s in self.stages.values():
             if s.state == "running":
@@ -95,7 +100,7 @@ class Snapshot:
             elif s.state in ("pending", "ready"):
                 parts.append(s.expected)
         known = [p for p in parts if p is not None]
-        return sum(known) if known else None
+        return (sum(known) if known else None), len(known) == len(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -138,7 +143,20 @@ class Watcher:
             v.state, v.attempt, v.started, v.ended = a.status, a.attempt, a.started, a.ended
             if a.status == "running":
                 self._running(v, a)
+        _expect_from_siblings(views)
         return Snapshot(run, views)
+
+
+def _expect_from_siblings(views: dict[str, StageView]) -> None:
+    """A matrix branch that never ran here is expected to take as long as its finished siblings did on average."""
+    done: dict[str, list[float]] = {}
+    for v in views.values():
+        if v.state == "done" and v.started is not None and v.ended is not None:
+            done.setdefault(split_name(v.name)[0], []).append(v.ended - v.started)
+    for v in views.values():
+        siblings = done.get(split_name(v.name)[0])
+        if v.expected is None and v.state in ("pending", "ready") and siblings:
+            v.expected = sum(siblings) / len(siblings)
 
 
 def _alive(run: dict) -> bool:
@@ -183,7 +201,7 @@ def _stage_row(v: StageView, now: float) -> list:
 
 
 def _metrics_line(v: StageView) -> Text:
-    shown = list(v.metrics.items())[:METRICS_SHOWN]
+    shown = sorted(v.metrics.items(), key=lambda kv: metric_rank(kv[0]))[:METRICS_SHOWN]
     body = " · ".join(f"{n} {val:.4g}" for n, val in shown)
     return Text(f"{v.name} step {v.metrics_step}: {body}", style="dim")
 
@@ -194,9 +212,9 @@ def render(snap: Snapshot, now: float | None = None) -> Group:
     head = f"run {r['id']} · {r.get('pipeline', '?')} · {snap.status}"
     if r.get("started") is not None:
         head += f" {duration((r.get('ended') or now) - r['started'])}"
-    eta = snap.eta()
+    eta, complete = snap.eta()
     if snap.status == "running" and eta is not None:
-        head += f" · ETA ~{duration(eta)}"
+        head += f" · ETA ~{duration(eta)}" if complete else f" · ETA ≥ {duration(eta)} (some stages never ran here)"
     table = Table.grid(padding=(0, 1))
     for v in snap.stages.values():
         table.add_row(*_stage_row(v, now))
