@@ -150,7 +150,8 @@ def _samples(e: Evaluation) -> str:
         cells = []
         for n in models:
             r = rec.get(n, {})
-            scores = " · ".join(f"{k} {r[k]:.2f}" for k in ("gold", "rm_score") if isinstance(r.get(k), float))
+            scores = " · ".join(f"{label} {r[k]:.2f}" for k, label in (("gold", "gold"), ("rm_score", "RM"))
+                                if isinstance(r.get(k), float))
             text = r.get("response") or "(empty)"
             cells.append(f"<td>{esc(text)}<div class=score>{esc(scores)}</div></td>")
         rows.append(f"<tr><td>{esc(_prompt_text(rec.get('prompt')))}</td>{''.join(cells)}</tr>")
