@@ -150,3 +150,18 @@ def test_cli_refuses_bad_matrices_with_one_line_each(tmp_path, write_pipeline):
         f"error: {p}: stages.corpus.matrix.line: stage type 'example.corpus' has no param 'line'; did you mean "
         "'lines'?",
         f"{p}: stages.words.matrix.unit: empty list; give at least one value (a list of one runs the stage once)"]
+
+
+def test_a_three_seed_ppo_validates_into_branches_that_evaluate_collects():
+    import yaml
+
+    from alignpipe import api
+
+    spec = yaml.safe_load(api.builtin_path("default").read_text())
+    spec["stages"]["ppo"]["matrix"] = {"seed": [0, 1, 2]}
+    spec["stages"]["evaluate"]["inputs"]["rlhf"] = "ppo@*.policy"
+    pipe = api.from_dict(spec)
+    assert [pipe.stages[f"ppo@seed={k}"].seed for k in range(3)] == [0, 1, 2]
+    assert {k: str(v) for k, v in pipe.stages["evaluate"].inputs.items() if k.startswith("rlhf")} == {
+        f"rlhf@seed={k}": f"ppo@seed={k}.policy" for k in range(3)}
+    assert pipe.order[-1] == "evaluate" and pipe.stages["evaluate"].params.models == ["sft", "rlhf"]

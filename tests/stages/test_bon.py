@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from stage_util import manifest
+from stage_util import crash_at_third_sampling_then_resume, manifest
 
 from alignpipe import api
 
@@ -57,22 +57,8 @@ def test_each_prompt_keeps_its_best_sample_and_n_1_is_the_policy(tiny_model_dirs
 
 def test_interrupted_bon_resumes_to_the_same_artifact(tiny_model_dirs, tiny_rm_dir, eval_prompts_dir, tmp_path,
                                                       monkeypatch):
-    import alignpipe.models.forward as forward
-
     params = {"n": 2, "batch_rows": 12, "checkpoint_every": 6, "max_prompts": 24}  # 4 batches of 6 prompts
-    straight = bon(tiny_model_dirs, tiny_rm_dir, eval_prompts_dir, tmp_path / "straight", **params)["id"]
-    real, calls = forward.sample_responses, []
-
-    def crash_on_third_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(forward, "sample_responses", crash_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
-        bon(tiny_model_dirs, tiny_rm_dir, eval_prompts_dir, tmp_path / "resumed", **params)
-    resumed = []
-    monkeypatch.setattr(forward, "sample_responses", lambda *a, **k: resumed.append(1) or real(*a, **k))
-    assert bon(tiny_model_dirs, tiny_rm_dir, eval_prompts_dir, tmp_path / "resumed", **params)["id"] == straight
-    assert len(resumed) == 2  # the first two batches came from the checkpoint
+    straight, resumed, calls = crash_at_third_sampling_then_resume(
+        monkeypatch, lambda out: bon(tiny_model_dirs, tiny_rm_dir, eval_prompts_dir, out, **params), tmp_path)
+    assert resumed == straight
+    assert calls == 2  # the first two batches came from the checkpoint

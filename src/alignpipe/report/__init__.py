@@ -15,8 +15,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alignpipe.pipeline.errors import UserError
+
+if TYPE_CHECKING:  # collect (and the journal behind it) load only when a report is made
+    from alignpipe.report.collect import RunData
 
 DEFAULT_NAME = "report.html"
 # metrics shown first (report curves, watch's latest values), in this order; the rest alphabetically
@@ -47,7 +51,7 @@ def report_digest(path: str | os.PathLike) -> str | None:
     return m.group(1).decode() if m else None
 
 
-def _run_data(workspace: str | os.PathLike, ref: str | None):  # noqa: ANN202 — RunData, imported lazily
+def _run_data(workspace: str | os.PathLike, ref: str | None) -> RunData:
     """A run by id or prefix in `workspace`, or the latest run of another workspace given as a directory."""
     from alignpipe.report.collect import collect
 
