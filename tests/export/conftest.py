@@ -1,0 +1,71 @@
+"""Fixtures of the export tests: the platforms' side environments, the example pipeline and its reference run.
+
+Each platform lives in its own venv (.venvs/NAME, built by scripts/setup_env.sh from constraints/NAME.txt: the
+first session installs, later ones reuse it) and its tasks call this venv's `alignpipe` by absolute path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from platform_util import final_ids
+
+from alignpipe.api import builtin_path
+
+REPO = Path(__file__).resolve().parents[2]
+ALIGNPIPE = str(Path(sys.executable).parent / "alignpipe")
+
+
+def side_env(name: str) -> Path:
+    """The bin directory of the platform's side env, created (or reused) by scripts/setup_env.sh."""
+    p = subprocess.run(["bash", str(REPO / "scripts" / "setup_env.sh"), name], capture_output=True, text=True,
+                       timeout=1200)
+    assert p.returncode == 0, p.stderr
+    return Path(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def alignpipe_exe() -> str:
+    return ALIGNPIPE
+
+
+@pytest.fixture
+def example_spec(tmp_path) -> Path:
+    """The built-in torch-free example pipeline, copied next to the test's workspace."""
+    dst = tmp_path / "example.yaml"
+    shutil.copy(builtin_path("example"), dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str]]]:
+    """`alignpipe run` of the example pipeline: (its workspace, stage -> output ids). Copy before writing to it."""
+    root = tmp_path_factory.mktemp("reference")
+    shutil.copy(builtin_path("example"), root / "example.yaml")
+    ws = root / "ws"
+    p = subprocess.run([ALIGNPIPE, "run", str(root / "example.yaml"), "-w", str(ws), "-q"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return ws, final_ids(ws)
+
+
+@pytest.fixture
+def reference_copy(reference, tmp_path) -> Path:
+    """A private copy of the reference workspace (everything cached), to run a platform against."""
+    ws = tmp_path / "ref-ws"
+    shutil.copytree(reference[0], ws)
+    return ws
+
+
+@pytest.fixture
+def clean_env(tmp_path) -> dict[str, str]:
+    """The environment platform commands run in: no analytics, a user name, a private HOME for their state."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_NO_UPDATER": "1", "USER": os.environ.get("USER", "tester"),
+            "USERNAME": os.environ.get("USER", "tester"), "HOME": str(home)}

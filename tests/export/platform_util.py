@@ -1,0 +1,48 @@
+"""Reading what a platform run did, from the workspace's journal (the record every task writes into)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+
+def _rows(ws: Path, query: str) -> list[tuple]:
+    db = sqlite3.connect(Path(ws) / ".alignpipe" / "journal.db")
+    try:
+        return db.execute(query).fetchall()
+    finally:
+        db.close()
+
+
+def executed(ws: Path, platform: str | None = None) -> list[str]:
+    """Stages that executed (not cache hits), in order, under `platform` (None: any run)."""
+    rows = _rows(ws, "SELECT a.stage, p.platform FROM attempts a LEFT JOIN platform_runs p ON p.run_id = a.run_id "
+                     "WHERE a.cache_hit = 0 AND a.status = 'done' ORDER BY a.ended")
+    return [stage for stage, plat in rows if platform is None or plat == platform]
+
+
+def attempt_count(ws: Path) -> int:
+    return _rows(ws, "SELECT COUNT(*) FROM attempts")[0][0]
+
+
+def final_ids(ws: Path) -> dict[str, dict[str, str]]:
+    """stage -> its outputs (name -> artifact id) in the newest attempt that has outputs."""
+    out: dict[str, dict[str, str]] = {}
+    for stage, outputs in _rows(ws, "SELECT stage, outputs FROM attempts WHERE outputs != '{}' ORDER BY ended"):
+        out[stage] = json.loads(outputs)
+    return out
+
+
+def platform_runs(ws: Path) -> dict[str, tuple[str, str | None]]:
+    return {r[0]: (r[1], r[2]) for r in _rows(ws, "SELECT run_id, platform, platform_run_id FROM platform_runs")}
+
+
+def assert_all_cached_under_alignpipe_run(alignpipe_exe: str, spec: Path, ws: Path) -> None:
+    """`alignpipe run` on a workspace a platform filled executes nothing: every stage is a cache hit."""
+    p = subprocess.run([alignpipe_exe, "run", str(spec), "-w", str(ws), "--json"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout.splitlines()[-1])
+    assert {s["state"] for s in result["stages"].values()} == {"cached"}, result
