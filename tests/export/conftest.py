@@ -17,16 +17,8 @@ from platform_util import final_ids
 
 from alignpipe.api import builtin_path
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 ALIGNPIPE = str(Path(sys.executable).parent / "alignpipe")
-
-
-def side_env(name: str) -> Path:
-    """The bin directory of the platform's side env, created (or reused) by scripts/setup_env.sh."""
-    p = subprocess.run(["bash", str(REPO / "scripts" / "setup_env.sh"), name], capture_output=True, text=True,
-                       timeout=1200)
-    assert p.returncode == 0, p.stderr
-    return Path(p.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +52,24 @@ def reference_copy(reference, tmp_path) -> Path:
     ws = tmp_path / "ref-ws"
     shutil.copytree(reference[0], ws)
     return ws
+
+
+@pytest.fixture
+def flaky_spec(tmp_path) -> Path:
+    """corpus -> flaky (fails once, retries: 1) -> words: a pipeline whose middle stage needs the platform's retry."""
+    shutil.copy(HERE / "platform_stages.py", tmp_path / "platform_stages.py")
+    spec = tmp_path / "flaky.yaml"
+    spec.write_text(f"""name: flaky
+stages:
+  corpus: {{uses: example.corpus, params: {{lines: 50}}}}
+  flaky:
+    uses: platform_stages:flaky
+    inputs: {{text: corpus.out}}
+    params: {{counter: {tmp_path / 'counter'}, fail_times: 1}}
+    retries: 1
+  words: {{uses: example.count, inputs: {{text: corpus.out}}}}
+""")
+    return spec
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def _rows(ws: Path, query: str) -> list[tuple]:
     db = sqlite3.connect(Path(ws) / ".alignpipe" / "journal.db")
@@ -21,6 +23,12 @@ def executed(ws: Path, platform: str | None = None) -> list[str]:
     rows = _rows(ws, "SELECT a.stage, p.platform FROM attempts a LEFT JOIN platform_runs p ON p.run_id = a.run_id "
                      "WHERE a.cache_hit = 0 AND a.status = 'done' ORDER BY a.ended")
     return [stage for stage, plat in rows if platform is None or plat == platform]
+
+
+def attempts(ws: Path, stage: str) -> list[tuple[str, str | None]]:
+    """(status, platform run id) of a stage's executed attempts, oldest first."""
+    return _rows(ws, "SELECT a.status, p.platform_run_id FROM attempts a JOIN platform_runs p ON p.run_id = a.run_id "
+                     f"WHERE a.stage = '{stage}' AND a.cache_hit = 0 AND a.status != 'running' ORDER BY a.started")
 
 
 def attempt_count(ws: Path) -> int:
@@ -46,3 +54,11 @@ def assert_all_cached_under_alignpipe_run(alignpipe_exe: str, spec: Path, ws: Pa
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout.splitlines()[-1])
     assert {s["state"] for s in result["stages"].values()} == {"cached"}, result
+
+
+def side_env(name: str) -> Path:
+    """The bin directory of the platform's side env, created (or reused) by scripts/setup_env.sh."""
+    p = subprocess.run(["bash", str(REPO / "scripts" / "setup_env.sh"), name], capture_output=True, text=True,
+                       timeout=1200)
+    assert p.returncode == 0, p.stderr
+    return Path(p.stdout.strip().splitlines()[-1])

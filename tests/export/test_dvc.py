@@ -7,10 +7,16 @@ import subprocess
 
 import pytest
 import yaml
-from platform_util import assert_all_cached_under_alignpipe_run, attempt_count, executed, final_ids, platform_runs
+from platform_util import (
+    assert_all_cached_under_alignpipe_run,
+    attempt_count,
+    executed,
+    final_ids,
+    platform_runs,
+    side_env,
+)
 
 from alignpipe import api
-from conftest import side_env
 
 pytestmark = pytest.mark.slow
 
