@@ -21,6 +21,6 @@ def stage_exec_function(platform: str) -> str:
     """Python source of `stage_exec(stage, run_id)`, the body of every task of a Python-defined platform."""
     return f'''def stage_exec(stage: str, run_id: str) -> None:
     """Run one alignpipe stage; a non-zero exit fails the task (and the platform retries it)."""
-    subprocess.run([ALIGNPIPE, "stage", "exec", PIPELINE, stage, "-w", WORKSPACE, "--platform", {platform!r},
+    subprocess.run([ALIGNPIPE, "stage", "exec", PIPELINE, stage, "-w", WORKSPACE, "--platform", "{platform}",
                     "--platform-run-id", run_id], check=True)
 '''
