@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -47,10 +48,10 @@ def platform_runs(ws: Path) -> dict[str, tuple[str, str | None]]:
     return {r[0]: (r[1], r[2]) for r in _rows(ws, "SELECT run_id, platform, platform_run_id FROM platform_runs")}
 
 
-def assert_all_cached_under_alignpipe_run(alignpipe_exe: str, spec: Path, ws: Path) -> None:
+def assert_all_cached_under_alignpipe_run(alignpipe_exe: str, spec: Path, ws: Path, **env: str) -> None:
     """`alignpipe run` on a workspace a platform filled executes nothing: every stage is a cache hit."""
     p = subprocess.run([alignpipe_exe, "run", str(spec), "-w", str(ws), "--json"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, env={**os.environ, **env})
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout.splitlines()[-1])
     assert {s["state"] for s in result["stages"].values()} == {"cached"}, result
