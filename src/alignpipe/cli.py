@@ -201,6 +201,8 @@ def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or st
     p = m.get("producer", {})
     out.print(f"producer: stage {p.get('stage')} ({p.get('uses')} v{p.get('version')}) output {p.get('output')}, "
               f"run {p.get('run_id')}, fingerprint {str(p.get('fingerprint'))[:12]}")
+    if p.get("platform"):  # published by a platform's task (`alignpipe stage exec`)
+        out.print(f"platform: {p['platform']} run {p.get('platform_run_id') or '-'}")
     for name, inp in m.get("inputs", {}).items():
         ext = f" (external {inp['external']})" if inp.get("external") else ""
         out.print(f"input {name}: {inp['id'][:12]}{ext}")

@@ -13,12 +13,54 @@ import sys
 from pathlib import Path
 
 import pytest
-from platform_util import final_ids
+from platform_util import airflow_env, final_ids, side_env
 
 from alignpipe.api import builtin_path
 
 HERE = Path(__file__).resolve().parent
 ALIGNPIPE = str(Path(sys.executable).parent / "alignpipe")
+
+
+# -- the platforms' side envs (scripts/setup_env.sh: installed by the first session, reused after) ------------------
+
+
+@pytest.fixture(scope="session")
+def dvc_bin() -> Path:
+    return side_env("dvc") / "dvc"
+
+
+@pytest.fixture(scope="session")
+def prefect_python() -> Path:
+    return side_env("prefect") / "python"
+
+
+@pytest.fixture(scope="session")
+def metaflow_python() -> Path:
+    return side_env("metaflow") / "python"
+
+
+@pytest.fixture(scope="session")
+def kfp_python() -> Path:
+    return side_env("kfp") / "python"
+
+
+@pytest.fixture(scope="session")
+def airflow_python() -> Path:
+    return side_env("airflow") / "python"
+
+
+@pytest.fixture(scope="session")
+def airflow_home(airflow_python, tmp_path_factory):
+    """An AIRFLOW_HOME with a migrated sqlite metadata database, shared by the session's Airflow tests."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = airflow_env(home, home / "dags")
+    p = subprocess.run([str(airflow_python.parent / "airflow"), "db", "migrate"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return home
+
+
+# -- the example pipeline ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

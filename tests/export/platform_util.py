@@ -63,3 +63,18 @@ def side_env(name: str) -> Path:
                        timeout=1200)
     assert p.returncode == 0, p.stderr
     return Path(p.stdout.strip().splitlines()[-1])
+
+
+def airflow_env(home: Path, dags: Path) -> dict[str, str]:
+    return {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/db.sqlite"}
+
+
+def run_airflow(airflow_python: Path, airflow_home: Path, dags: Path, *extra: str, timeout: int = 600):
+    """DagBag of `dags` (and with "--test", one dag.test()) in the Airflow env: (dagbag facts, run state)."""
+    driver = Path(__file__).with_name("airflow_driver.py")
+    p = subprocess.run([str(airflow_python), str(driver), str(dags), *extra], env=airflow_env(airflow_home, dags),
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    lines = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    return lines[0], (lines[1] if len(lines) > 1 else None)

@@ -4,47 +4,12 @@ ids of `alignpipe run`; a stage given a container image becomes a KubernetesPodO
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
-from platform_util import assert_all_cached_under_alignpipe_run, executed, final_ids, platform_runs, side_env
+from platform_util import assert_all_cached_under_alignpipe_run, executed, final_ids, platform_runs, run_airflow
 
 from alignpipe import api
 
 pytestmark = pytest.mark.slow
-DRIVER = Path(__file__).resolve().parent / "airflow_driver.py"
-
-
-@pytest.fixture(scope="session")
-def airflow_python():
-    return side_env("airflow") / "python"
-
-
-@pytest.fixture(scope="session")
-def airflow_home(airflow_python, tmp_path_factory):
-    """An AIRFLOW_HOME with a migrated sqlite metadata database, shared by the session's Airflow tests."""
-    home = tmp_path_factory.mktemp("airflow_home")
-    env = _env(home, home / "dags")
-    p = subprocess.run([str(airflow_python.parent / "airflow"), "db", "migrate"], env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return home
-
-
-def _env(home, dags):
-    return {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/db.sqlite"}
-
-
-def _airflow(airflow_python, airflow_home, dags, *extra, timeout=600):
-    p = subprocess.run([str(airflow_python), str(DRIVER), str(dags), *extra], env=_env(airflow_home, dags),
-                       capture_output=True, text=True, timeout=timeout)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    lines = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
-    return lines[0], (lines[1] if len(lines) > 1 else None)
 
 
 def test_dagbag_imports_the_dag_and_dag_test_runs_it_with_the_ids_of_alignpipe_run(
@@ -55,7 +20,7 @@ def test_dagbag_imports_the_dag_and_dag_test_runs_it_with_the_ids_of_alignpipe_r
     example_spec.write_text(spec)  # the same stages and params, so the same ids: only task settings differ
     ws, dags = tmp_path / "ws", tmp_path / "dags"
     api.export("airflow", example_spec, dags, alignpipe=alignpipe_exe, workspace=ws)
-    bag, run = _airflow(airflow_python, airflow_home, dags, "--test")
+    bag, run = run_airflow(airflow_python, airflow_home, dags, "--test")
     assert bag["import_errors"] == {}
     tasks = bag["dags"]["example"]
     assert {n: t["upstream"] for n, t in tasks.items()} == {"corpus": [], "words": ["corpus"], "chars": ["corpus"],
@@ -78,7 +43,7 @@ def test_stages_finished_by_alignpipe_run_are_cache_hits_under_airflow(airflow_p
                                                                        tmp_path):
     dags = tmp_path / "dags"
     api.export("airflow", example_spec, dags, alignpipe=alignpipe_exe, workspace=reference_copy)
-    _airflow(airflow_python, airflow_home, dags, "--test")
+    run_airflow(airflow_python, airflow_home, dags, "--test")
     assert executed(reference_copy, "airflow") == [] and final_ids(reference_copy) == reference[1]
 
 
@@ -90,7 +55,7 @@ def test_a_stage_with_an_image_becomes_a_kubernetes_pod_with_its_resources(airfl
     dags = tmp_path / "dags"
     api.export("airflow", example_spec, dags, images={"chars": "registry.example/alignpipe:1"}, workspace="/mnt/ws",
                alignpipe="alignpipe")
-    bag, _ = _airflow(airflow_python, airflow_home, dags)
+    bag, _ = run_airflow(airflow_python, airflow_home, dags)
     assert bag["import_errors"] == {}
     chars = bag["dags"]["example"]["chars"]
     assert chars["operator"] == "KubernetesPodOperator" and chars["image"] == "registry.example/alignpipe:1"

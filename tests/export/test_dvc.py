@@ -13,17 +13,11 @@ from platform_util import (
     executed,
     final_ids,
     platform_runs,
-    side_env,
 )
 
 from alignpipe import api
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def dvc_bin():
-    return side_env("dvc") / "dvc"
 
 
 def _repro(dvc_bin, d, env):

@@ -9,17 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from platform_util import assert_all_cached_under_alignpipe_run, executed, final_ids, platform_runs, side_env
+from platform_util import assert_all_cached_under_alignpipe_run, executed, final_ids, platform_runs
 
 from alignpipe import api
 
 pytestmark = pytest.mark.slow
 DRIVER = Path(__file__).resolve().parent / "kfp_driver.py"
-
-
-@pytest.fixture(scope="session")
-def kfp_python():
-    return side_env("kfp") / "python"
 
 
 def _py(kfp_python, d, *args):

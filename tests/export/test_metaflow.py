@@ -14,17 +14,11 @@ from platform_util import (
     executed,
     final_ids,
     platform_runs,
-    side_env,
 )
 
 from alignpipe import api
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def metaflow_python():
-    return side_env("metaflow") / "python"
 
 
 def _flow(metaflow_python, d, env, cmd, ok=True):

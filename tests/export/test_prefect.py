@@ -6,16 +6,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from platform_util import assert_all_cached_under_alignpipe_run, attempts, executed, final_ids, platform_runs, side_env
+from platform_util import assert_all_cached_under_alignpipe_run, attempts, executed, final_ids, platform_runs
 
 from alignpipe import api
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def prefect_python():
-    return side_env("prefect") / "python"
 
 
 @pytest.fixture
