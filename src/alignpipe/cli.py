@@ -307,10 +307,11 @@ def runs(workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS
     if as_json:
         _dump(rows)
         return
-    t = Table("run", "pipeline", "status", "started", "duration", box=None)
+    t = Table("run", "pipeline", "status", "started", "duration", "platform", box=None)
     for r in rows:
         dur = f"{r['ended'] - r['started']:.1f}s" if r["ended"] else "-"
-        t.add_row(r["id"], r["pipeline"], r["status"], _when(r["started"]), dur)
+        plat = f"{r['platform']} {r['platform_run_id'] or ''}".strip() if r.get("platform") else "-"
+        t.add_row(r["id"], r["pipeline"], r["status"], _when(r["started"]), dur, plat)
     out.print(t)
 
 
