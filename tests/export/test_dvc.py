@@ -10,6 +10,7 @@ import yaml
 from platform_util import (
     assert_all_cached_under_alignpipe_run,
     attempt_count,
+    attempts,
     executed,
     final_ids,
     platform_runs,
@@ -64,3 +65,12 @@ def test_stages_finished_by_alignpipe_run_are_cache_hits_under_dvc(dvc_bin, exam
     _repro(dvc_bin, d, clean_env)  # every stage already ran under `alignpipe run`: all cache hits
     assert executed(reference_copy, "dvc") == []
     assert final_ids(reference_copy) == reference[1]
+
+
+def test_a_stage_with_retries_retries_inside_its_dvc_task(dvc_bin, flaky_spec, alignpipe_exe, clean_env, tmp_path):
+    ws, d = tmp_path / "ws", tmp_path / "dvc"
+    api.export("dvc", flaky_spec, d, alignpipe=alignpipe_exe, workspace=ws)
+    assert "--retry-here" in yaml.safe_load((d / "dvc.yaml").read_text())["stages"]["flaky"]["cmd"]
+    subprocess.run([str(dvc_bin), "init", "--no-scm", "-q"], cwd=d, env=clean_env, check=True, timeout=60)
+    _repro(dvc_bin, d, clean_env)
+    assert [status for status, _ in attempts(ws, "flaky")] == ["failed", "done"]  # DVC cannot retry: alignpipe did

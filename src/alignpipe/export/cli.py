@@ -51,6 +51,8 @@ def stage_exec(
                                            "params of those stages (DVC's params.yaml)"),
     outputs_file: str | None = typer.Option(None, "--outputs-file", help="write the stage's artifact ids here"),
     wait: bool = typer.Option(False, "--wait", help="wait for a run or gc holding the workspace"),
+    retry_here: bool = typer.Option(False, "--retry-here", help="retry as `alignpipe run` does (the spec's "
+                                    "retries, exponential backoff), for platforms without retries"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only failures and the result"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines events on stdout"),
 ) -> None:
@@ -63,7 +65,8 @@ def stage_exec(
     reporter = make_reporter(quiet, as_json)
     try:
         result = exec_stage(pipe, stage, workspace=workspace, platform=platform, platform_run_id=platform_run_id,
-                            outputs_file=outputs_file, report=reporter, wait=wait)
+                            outputs_file=outputs_file, report=reporter, wait=wait,
+                            retry_here=retry_here)
     finally:
         reporter.close()
     s = result.stages[stage]

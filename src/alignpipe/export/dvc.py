@@ -5,7 +5,8 @@ outputs file holds the stage's artifact ids: downstream stages list it as a depe
 and DVC reruns a consumer exactly when an upstream artifact's content changed. It is `cache: false`: the
 artifacts live in alignpipe's store, and DVC's cache (and run-cache) never restores an old pointer in place of
 running the stage. Editing a stage's section of params.yaml reruns that stage and, when its output changes,
-what consumes it. DVC has no retries, timeouts or resources: the timeout is still enforced by alignpipe.
+what consumes it. DVC has no retries, timeouts or resources: a stage with retries retries inside its task
+(`--retry-here`, alignpipe's exponential backoff), and the timeout is enforced by alignpipe.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def render(ir: PipelineIR) -> dict[str, str]:
 
 def _stage(ir: PipelineIR, s: StageIR) -> dict:
     cmd = [*ir.command(s.name), "--platform", "dvc", "--params-file", "params.yaml",
-           "--outputs-file", f"{OUTPUTS_DIR}/{s.name}.json"]
+           "--outputs-file", f"{OUTPUTS_DIR}/{s.name}.json"] + (["--retry-here"] if s.retries else [])
     out: dict = {"desc": f"{s.uses} (alignpipe stage)", "cmd": shlex.join(cmd)}
     deps = [f"{OUTPUTS_DIR}/{d}.json" for d in s.deps] + list(s.external)
     if deps:

@@ -5,7 +5,8 @@ A task is `alignpipe run --only STAGE` made safe to run beside its siblings: it 
 abandoned, and records the platform and its run id in the journal and in each published manifest's producer.
 Upstream outputs come from the store's cache (the task of an upstream stage published them): a missing one is
 a clear error naming the stage to run first, exit 2. Retries are the platform's (mapped from the spec at export
-time), so the task itself tries once; the stage's timeout is still enforced here too.
+time), so the task itself tries once, unless the platform has none (DVC: `retry_here`); the stage's timeout is
+enforced here on every platform.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +73,14 @@ def _read_params(path: Path, pipe: Pipeline) -> dict[str, dict[str, Any]]:
 
 def exec_stage(pipe: Pipeline, stage: str, *, workspace: str | None = None, platform: str,  # noqa: PLR0913
                platform_run_id: str | None = None, outputs_file: str | os.PathLike | None = None,
-               report: Reporter | None = None, wait: bool = False) -> RunResult:
-    """Run one stage of `pipe` as a platform task (see the module docstring); returns the run's result."""
+               report: Reporter | None = None, wait: bool = False, retry_here: bool = False) -> RunResult:
+    """Run one stage of `pipe` as a platform task (see the module docstring); returns the run's result.
+    `retry_here`: retry inside the task as `alignpipe run` does, for platforms that cannot retry (DVC)."""
     if stage not in pipe.stages:
         raise UserError(f"{pipe.source}: no stage named {stage!r}; stages: {', '.join(pipe.order)}")
-    st = pipe.stages[stage]
-    st.spec = st.spec.model_copy(update={"retries": 0})  # the platform retries (each retry resumes its checkpoint)
+    if not retry_here:  # the platform retries (each retry resumes from the stage's checkpoint)
+        once = replace(pipe.stages[stage], spec=pipe.stages[stage].spec.model_copy(update={"retries": 0}))
+        pipe = replace(pipe, stages={**pipe.stages, stage: once})
     opts = RunOptions(workspace=workspace, only=stage, wait=wait, platform=platform, platform_run_id=platform_run_id)
     result = Runner(pipe, opts, report, machine=platform_machine(pipe)).run()
     if outputs_file is not None and result.status == "done":
