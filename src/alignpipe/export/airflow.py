@@ -17,13 +17,13 @@ from alignpipe.export.ir import PipelineIR, StageIR
 
 
 def render(ir: PipelineIR) -> dict[str, str]:
-    doc, consts = header(ir, "an Airflow 3 DAG", "put this file in a dags folder, or `python dag.py` to test it "
-                         "once (dag.test())")
+    doc, consts = header(ir, "an Airflow 3 DAG", f"put this file in a dags folder; `python {ir.ident}_dag.py` runs "
+                         "it once with dag.test()")
     kpo = any(s.image for s in ir.stages)
-    imports = ["import datetime", "import shlex", "",
+    imports = ["import datetime"] * any(s.retries or s.timeout for s in ir.stages) + ["import shlex", "",
                "from airflow.providers.standard.operators.bash import BashOperator", "from airflow.sdk import DAG"]
     if kpo:
-        imports[4:4] = ["from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator"]
+        imports.insert(-1, "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator")
         imports.append("from kubernetes.client import models as k8s")
     tasks = "\n".join(_bash(s) if s.image is None else _pod(s) for s in ir.stages)
     edges = "\n".join(f"    [{', '.join(ir.stage(d).ident for d in s.deps)}] >> {s.ident}"

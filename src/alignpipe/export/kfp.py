@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 
-from alignpipe.export._py import header
+from alignpipe.export._py import guarded_imports, header
 from alignpipe.export.ir import PipelineIR, StageIR
 
 DEFAULT_IMAGE = "python:3.11"  # what kfp's lightweight components default to; it has no alignpipe: pass --image
@@ -33,14 +33,17 @@ def render(ir: PipelineIR) -> dict[str, str]:
     # no `from __future__ import annotations`: kfp reads the component's parameter types at run time
     code = f'''{doc}import sys
 
-from kfp import compiler, dsl, local
-
+{guarded_imports(["from kfp import compiler, dsl, local"], "kfp", "the Kubeflow Pipelines SDK (kfp 2)")}
 {consts}
 
 def _stage_exec(alignpipe: str, pipeline: str, workspace: str, stage: str, run_id: str):
     """Run one alignpipe stage; a non-zero exit fails the task (and KFP retries it)."""
+    import shutil
     import subprocess
 
+    if shutil.which(alignpipe) is None:
+        raise RuntimeError(f"no alignpipe executable {{alignpipe!r}} where this task runs: use an image with "
+                           "alignpipe (--image), or re-export with --alignpipe PATH")
     subprocess.run([alignpipe, "stage", "exec", pipeline, stage, "-w", workspace, "--platform", "kfp",
                     "--platform-run-id", run_id], check=True)
 

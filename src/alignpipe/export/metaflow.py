@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from alignpipe.export._py import header, stage_exec_function
+from alignpipe.export._py import guarded_imports, header, stage_exec_function
 from alignpipe.export.ir import PipelineIR, StageIR
 
 
@@ -32,10 +32,11 @@ def render(ir: PipelineIR) -> dict[str, str]:
     cls = "".join(part.capitalize() for part in ir.ident.split("_")) + "Flow"
     code = f'''{doc}from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 
-from metaflow import FlowSpec, current, resources, retry, step, timeout  # noqa: F401 (decorators used per stage)
-
+{guarded_imports([f"from metaflow import {', '.join(_imports(ir))}"], "metaflow", "Metaflow")}
 {consts}
 
 {stage_exec_function("metaflow")}
@@ -72,3 +73,8 @@ def _step(name: str, decorators: list[str], nxt: list[str] | None, stage: str | 
         lines.append(f"    stage_exec({stage!r}, current.run_id)")
     lines.append(f"    self.next({', '.join(f'self.{n}' for n in nxt)})" if nxt else "    pass")
     return "\n" + "".join(f"    {line}\n" for line in lines)
+
+
+def _imports(ir: PipelineIR) -> list[str]:
+    used = {"retry": any(s.retries for s in ir.stages), "timeout": any(s.timeout for s in ir.stages)}
+    return ["FlowSpec", "current", "resources", *(d for d, on in used.items() if on), "step"]

@@ -8,8 +8,12 @@ per-task cpu/memory/gpu request); cache -> `cache_policy=NO_CACHE`, `persist_res
 
 from __future__ import annotations
 
-from alignpipe.export._py import header, stage_exec_function
+from alignpipe.export._py import guarded_imports, header, stage_exec_function
 from alignpipe.export.ir import PipelineIR, StageIR
+
+IMPORTS = ["from prefect import flow, task", "from prefect.cache_policies import NO_CACHE",
+           "from prefect.futures import wait", "from prefect.runtime import flow_run",
+           "from prefect.task_runners import ThreadPoolTaskRunner"]
 
 
 def render(ir: PipelineIR) -> dict[str, str]:
@@ -19,14 +23,11 @@ def render(ir: PipelineIR) -> dict[str, str]:
                      for s in ir.stages)
     code = f'''{doc}from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
-from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
-
+{guarded_imports(IMPORTS, "prefect", "Prefect 3")}
 {consts}
 
 {stage_exec_function("prefect")}
