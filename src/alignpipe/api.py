@@ -75,10 +75,11 @@ def export(platform: str, pipeline: Pipeline | str | os.PathLike, out: str | os.
     """Write `pipeline` as `platform`'s files (kfp, airflow, prefect, metaflow, dvc) into `out`; see
     alignpipe.export. Validated as `validate` does, except resources against this machine (the platform places
     stages). `images`: stage -> container image ("*": every stage) for KFP and Airflow's KubernetesPodOperator."""
-    from alignpipe.export import render, write
+    from alignpipe.export import check_platform, render, write
     from alignpipe.export.ir import build
     from alignpipe.export.task import load_for_platform
 
+    check_platform(platform, images)
     if isinstance(pipeline, Pipeline):
         if not Path(pipeline.source).is_file():
             raise UserError("export: the pipeline must come from a YAML file (every exported task loads it); "

@@ -15,6 +15,7 @@ from alignpipe import api
 from alignpipe.export import PLATFORMS, render
 from alignpipe.export.ir import build, py_ident
 from alignpipe.export.task import load_for_platform
+from alignpipe.pipeline.errors import UserError
 
 RLHF = Path(__file__).resolve().parent / "rlhf_tiny.yaml"
 
@@ -68,3 +69,11 @@ def test_a_generated_file_run_without_its_platform_names_the_install_command(exa
     p = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert f"this file needs {what}: pip install 'alignpipe[{platform}]'" in p.stderr
+
+
+def test_images_only_where_the_platform_can_name_one_and_only_for_existing_stages(example_spec, tmp_path):
+    with pytest.raises(UserError, match="export prefect: --image is not supported .* only kfp and airflow take it"):
+        api.export("prefect", example_spec, tmp_path / "p", images={"*": "img:1"})
+    with pytest.raises(UserError, match="--image wrods=...: .* has no stage 'wrods'; its stages: corpus, words"):
+        api.export("kfp", example_spec, tmp_path / "k", images={"wrods": "img:1"})
+    assert not (tmp_path / "p").exists() and not (tmp_path / "k").exists()

@@ -20,11 +20,19 @@ if TYPE_CHECKING:  # the CLI imports this package at start-up: no pydantic here
     from alignpipe.export.ir import PipelineIR
 
 PLATFORMS = ("kfp", "airflow", "prefect", "metaflow", "dvc")
+IMAGE_PLATFORMS = ("kfp", "airflow")  # the ones whose files can name a container image per stage
+
+
+def check_platform(platform: str, images: dict[str, str] | None) -> None:
+    if platform not in PLATFORMS:
+        raise UserError(f"export: unknown platform {platform!r}; expected one of: {', '.join(PLATFORMS)}")
+    if images and platform not in IMAGE_PLATFORMS:
+        raise UserError(f"export {platform}: --image is not supported ({platform}'s files name no container image "
+                        f"per stage); only {' and '.join(IMAGE_PLATFORMS)} take it")
 
 
 def render(platform: str, ir: PipelineIR) -> dict[str, str]:
-    if platform not in PLATFORMS:
-        raise UserError(f"export: unknown platform {platform!r}; expected one of: {', '.join(PLATFORMS)}")
+    check_platform(platform, None)
     return importlib.import_module(f"alignpipe.export.{platform}").render(ir)
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.spec import External, Pipeline
 
 # the first retry waits this long, each next one twice as long: the backoff `alignpipe run` uses by default
@@ -87,6 +88,10 @@ def build(pipe: Pipeline, *, alignpipe: str = "alignpipe", workspace: str | None
           images: dict[str, str] | None = None) -> PipelineIR:
     """The IR of a validated pipeline. `images`: stage name -> container image ("*" for every other stage)."""
     images = images or {}
+    unknown = sorted(set(images) - {"*"} - set(pipe.stages))
+    if unknown:
+        raise UserError(f"--image {unknown[0]}=...: {pipe.source} has no stage {unknown[0]!r}; its stages: "
+                        f"{', '.join(pipe.order)}")
     stages = []
     for name in pipe.order:
         st = pipe.stages[name]
