@@ -72,6 +72,27 @@ def run_stage(uses: str, *, inputs: dict[str, str], params: dict[str, Any], out:
     return execute(manual_task(uses, inputs, params, str(out), seed))
 
 
+def export(platform: str, pipeline: Pipeline | str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
+           alignpipe: str = "alignpipe", workspace: str | os.PathLike | None = None,
+           images: dict[str, str] | None = None) -> list[Path]:
+    """Write `pipeline` as `platform`'s files (kfp, airflow, prefect, metaflow, dvc) into `out`; see
+    alignpipe.export. Validated as `validate` does, except resources against this machine (the platform places
+    stages). `images`: stage -> container image ("*": every stage) for KFP and Airflow's KubernetesPodOperator."""
+    from alignpipe.export import check_platform, render, write
+    from alignpipe.export.ir import build
+    from alignpipe.export.task import load_for_platform
+
+    check_platform(platform, images)
+    if isinstance(pipeline, Pipeline):
+        if not Path(pipeline.source).is_file():
+            raise UserError("export: the pipeline must come from a YAML file (every exported task loads it); "
+                            "save it and pass its path")
+        pipeline = pipeline.source
+    pipe = load_for_platform(pipeline)
+    ir = build(pipe, alignpipe=alignpipe, workspace=str(workspace) if workspace else None, images=images)
+    return write(render(platform, ir), out, force=force)
+
+
 class Workspace:
     """Read side of a workspace: artifacts, tags, lineage, verification, gc, runs, status, logs."""
 

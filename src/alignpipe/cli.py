@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from alignpipe.export.cli import register as register_export
 from alignpipe.integrations.cli import add_commands as add_integration_commands
 from alignpipe.labeling.cli import app as label_app
 from alignpipe.pipeline.errors import UserError
@@ -207,6 +208,8 @@ def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or st
     p = m.get("producer", {})
     out.print(f"producer: stage {p.get('stage')} ({p.get('uses')} v{p.get('version')}) output {p.get('output')}, "
               f"run {p.get('run_id')}, fingerprint {str(p.get('fingerprint'))[:12]}")
+    if p.get("platform"):  # published by a platform's task (`alignpipe stage exec`)
+        out.print(f"platform: {p['platform']} run {p.get('platform_run_id') or '-'}")
     for name, inp in m.get("inputs", {}).items():
         ext = f" (external {inp['external']})" if inp.get("external") else ""
         out.print(f"input {name}: {inp['id'][:12]}{ext}")
@@ -311,10 +314,11 @@ def runs(workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS
     if as_json:
         _dump(rows)
         return
-    t = Table("run", "pipeline", "status", "started", "duration", box=None)
+    t = Table("run", "pipeline", "status", "started", "duration", "platform", box=None)
     for r in rows:
         dur = f"{r['ended'] - r['started']:.1f}s" if r["ended"] else "-"
-        t.add_row(r["id"], r["pipeline"], r["status"], _when(r["started"]), dur)
+        plat = f"{r['platform']} {r['platform_run_id'] or ''}".strip() if r.get("platform") else "-"
+        t.add_row(r["id"], r["pipeline"], r["status"], _when(r["started"]), dur, plat)
     out.print(t)
 
 
@@ -409,6 +413,7 @@ def stage_run(
 
 
 add_integration_commands(app)  # publish, register, push, pull: alignpipe.integrations.cli
+register_export(app, stage_app)  # `alignpipe export` and `alignpipe stage exec` (alignpipe.export.cli)
 
 
 def main() -> None:

@@ -57,6 +57,8 @@ class Task(BaseModel):
     attempt: int = 1
     events: str | None = None
     result: str | None = None
+    platform: str | None = None  # the workflow platform whose task runs this stage (`alignpipe stage exec`)
+    platform_run_id: str | None = None
 
 
 def code_version() -> dict[str, Any]:
@@ -179,6 +181,8 @@ def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]
                          "seed": task.seed},
             "inputs": inputs_meta, "params": params, "code": code, "summary": ctx.summaries.get(name, {}),
         }
+        if task.platform:  # outside the artifact id (a hash of the files): the same id on every platform
+            meta["producer"].update(platform=task.platform, platform_run_id=task.platform_run_id)
         staging = ctx.out_root / name
         if store is not None:
             outputs[name] = store.publish(staging, meta).id

@@ -2,8 +2,10 @@
 
 Tables: runs, attempts (one row per stage per try, and one per cache hit), metrics (series logged by stages),
 plans (the stages a run set out to run, in order: what `alignpipe watch` shows as pending), external (hash cache
-of external inputs keyed by path, size and mtime). During a run only the runner writes;
-a workspace lock (flock on .alignpipe/run.lock) keeps a second run out.
+of external inputs keyed by path, size and mtime), platform_runs (which workflow platform and platform run
+started a run: `alignpipe stage exec`). During a run only the runner writes; a workspace lock (flock on
+.alignpipe/run.lock) keeps a second run out. Platform tasks share that lock with each other (each runs one stage;
+the stage's work-dir lock keeps two attempts of one stage apart), never with a run or gc.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ CREATE TABLE IF NOT EXISTS plans (
 );
 CREATE TABLE IF NOT EXISTS external (
   path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, id TEXT
+);
+CREATE TABLE IF NOT EXISTS platform_runs (
+  run_id TEXT PRIMARY KEY, platform TEXT, platform_run_id TEXT
 );
 """
 
@@ -110,12 +115,18 @@ class Journal:
         self.db.close()
 
     # -- runs --------------------------------------------------------------------------------------------------
-    def start_run(self, pipeline: str, source: str, argv: list[str]) -> str:
+    def start_run(self, pipeline: str, source: str, argv: list[str], platform: str | None = None,
+                  platform_run_id: str | None = None) -> str:
+        """A new run. An exclusive run marks every still-'running' run abandoned (it holds the workspace alone, so
+        they are dead); a platform task's run (`platform` set) shares the workspace with live ones and does not."""
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.db.execute("UPDATE runs SET status='abandoned', ended=? WHERE status='running'", (time.time(),))
+        if platform is None:
+            self.db.execute("UPDATE runs SET status='abandoned', ended=? WHERE status='running'", (time.time(),))
         self.db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
                         (run_id, pipeline, source, time.time(), None, "running", os.getpid(), socket.gethostname(),
                          json.dumps(argv)))
+        if platform is not None:
+            self.db.execute("INSERT INTO platform_runs VALUES (?,?,?)", (run_id, platform, platform_run_id))
         return run_id
 
     def end_run(self, run_id: str, status: str) -> None:
@@ -124,7 +135,19 @@ class Journal:
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT id, pipeline, source, started, ended, status FROM runs "
                               "ORDER BY started DESC LIMIT ?", (limit,))
-        return [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r, strict=True)) for r in cur]
+        rows = [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r, strict=True)) for r in cur]
+        platforms = self.platform_runs()
+        for r in rows:
+            r["platform"], r["platform_run_id"] = platforms.get(r["id"], (None, None))
+        return rows
+
+    def platform_runs(self) -> dict[str, tuple[str, str | None]]:
+        """run id -> (platform, platform run id) of the runs a workflow platform's task started."""
+        try:
+            rows = self.db.execute("SELECT run_id, platform, platform_run_id FROM platform_runs").fetchall()
+        except sqlite3.OperationalError:  # a journal from before the table, opened read-only (not migrated)
+            return {}
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def run_info(self, run_id: str) -> dict[str, Any] | None:
         """One run's row: id, pipeline, source, started, ended, status, pid, host, argv (a list)."""
@@ -216,18 +239,21 @@ class Journal:
 
 
 class WorkspaceLock:
-    """An exclusive flock on .alignpipe/run.lock; the OS releases it when the holder dies, even by kill -9."""
+    """A flock on .alignpipe/run.lock; the OS releases it when the holder dies, even by kill -9. Exclusive for a
+    run or gc; `shared` for platform tasks, which run one stage each and may run side by side."""
 
     def __init__(self, workspace: str | os.PathLike):
         self.path = Path(workspace) / ".alignpipe" / "run.lock"
         self.fd: int | None = None
+        self.shared = False
 
-    def acquire(self, wait: bool = False, poll: float = 0.5) -> WorkspaceLock:
+    def acquire(self, wait: bool = False, poll: float = 0.5, shared: bool = False) -> WorkspaceLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.shared = shared
         while True:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if not wait:
@@ -237,13 +263,15 @@ class WorkspaceLock:
                     raise UserError(f"{self.path.parent.parent}: workspace is in use by {holder}; wait for it to "
                                     "finish, pass --wait to queue behind it, or use another --workspace") from None
                 time.sleep(poll)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"run pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        if not shared:  # the holder's name is only written by an exclusive holder (shared ones are many)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"run pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         return self
 
     def release(self) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            if not self.shared:
+                os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

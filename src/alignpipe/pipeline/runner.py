@@ -48,6 +48,8 @@ class RunOptions:
     wait: bool = False  # wait for the workspace lock instead of refusing
     verify: str | None = None  # overrides the spec's `verify` (always, inputs, never)
     new_journal: bool = False  # move a damaged journal aside and start a new one
+    platform: str | None = None  # a workflow platform's task (`alignpipe stage exec`): shares the workspace lock
+    platform_run_id: str | None = None
     retry_base_delay: float = field(default_factory=lambda: float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0")))
     kill_grace: float = 5.0
 
@@ -148,7 +150,7 @@ class Runner:
     def run(self) -> RunResult:
         check_workspace_writable(self.ws)
         self.store.ensure()
-        lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait)
+        lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait, shared=self.o.platform is not None)
         try:
             journal = Journal(self.ws, new_if_damaged=self.o.new_journal, report=self.report)
         except BaseException:
@@ -156,7 +158,7 @@ class Runner:
             raise
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            run_id = journal.start_run(self.p.name, self.p.source, sys.argv)
+            run_id = journal.start_run(self.p.name, self.p.source, sys.argv, self.o.platform, self.o.platform_run_id)
             result = self._loop(journal, run_id)
             journal.end_run(run_id, result.status)
             return result
@@ -227,9 +229,10 @@ class Runner:
                 self.report({"event": "stage", "stage": name, "state": s.state, "outputs": hit,
                              "fingerprint": s.fingerprint, **({"error": s.error} if s.error else {})})
             elif name not in runnable:
+                hint = (f"run stage {name!r} first (its {self.o.platform} task)" if self.o.platform
+                        else "run without --only first")
                 raise UserError(f"{self.p.source}: stage {name!r} has no cached output for its current inputs and "
-                                "params, and the selection (--only/--until) does not allow running it; run without "
-                                "--only first")
+                                f"params, and the selection (--only/--until) does not allow running it; {hint}")
             else:
                 s.state = "ready"
 
@@ -283,7 +286,8 @@ class Runner:
         task = Task(stage=st.name, uses=st.spec.uses, params=st.params.model_dump(mode="json"), seed=st.seed,
                     inputs=s.inputs, work_dir=str(work), store=str(self.ws), verify=self.verify,
                     fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
-                    events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"))
+                    events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"),
+                    platform=self.o.platform, platform_run_id=self.o.platform_run_id)
         task_path = attempt_dir / "task.json"
         task_path.write_text(task.model_dump_json(indent=1))
         threads = str(max(1, math.ceil(st.resources.cpus)))
