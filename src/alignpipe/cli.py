@@ -12,6 +12,7 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alignpipe.export.cli import register as register_export
@@ -157,7 +158,7 @@ def validate(pipeline: str = typer.Argument(..., help="pipeline YAML")) -> None:
     from alignpipe import api
 
     pipe = api.load(pipeline)
-    out.print(f"[green]ok[/] {pipeline}: {len(pipe.stages)} stages in order {' -> '.join(pipe.order)}")
+    out.print(f"[green]ok[/] {escape(pipeline)}: {len(pipe.stages)} stages in order {' -> '.join(pipe.order)}")
 
 
 @app.command()
@@ -183,7 +184,7 @@ def artifacts(workspace: str | None = typer.Option(None, "--workspace", "-w", he
     out.print(t)
     for a in arts:
         if a.kind == "corrupt":
-            out.print(f"[red]corrupt[/] {a.id[:12]}: {a.manifest['problem']}", markup=True)
+            out.print(f"[red]corrupt[/] {a.id[:12]}: {escape(a.manifest['problem'])}", markup=True)
 
 
 def _size(n: float) -> str:
@@ -213,9 +214,10 @@ def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or st
     for name, inp in m.get("inputs", {}).items():
         ext = f" (external {inp['external']})" if inp.get("external") else ""
         out.print(f"input {name}: {inp['id'][:12]}{ext}")
-    out.print(f"params: {json.dumps(m.get('params', {}), sort_keys=True)}")
+    out.print(f"params: {escape(json.dumps(m.get('params', {}), sort_keys=True))}")
     if m.get("summary"):
-        out.print(f"summary: {json.dumps({k: v for k, v in m['summary'].items() if k != 'headline'}, sort_keys=True)}")
+        summary = {k: v for k, v in m["summary"].items() if k != "headline"}
+        out.print(f"summary: {escape(json.dumps(summary, sort_keys=True))}")
     out.print(f"files: {len(m['files'])}, {_size(sum(f['size'] for f in m['files']))}; created {_when(m['created'])}")
 
 
@@ -232,7 +234,7 @@ def lineage(ref: str = typer.Argument(..., help="artifact id, prefix, tag or sta
     def walk(node: dict[str, Any], label: str, depth: int) -> None:
         pad = "  " * depth
         if node.get("external"):
-            out.print(f"{pad}{label}[dim]external[/] {node['external']} ({node['id'][:12]})")
+            out.print(f"{pad}{label}[dim]external[/] {escape(node['external'])} ({node['id'][:12]})")
         elif node.get("missing"):
             out.print(f"{pad}{label}[red]missing[/] {node['id'][:12]}")
         else:
@@ -259,7 +261,7 @@ def verify(ref: str | None = typer.Argument(None, help="one artifact (default: a
     bad = {i: p for i, p in report.items() if p}
     for i, problems in report.items():
         if problems:
-            out.print(f"[red]corrupt[/] {i[:12]}: " + "; ".join(problems))
+            out.print(f"[red]corrupt[/] {i[:12]}: " + escape("; ".join(problems)))
     out.print(f"{len(report) - len(bad)} ok, {len(bad)} corrupt")
     raise typer.Exit(1 if bad else 0)
 
@@ -303,7 +305,7 @@ def status(run_ref: str | None = typer.Argument(None, metavar="RUN", help="run i
     out.print(t)
     for name, s in stages.items():
         if s["state"] in ("failed", "rejected") and s.get("error"):
-            out.print(f"[red]{name}[/]: {s['error']}")
+            out.print(f"[red]{name}[/]: {escape(s['error'])}")
 
 
 @app.command()
