@@ -4,6 +4,7 @@ file run without its platform failing with the install command (exit 2) rather t
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,32 @@ def test_every_export_of_the_rlhf_graph_parses(platform):
         else:
             assert isinstance(yaml.safe_load(text), dict)
     assert render(platform, ir) == render(platform, ir)  # pure: the same IR, the same files
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_sweep_branches_get_task_names_every_platform_accepts(platform):
+    """The overoptimization example's branches (`ppo@kl_target=0.5`): Airflow task ids and DVC stage names are
+    identifiers (DVC reads '@' as foreach and '.' as nesting), the branch's own name is kept for display."""
+    ir = _ir(api.builtin_path("overoptimization"), workspace="/ws")
+    files = render(platform, ir)
+    if platform == "dvc":
+        dvc = yaml.safe_load(files["dvc.yaml"])["stages"]
+        assert "ppo_kl_target_0_5" in dvc and all(re.fullmatch(r"\w+", name) for name in dvc)
+        branch = dvc["ppo_kl_target_0_5"]
+        assert "ppo@kl_target=0.5 " in branch["cmd"] and "params" not in branch  # the matrix sets its params
+        assert not any("@" in k for k in yaml.safe_load(files["params.yaml"]))
+    if platform == "airflow":
+        (code,) = files.values()
+        ids = re.findall(r"task_id='([^']*)'", code)
+        assert "ppo_kl_target_0_5" in ids and all(re.fullmatch(r"[\w.-]+", i) for i in ids)
+        assert "task_display_name='ppo@kl_target=0.5'" in code
+
+
+def test_two_stages_with_one_task_name_are_refused(example_spec):
+    example_spec.write_text(example_spec.read_text().replace("  chars:", "  my-stage:\n    uses: example.corpus\n"
+                                                             "  my_stage:\n    uses: example.corpus\n  chars:"))
+    with pytest.raises(UserError, match="stages 'my-stage' and 'my_stage' both become the task name 'my_stage'"):
+        _ir(example_spec)
 
 
 @pytest.mark.parametrize(("platform", "what"), [("prefect", "Prefect 3"), ("metaflow", "Metaflow"),

@@ -57,7 +57,9 @@ if __name__ == "__main__":
 
 
 def _common(s: StageIR) -> list[str]:
-    opts = [f"task_id={s.name!r}", f"retries={s.retries}"]
+    # task ids allow letters, digits, '_', '-' and '.': a sweep branch's name is shown, its identifier is the id
+    opts = [f"task_id={s.ident!r}"] + ([f"task_display_name={s.name!r}"] if s.ident != s.name else [])
+    opts.append(f"retries={s.retries}")
     if s.retries:
         opts += ["retry_delay=datetime.timedelta(seconds=1)", "retry_exponential_backoff=2.0"]
     if s.timeout:

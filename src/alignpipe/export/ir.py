@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.matrix import split_name
 from alignpipe.pipeline.spec import External, Pipeline
 
 # the first retry waits this long, each next one twice as long: the backoff `alignpipe run` uses by default
@@ -39,6 +40,11 @@ class StageIR:
     def ident(self) -> str:
         """The stage name as a Python identifier (function, step and variable names in generated code)."""
         return py_ident(self.name)
+
+    @property
+    def branch(self) -> bool:
+        """A branch of a stage's matrix (`ppo@kl_target=2`): its params come from the spec's matrix."""
+        return bool(split_name(self.name)[1])
 
     def backoff(self) -> list[float]:
         """Seconds to wait before retry 1, 2, ...: exponential from RETRY_BASE_DELAY_S."""
@@ -84,6 +90,17 @@ def py_ident(name: str) -> str:
     return ident + "_" if keyword.iskeyword(ident) else ident
 
 
+def _check_idents(stages: list[StageIR], source: str) -> None:
+    """Platforms name tasks by the identifier form of a stage's name (a sweep branch `ppo@kl_target=0.5` is
+    `ppo_kl_target_0_5`): two stages must not share one."""
+    seen: dict[str, str] = {}
+    for s in stages:
+        if s.ident in seen:
+            raise UserError(f"{source}: stages {seen[s.ident]!r} and {s.name!r} both become the task name "
+                            f"{s.ident!r} on workflow platforms; rename one of them")
+        seen[s.ident] = s.name
+
+
 def build(pipe: Pipeline, *, alignpipe: str = "alignpipe", workspace: str | None = None,
           images: dict[str, str] | None = None) -> PipelineIR:
     """The IR of a validated pipeline. `images`: stage name -> container image ("*" for every other stage)."""
@@ -102,6 +119,7 @@ def build(pipe: Pipeline, *, alignpipe: str = "alignpipe", workspace: str | None
             params=st.params.model_dump(mode="json"), cpus=st.resources.cpus, gpus=st.resources.gpus,
             memory=st.resources.memory, retries=st.spec.retries, timeout=st.spec.timeout, cache=st.spec.cache,
             external=external, image=images.get(name, images.get("*"))))
+    _check_idents(stages, pipe.source)
     src = Path(pipe.source)
     return PipelineIR(name=pipe.name, seed=pipe.spec.seed, spec_path=str(src.resolve()),
                       workspace=str(pipe.workspace(workspace).resolve()), alignpipe=alignpipe, stages=tuple(stages))
