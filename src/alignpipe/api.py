@@ -22,7 +22,7 @@ from alignpipe.pipeline.journal import Journal
 from alignpipe.pipeline.matrix import split_ref
 from alignpipe.pipeline.runner import Reporter, Runner, RunOptions, RunResult
 from alignpipe.pipeline.spec import Machine, Pipeline, load_pipeline, pipeline_from_dict
-from alignpipe.pipeline.store import Artifact, Store
+from alignpipe.pipeline.store import Artifact, Store, read_log
 
 Executor = LocalExecutor | RayExecutor
 BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml", "overoptimization": "overoptimization.yaml"}
@@ -97,7 +97,9 @@ class Workspace:
     """Read side of a workspace: artifacts, tags, lineage, verification, gc, runs, status, logs."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
+        from alignpipe.pipeline.store import workspace_location
+
+        self.root = workspace_location(root, Path.cwd())  # a directory, or a bucket's URI
         self.store = Store(self.root)
         self.journal = Journal(self.root, readonly=True)
 
@@ -123,7 +125,9 @@ class Workspace:
         return self.store.resolve_id(ref)
 
     def show(self, ref: str) -> Artifact:
-        return self.store.get(self.resolve(ref))
+        """The artifact and a local directory holding its files (a bucket's artifact is fetched into the cache)."""
+        a = self.store.get(self.resolve(ref))
+        return Artifact(a.id, self.store.local_dir(a.id), a.manifest) if self.store.remote else a
 
     def lineage(self, ref: str) -> dict[str, Any]:
         return self.store.lineage(self.resolve(ref))
@@ -136,9 +140,9 @@ class Workspace:
         return {i: self.store.verify(i) for i in ids}
 
     def gc(self, dry_run: bool = False) -> dict[str, list[str]]:
-        from alignpipe.pipeline.journal import WorkspaceLock
+        from alignpipe.pipeline.lease import workspace_lock
 
-        with WorkspaceLock(self.root).acquire(wait=False):
+        with workspace_lock(self.store).acquire(wait=False):
             return self.store.gc(self.journal.referenced_artifacts(), dry_run=dry_run, busy_work=set())
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -152,7 +156,7 @@ class Workspace:
         att = self.journal.last_attempt(stage, executed=True)
         if att is None or att.log is None:
             raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
-        return Path(att.log).read_text(errors="replace")
+        return read_log(self.store, att.log)
 
     def metrics(self, stage: str) -> dict[str, list[tuple[int, float]]]:
         """The metric series (name -> [(step, value)]) the stage's latest executed attempt logged."""

@@ -76,7 +76,9 @@ class Journal:
 
     def __init__(self, workspace: str | os.PathLike, readonly: bool = False, new_if_damaged: bool = False,
                  report: Any = None):
-        self.dir = Path(workspace) / ".alignpipe"
+        from alignpipe.pipeline.cache import local_state
+
+        self.dir = local_state(workspace) / ".alignpipe"  # a bucket's journal: this machine's state dir
         self.path = self.dir / "journal.db"
         if readonly and not self.path.exists():
             raise UserError(f"{workspace}: no alignpipe workspace here (no .alignpipe/journal.db); run a pipeline "

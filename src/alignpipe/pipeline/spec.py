@@ -164,8 +164,9 @@ class Pipeline:
     def name(self) -> str:
         return self.spec.name
 
-    def workspace(self, override: str | os.PathLike | None = None) -> Path:
-        """The workspace directory: `override` (relative to the cwd), else the spec's (relative to its file)."""
+    def workspace(self, override: str | os.PathLike | None = None) -> Path | str:
+        """The workspace: `override` (relative to the cwd), else the spec's (relative to its file); a local
+        directory (absolute) or an object-store URI."""
         from alignpipe.pipeline.store import workspace_location
 
         return workspace_location(override or self.spec.workspace or "workspace",
