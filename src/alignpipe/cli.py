@@ -267,6 +267,60 @@ def verify(ref: str | None = typer.Argument(None, help="one artifact (default: a
 
 
 @app.command()
+def push(ref: str = typer.Argument(..., help="an artifact: id, id prefix, tag, or stage[.output]"),
+         to: str | None = typer.Option(None, "--to", help="another workspace (a directory or a bucket URI): copy "
+                                       "the artifact and its whole lineage there"),
+         dvc: str | None = typer.Option(None, "--dvc", help="or: the root of a DVC repository (a clean git tree)"),
+         path: str | None = typer.Option(None, "--path", help="with --dvc: directory in the repo (default: "
+                                         "alignpipe/STAGE.OUTPUT)"),
+         remote: str | None = typer.Option(None, "--remote", help="with --dvc: the DVC remote (default: the repo's)"),
+         dry_run: bool = typer.Option(False, "--dry-run", help="with --to: list what would move"),
+         workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Copy an artifact with its lineage to another workspace (--to), or version it in a DVC repository (--dvc)."""
+    if (to is None) == (dvc is None):
+        raise UserError("push: give one destination: --to WORKSPACE (a directory or bucket URI) or --dvc REPO")
+    if dvc is not None:
+        from alignpipe.integrations.cli import push_dvc_command
+
+        push_dvc_command(ref, dvc, path, remote, workspace)
+        return
+    ws = _workspace(workspace)
+    _transfer(ws.store, _store(to), ws.resolve(ref), dry_run, "to")
+
+
+@app.command()
+def pull(ref: str = typer.Argument(..., help="an artifact of the other workspace: id, id prefix or tag"),
+         source: str = typer.Option(..., "--from", help="the workspace to copy from (a directory or a bucket URI)"),
+         dry_run: bool = typer.Option(False, "--dry-run", help="list what would move"),
+         workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Copy an artifact with its whole lineage from another workspace into this one."""
+    src = _store(source)
+    dst = _store(str(_ws(workspace)))
+    _transfer(src, dst, src.resolve_id(ref), dry_run, "from")
+
+
+def _store(ws: str) -> Any:
+    from alignpipe.pipeline.store import Store, check_workspace
+
+    store = Store(_ws(ws))
+    check_workspace(store)
+    return store.ensure()
+
+
+def _transfer(src: Any, dst: Any, art_id: str, dry_run: bool, direction: str) -> None:
+    from alignpipe.pipeline.transfer import transfer
+
+    res = transfer(src, dst, art_id, dry_run=dry_run)
+    verb = "would copy" if dry_run else "copied"
+    for i in res.moved:
+        a = src.get(i)
+        out.print(f"{verb} {i[:12]} {a.kind} {a.producer.get('stage')}.{a.producer.get('output')}")
+    where = dst.root if direction == "to" else src.root
+    out.print(f"{verb} {len(res.moved)} artifacts ({_size(res.bytes)}) {direction} {where}; {len(res.present)} "
+              f"already there" + ("" if dry_run else f"; {len(res.refs)} cache refs recorded"))
+
+
+@app.command()
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed"),
        workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
     """Remove artifacts no latest run or tag references (keeping their lineage), and stale work dirs."""

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from alignpipe.pipeline.context import InputArtifact, StageContext
+from alignpipe.pipeline.context import CheckpointMirror, InputArtifact, StageContext
 from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
 from alignpipe.pipeline.errors import StageFailed, UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import fingerprint
@@ -144,14 +144,18 @@ def execute(task: Task) -> dict[str, str]:
         ctx = StageContext(stage=task.stage, uses=task.uses, params=params, seed=task.seed, inputs=inputs,
                            out_root=staging, work_dir=work_dir, output_kinds=dict(sdef.outputs),
                            events_path=Path(task.events) if task.events else None, attempt=task.attempt,
-                           run_id=task.run_id)
+                           run_id=task.run_id, ckpt_mirror=_checkpoint_mirror(task, store))
+        if ctx.ckpt_mirror is not None and ctx.checkpoints.latest() is None:  # killed on another machine?
+            restored = ctx.ckpt_mirror.restore(work_dir / "ckpt")
+            if restored is not None:
+                print(f"[{task.stage}] restored checkpoint step {restored.step} from the workspace", flush=True)
         chose, policy = configure_openmp(probe)  # before the stage imports torch (pipeline.cpu)
         if chose:
             print(f"[{task.stage}] {policy}", flush=True)
         with store.cache.using([i.id for i in inputs.values()]) if store and store.cache else nullcontext():
             sdef.run(ctx)  # (the cached copies of its inputs are held: eviction skips them meanwhile)
         outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"), store)
-        shutil.rmtree(work_dir / "ckpt", ignore_errors=True)  # published: the checkpoints have done their job
+        ctx.checkpoints.clear()  # published: the checkpoints (and their copy in a bucket) have done their job
         return outputs
     except BaseException:
         if task.out and not any((work_dir / "ckpt").glob("step-*")):  # manual mode: leave no trace of a failure
@@ -159,6 +163,13 @@ def execute(task: Task) -> dict[str, str]:
         raise
     finally:
         os.close(lock_fd)
+
+
+def _checkpoint_mirror(task: Task, store: Store | None) -> CheckpointMirror | None:
+    """A bucket workspace keeps a copy of the stage's checkpoints, so another machine can resume it."""
+    if store is None or not store.remote or not task.fingerprint:
+        return None
+    return CheckpointMirror(store.fs, f"work/{task.fingerprint}/ckpt")
 
 
 def _remove_work_dir(work_dir: Path) -> None:

@@ -322,11 +322,18 @@ class Store:
         files are uploaded first and the manifest created last, conditionally: whoever creates it first wins and
         identical content published twice at once ends as one intact artifact."""
         hashed = hash_tree(staging)
-        art_id = hashed[0]
-        if self.has(art_id):  # identical content already published: keep the first
+        if self.has(hashed[0]):  # identical content already published: keep the first
             shutil.rmtree(staging, ignore_errors=True)
-            return self.get(art_id)
-        manifest = seal(staging, meta, hashed)
+            return self.get(hashed[0])
+        return self.put_sealed(staging, seal(staging, meta, hashed))
+
+    def put_sealed(self, staging: Path, manifest: dict[str, Any]) -> Artifact:
+        """Put a directory whose files `manifest` describes (its manifest.json written here if missing) into the
+        store as that artifact; consumes `staging`. Publishing and imports from other workspaces end here."""
+        art_id = manifest["id"]
+        if not (staging / MANIFEST).exists():
+            fsync_tree(staging)
+            LocalFS(staging).write_bytes(MANIFEST, manifest_bytes(manifest))
         if self.remote:
             rel = f"artifacts/{art_id}"
             self.fs.put_files((staging / e["path"], f"{rel}/{e['path']}") for e in manifest["files"])
@@ -335,6 +342,9 @@ class Store:
             self.cache.add(art_id, staging)  # this machine has the files already: no download to read them
             return Artifact(art_id, self.cache.path(art_id), manifest)
         final = self.artifacts_dir / art_id
+        if self.has(art_id):
+            shutil.rmtree(staging, ignore_errors=True)
+            return self.get(art_id)
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         if final.exists():  # a leftover without manifest: not an artifact, replace it
             shutil.rmtree(final, ignore_errors=True)
