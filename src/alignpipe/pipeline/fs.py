@@ -125,7 +125,8 @@ class ObjectFS:
 
         self._url = url.rstrip("/")
         try:
-            self.fs, self.base = fsspec.core.url_to_fs(self._url)
+            # no listings cache: other processes and machines write the same workspace
+            self.fs, self.base = fsspec.core.url_to_fs(self._url, use_listings_cache=False, skip_instance_cache=True)
         except ImportError as e:
             scheme = url.split("://", 1)[0]
             extra = {"s3": "s3fs (pip install 'alignpipe[s3]')", "gs": "gcsfs (pip install gcsfs)"}.get(scheme, str(e))
@@ -134,6 +135,15 @@ class ObjectFS:
 
     def url(self, rel: str = "") -> str:
         return f"{self._url}/{rel}" if rel else self._url
+
+    def check_root(self) -> None:
+        """The bucket (or container) exists and can be listed: one-line errors otherwise. A missing prefix under it
+        is fine (the workspace is new)."""
+        bucket = self.base.split("/", 1)[0]
+        if not retrying(lambda: self.fs.exists(bucket), f"reach {self._url}"):
+            raise UserError(f"workspace {self._url}: the bucket {bucket!r} does not exist (or is not visible with "
+                            "these credentials); create it or fix the URI")
+        self.listdir("")
 
     def _p(self, rel: str) -> str:
         return f"{self.base}/{rel}" if rel else self.base

@@ -152,6 +152,7 @@ def check_workspace(store: Store) -> None:
     if not store.remote:
         check_workspace_writable(store.root)
         return
+    store.fs.check_root()
     entries = store.fs.listdir("")
     if entries and WORKSPACE_OBJECT not in entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
@@ -469,20 +470,27 @@ class Store:
         return self._verify_remote(a, level)
 
     def _verify_remote(self, a: Artifact, level: str) -> list[str]:
-        listed = {k: v.size for k, v in self.fs.find(f"artifacts/{a.id}").items() if k != MANIFEST}
+        """size: one listing against the manifest. stat: also re-hash any object written after the manifest was
+        (publishing creates the manifest last, so a newer object was overwritten since). full: re-hash all."""
+        listing = self.fs.find(f"artifacts/{a.id}")
+        sealed = listing[MANIFEST].modified if MANIFEST in listing else float("inf")
+        listed = {k: v for k, v in listing.items() if k != MANIFEST}
         files = a.manifest["files"]
         problems = [] if a.manifest.get("id") == a.id and listing_id(files) == a.id else [
             f"{MANIFEST}: does not describe artifact {a.id[:12]} (its id or file list was edited)"]
         for e in files:
             if e["path"] not in listed:
                 problems.append(f"{e['path']}: missing")
-            elif listed[e["path"]] != e["size"]:
-                problems.append(f"{e['path']}: size {listed[e['path']]} != {e['size']} recorded")
+            elif listed[e["path"]].size != e["size"]:
+                problems.append(f"{e['path']}: size {listed[e['path']].size} != {e['size']} recorded")
         problems += [f"{rel}: not in the manifest" for rel in sorted(set(listed) - {e["path"] for e in files})]
-        if level == "full" and not problems:
+        rehash = [e for e in files if e["path"] in listed and (
+            level == "full" or (level == "stat" and listed[e["path"]].modified > sealed))]
+        if rehash and not problems:
             with tempfile.TemporaryDirectory(dir=self.state if self.state.exists() else None) as tmp:
-                self.fs.get_files((f"artifacts/{a.id}/{e['path']}", Path(tmp) / e["path"]) for e in files)
-                problems = check_files(Path(tmp), a.manifest, level="full", art_id=a.id)
+                self.fs.get_files((f"artifacts/{a.id}/{e['path']}", Path(tmp) / e["path"]) for e in rehash)
+                problems = [f"{e['path']}: content changed (sha256 mismatch)" for e in rehash
+                            if sha256_file(Path(tmp) / e["path"]) != e["sha256"]]
         return problems
 
     def quarantine(self, art_id: str, problems: list[str]) -> str:
