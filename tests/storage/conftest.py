@@ -8,10 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from bucket_util import SECRET
 
 ENGINE_TESTS = Path(__file__).resolve().parent.parent / "engine"  # teststages: small user stages
-
-SECRET = "s3cr3t-" + uuid.uuid4().hex  # tests grep every output and every stored byte for it
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +43,3 @@ def s3(s3_server, monkeypatch, tmp_path):
 
     fsspec.filesystem("s3").invalidate_cache()  # instances are cached: a new bucket must not look missing
     return f"s3://{bucket}"
-
-
-def machine(tmp_path, name: str) -> dict[str, str]:
-    """The environment of another 'machine': its own cache and state (no shared disk with the others)."""
-    return {**os.environ, "ALIGNPIPE_CACHE": str(tmp_path / f"machine-{name}")}

@@ -11,11 +11,11 @@ import sys
 import time
 
 import yaml
+from bucket_util import machine
 
 from alignpipe import api
 from alignpipe.pipeline.fs import ObjectFS
 from alignpipe.pipeline.store import MANIFEST, Store
-from conftest import machine
 
 
 def example(ws, **stages):

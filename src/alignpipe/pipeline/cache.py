@@ -130,7 +130,7 @@ class ArtifactCache:
                 shutil.rmtree(dest, ignore_errors=True)  # an eviction half done: finish it, then install ours
         self.marker(art_id).write_text("")
         self._touch(art_id)
-        self.evict()
+        self.evict(keep={art_id})  # not the copy just asked for
         return dest
 
     def _touch(self, art_id: str) -> None:
@@ -167,7 +167,7 @@ class ArtifactCache:
             out.append((marker.stat().st_mtime, size, art_id))
         return out
 
-    def evict(self) -> list[str]:
+    def evict(self, keep: set[str] = frozenset()) -> list[str]:
         """Remove least recently used entries not in use until the cache fits its limit; returns their ids."""
         entries = sorted(self.entries())
         total = sum(size for _, size, _ in entries)
@@ -175,6 +175,8 @@ class ArtifactCache:
         for _, size, art_id in entries:
             if total <= self.limit:
                 break
+            if art_id in keep:
+                continue
             try:
                 fd = self._lock(art_id, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -140,9 +140,14 @@ class ObjectFS:
         """The bucket (or container) exists and can be listed: one-line errors otherwise. A missing prefix under it
         is fine (the workspace is new)."""
         bucket = self.base.split("/", 1)[0]
-        if not retrying(lambda: self.fs.exists(bucket), f"reach {self._url}"):
-            raise UserError(f"workspace {self._url}: the bucket {bucket!r} does not exist (or is not visible with "
-                            "these credentials); create it or fix the URI")
+        missing = UserError(f"workspace {self._url}: the bucket {bucket!r} does not exist; create it or fix the URI")
+        if self._s3():  # HEAD the bucket: a missing bucket, denied access and no endpoint differ only here
+            try:
+                retrying(lambda: self.fs.call_s3("head_bucket", Bucket=bucket), f"reach {self._url}")
+            except FileNotFoundError:
+                raise missing from None
+        elif not retrying(lambda: self.fs.exists(bucket), f"reach {self._url}"):
+            raise missing
         self.listdir("")
 
     def _p(self, rel: str) -> str:
@@ -339,6 +344,8 @@ def retrying(fn: Callable[[], Any], what: str) -> Any:
 
 def classify(e: BaseException) -> str:
     text = f"{type(e).__name__} {e}".lower()
+    if isinstance(e, PermissionError):
+        return "access denied; check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) and the bucket's policy"
     if any(k in text for k in ("nosuchbucket", "bucket does not exist", "specified bucket")):
         return "the bucket does not exist; create it or fix the URI"
     if any(k in text for k in ("accessdenied", "access denied", "forbidden", "invalidaccesskeyid", "signature",
