@@ -54,12 +54,14 @@ def run(  # noqa: PLR0913 — one keyword per `alignpipe run` option
         pipeline: Pipeline | str | os.PathLike | None = None, *, workspace: str | os.PathLike | None = None,
         from_: str | None = None, until: str | None = None, only: str | None = None, force: tuple[str, ...] = (),
         wait: bool = False, report: Reporter | None = None, executor: Executor | None = None,
-        verify: str | None = None, new_journal: bool = False, mlflow: str | None = None) -> RunResult:
+        verify: str | None = None, new_journal: bool = False, journal: str | None = None,
+        mlflow: str | None = None) -> RunResult:
     """Run a pipeline; `executor` defaults to local processes (see alignpipe.pipeline.executors for Ray).
     `mlflow` (else $ALIGNPIPE_MLFLOW, else the spec's `tracking.mlflow`) tracks the run in MLflow."""
     pipe = pipeline if isinstance(pipeline, Pipeline) else load(pipeline)
     opts = RunOptions(workspace=str(workspace) if workspace else None, from_=from_, until=until, only=only,
-                      force=tuple(force), wait=wait, verify=verify, new_journal=new_journal)
+                      force=tuple(force), wait=wait, verify=verify, new_journal=new_journal,
+                      journal=journal)
     from alignpipe.integrations.mlflow import tracked  # imports mlflow only when a URI is set
 
     with tracked(pipe, pipe.workspace(opts.workspace), report, mlflow) as reporter:

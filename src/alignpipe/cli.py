@@ -87,6 +87,8 @@ def run(
                                       "cache hit in full) or never (sizes only); overrides the spec's `verify`"),
     new_journal: bool = typer.Option(False, "--new-journal", help="if the journal is damaged, move it aside and "
                                      "start a new one (finished stages stay cached)"),
+    journal: str | None = typer.Option(None, "--journal", help="postgresql://USER@HOST:PORT/DB: a journal several "
+                                       "machines share (recorded in the workspace; default: embedded SQLite)"),
     executor: str = typer.Option("local", "--executor", help="local (processes here) or ray (a Ray cluster)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start "
                                               "a local one); the workspace must be on a path every node sees"),
@@ -108,7 +110,7 @@ def run(
         try:
             result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
                              wait=wait, report=reporter, executor=engine, verify=verify, new_journal=new_journal,
-                             mlflow=mlflow)
+                             journal=journal, mlflow=mlflow)
         finally:
             reporter.close()
     finally:

@@ -43,3 +43,22 @@ def s3(s3_server, monkeypatch, tmp_path):
 
     fsspec.filesystem("s3").invalidate_cache()  # instances are cached: a new bucket must not look missing
     return f"s3://{bucket}"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    from postgres import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg(pg_server):
+    """A fresh database on the session's PostgreSQL server; returns its URL."""
+    import psycopg
+
+    name = f"j_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_server.rsplit("/", 1)[0] + f"/{name}"

@@ -27,7 +27,7 @@ from alignpipe.pipeline.external import materialize
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.gates import check_gates
 from alignpipe.pipeline.graph import ancestors, select
-from alignpipe.pipeline.journal import Attempt, Journal
+from alignpipe.pipeline.journal import Attempt, Journal, check_journal_url, record_journal_url
 from alignpipe.pipeline.lease import workspace_lock
 from alignpipe.pipeline.spec import External, Machine, Pipeline, Stage, StageRef
 from alignpipe.pipeline.store import DamagedRef, Store, check_workspace, hash_tree, log_key
@@ -50,6 +50,7 @@ class RunOptions:
     wait: bool = False  # wait for the workspace lock instead of refusing
     verify: str | None = None  # overrides the spec's `verify` (always, inputs, never)
     new_journal: bool = False  # move a damaged journal aside and start a new one
+    journal: str | None = None  # a PostgreSQL journal's URL; overrides the spec's `journal`
     platform: str | None = None  # a workflow platform's task (`alignpipe stage exec`): shares the workspace lock
     platform_run_id: str | None = None
     retry_base_delay: float = field(default_factory=lambda: float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0")))
@@ -155,11 +156,14 @@ class Runner:
     def run(self) -> RunResult:
         check_workspace(self.store)
         self.store.ensure()
+        journal_url = self.o.journal or self.p.spec.journal or os.environ.get("ALIGNPIPE_JOURNAL")
+        if journal_url:
+            record_journal_url(self.store, check_journal_url(journal_url))  # every machine finds it from now on
         lock = workspace_lock(self.store).acquire(wait=self.o.wait, shared=self.o.platform is not None)
         for note in getattr(lock, "notes", ()):
             self.report({"event": "warning", "stage": None, "message": note})
         try:
-            journal = Journal(self.ws, new_if_damaged=self.o.new_journal, report=self.report)
+            journal = Journal(self.ws, new_if_damaged=self.o.new_journal, report=self.report, url=journal_url)
         except BaseException:
             lock.release()
             raise
