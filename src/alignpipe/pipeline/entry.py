@@ -133,9 +133,10 @@ def execute(task: Task) -> dict[str, str]:
         problems = sdef.check(params, set(task.inputs))
         if problems:
             raise UserError([f"stage {task.stage!r} ({task.uses}): {p}" for p in problems])
-    work_dir = Path(task.work_dir)
-    lock_fd = _lock_work_dir(work_dir)
     store = Store(task.store).ensure() if task.store else None
+    # a bucket workspace's stage keeps its work dir in the state of the machine it runs on (its ALIGNPIPE_CACHE)
+    work_dir = Path(task.work_dir) if task.work_dir else store.work_root / task.fingerprint
+    lock_fd = _lock_work_dir(work_dir)
     try:
         inputs = _open_inputs(task, store)
         staging = work_dir / "out"

@@ -156,6 +156,7 @@ class Runner:
     def run(self) -> RunResult:
         check_workspace(self.store)
         self.store.ensure()
+        self.executor.prepare(self.store)
         journal_url = self.o.journal or self.p.spec.journal or os.environ.get("ALIGNPIPE_JOURNAL")
         if journal_url:
             record_journal_url(self.store, check_journal_url(journal_url))  # every machine finds it from now on
@@ -295,7 +296,8 @@ class Runner:
         log_path = self.store.logs_root / run_id / f"{st.name}-{s.attempts}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         task = Task(stage=st.name, uses=st.spec.uses, params=st.params.model_dump(mode="json"), seed=st.seed,
-                    inputs=s.inputs, work_dir=str(work), store=str(self.ws), verify=self.verify,
+                    inputs=s.inputs, work_dir="" if self.store.remote else str(work), store=str(self.ws),
+                    verify=self.verify,
                     fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
                     events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"),
                     platform=self.o.platform, platform_run_id=self.o.platform_run_id)
