@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.resources
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,26 @@ class Workspace:
         if att is None or att.log is None:
             raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
         return read_log(self.store, att.log)
+
+    def follow_log(self, stage: str, interval: float = 1.0) -> Iterator[str]:
+        """The log of the stage's latest attempt as it grows: the text so far, then each new part, until the attempt
+        is no longer running (then what it wrote last)."""
+        shown = 0
+        while True:
+            att = self.journal.last_attempt(stage, executed=True)
+            if att is None or att.log is None:
+                raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
+            running = att.status == "running"
+            try:
+                text = read_log(self.store, att.log)
+            except UserError:
+                text = ""  # not mirrored yet: the stage has just started elsewhere
+            if len(text) > shown:
+                yield text[shown:]
+                shown = len(text)
+            if not running:
+                return
+            time.sleep(interval)
 
     def metrics(self, stage: str) -> dict[str, list[tuple[int, float]]]:
         """The metric series (name -> [(step, value)]) the stage's latest executed attempt logged."""

@@ -312,7 +312,16 @@ def _store(ws: str) -> Any:
 def _transfer(src: Any, dst: Any, art_id: str, dry_run: bool, direction: str) -> None:
     from alignpipe.pipeline.transfer import transfer
 
-    res = transfer(src, dst, art_id, dry_run=dry_run)
+    if dry_run or not out.is_terminal:
+        res = transfer(src, dst, art_id, dry_run=dry_run)
+    else:  # a progress bar over the bytes of the closure
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        total = sum(e["size"] for i in src.closure({art_id}) if not dst.has(i) for e in src.get(i).manifest["files"])
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=out, transient=True) as bar:
+            task = bar.add_task("copying", total=total)
+            res = transfer(src, dst, art_id, progress=lambda _, n: bar.advance(task, n))
     verb = "would copy" if dry_run else "copied"
     for i in res.moved:
         a = src.get(i)
@@ -428,9 +437,18 @@ def _plot(stage: str, series: dict[str, list[tuple[int, float]]], path: str) -> 
 
 
 @app.command()
-def logs(stage: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+def logs(stage: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+         follow: bool = typer.Option(False, "--follow", "-f", help="keep printing what the stage writes until its "
+                                     "attempt ends (from any machine: a bucket workspace mirrors logs as they grow)"),
+         interval: float = typer.Option(1.0, "--interval", min=0.1, help="with -f: seconds between polls")) -> None:
     """Print the log of a stage's latest attempt."""
-    sys.stdout.write(_workspace(workspace).log(stage))
+    ws = _workspace(workspace)
+    if not follow:
+        sys.stdout.write(ws.log(stage))
+        return
+    for chunk in ws.follow_log(stage, interval):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------------------------

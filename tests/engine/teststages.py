@@ -107,3 +107,11 @@ def bulky(ctx):
     rng = random.Random(ctx.params.seed)
     for i in range(ctx.params.files):
         (ctx.output_dir() / f"part-{i}.bin").write_bytes(rng.randbytes(int(ctx.params.mb * 2**20)))
+
+
+def chatty(ctx):
+    """Logs params.lines lines, params.step_s seconds apart (a stage whose log grows while it runs)."""
+    for i in range(ctx.params.lines):
+        ctx.log(f"line {i}")
+        time.sleep(ctx.params.step_s)
+    (ctx.output_dir() / "done.txt").write_text(str(ctx.params.lines))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from bucket_util import machine
@@ -110,3 +111,27 @@ def test_status_runs_metrics_and_logs_from_another_machine(s3, pg, tmp_path):
                             pg.rsplit("/", 1)[0] + "/other"], env=machine(tmp_path, "c"), capture_output=True,
                            text=True, timeout=120)
     assert other.returncode == 2 and f"records its journal at {pg}" in other.stderr
+
+
+def test_logs_follow_a_stage_running_on_another_machine(s3, pg, tmp_path):
+    spec = tmp_path / "chatty.yaml"
+    spec.write_text(f"name: chatty\nworkspace: {s3}/ws\njournal: {pg}\nstages:\n  talk:\n    uses: teststages:chatty\n"
+                    "    params: {lines: 12, step_s: 0.5}\n")
+    a = subprocess.Popen([sys.executable, "-m", "alignpipe", "run", str(spec), "-q"], env=machine(tmp_path, "a"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:  # until the stage has started on machine a
+            probe = subprocess.run([sys.executable, "-m", "alignpipe", "status", "-w", f"{s3}/ws"],
+                                   env=machine(tmp_path, "b"), capture_output=True, text=True)
+            if "running" in probe.stdout:
+                break
+            assert time.time() < deadline and a.poll() is None, probe.stderr
+            time.sleep(0.3)
+        follow = subprocess.run([sys.executable, "-m", "alignpipe", "logs", "talk", "-f", "--interval", "0.3", "-w",
+                                 f"{s3}/ws"], env=machine(tmp_path, "b"), capture_output=True, text=True, timeout=120)
+    finally:
+        a.wait(timeout=120)
+    assert follow.returncode == 0, follow.stderr
+    assert [ln for ln in follow.stdout.splitlines() if ln.startswith("[talk] line")] == [
+        f"[talk] line {i}" for i in range(12)]  # every line once, in order, then it stopped with the stage

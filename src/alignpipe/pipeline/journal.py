@@ -368,12 +368,12 @@ JOURNAL_FILE = "journal.json"  # in a local workspace's .alignpipe/: the URL of 
 def recorded_journal_url(workspace: str | os.PathLike) -> str | None:
     """The PostgreSQL journal a workspace recorded when a run first used one (every machine finds it there)."""
     from alignpipe.pipeline.fs import open_fs
-    from alignpipe.pipeline.store import WORKSPACE_OBJECT
+    from alignpipe.pipeline.store import workspace_marker
 
     text = str(workspace)
     try:
         if "://" in text and not text.startswith("file://"):
-            data = json.loads(open_fs(text).read_bytes(WORKSPACE_OBJECT))
+            data = workspace_marker(open_fs(text))
         else:
             data = json.loads((Path(text.removeprefix("file://")) / ".alignpipe" / JOURNAL_FILE).read_bytes())
     except (FileNotFoundError, NotADirectoryError, ValueError, UserError):
@@ -383,7 +383,7 @@ def recorded_journal_url(workspace: str | os.PathLike) -> str | None:
 
 def record_journal_url(store: Any, url: str) -> None:
     """Remember the workspace's PostgreSQL journal in the workspace itself (refusing to switch journals)."""
-    from alignpipe.pipeline.store import SCHEMA_VERSION, WORKSPACE_OBJECT
+    from alignpipe.pipeline.store import SCHEMA_VERSION, write_workspace_marker
 
     known = recorded_journal_url(store.root)
     if known == url:
@@ -393,7 +393,7 @@ def record_journal_url(store: Any, url: str) -> None:
                         f"not {url}")
     body = json.dumps({"alignpipe_workspace": SCHEMA_VERSION, "journal": url}).encode()
     if store.remote:
-        store.fs.write_bytes(WORKSPACE_OBJECT, body)
+        write_workspace_marker(store.fs, json.loads(body))
     else:
         (store.root / ".alignpipe").mkdir(parents=True, exist_ok=True)
         (store.root / ".alignpipe" / JOURNAL_FILE).write_bytes(body)

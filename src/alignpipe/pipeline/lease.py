@@ -80,7 +80,7 @@ class ObjectLease:
                                   f"{time.strftime('%H:%M:%S', time.localtime(current['expires']))} (that run "
                                   "died or lost its connection); taken over")
         self.key = EXCLUSIVE
-        self.etag = self.fs.etag(EXCLUSIVE)
+        self.etag = None  # read by the first heartbeat (off the run's critical path)
         live = self._live_shared()
         if live:  # platform tasks hold the workspace: give way
             self._delete_own()
@@ -94,7 +94,6 @@ class ObjectLease:
         if current is not None and current["expires"] > time.time():
             self._delete_own()
             return current
-        self.etag = self.fs.etag(self.key)
         return None
 
     def _live_shared(self) -> list[dict[str, Any]]:
@@ -120,6 +119,8 @@ class ObjectLease:
         while not self._stop.wait(self.ttl / 3):
             try:
                 if self.key == EXCLUSIVE:
+                    if self.etag is None:
+                        self.etag = self.fs.etag(EXCLUSIVE)
                     if not self.fs.replace_if(EXCLUSIVE, self._body(), self.etag):
                         print(f"warning: {self.fs.url(EXCLUSIVE)}: the workspace lease was taken over by another "
                               "run while this one could not renew it", flush=True)

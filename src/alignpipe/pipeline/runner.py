@@ -30,7 +30,7 @@ from alignpipe.pipeline.graph import ancestors, select
 from alignpipe.pipeline.journal import Attempt, Journal, check_journal_url, record_journal_url
 from alignpipe.pipeline.lease import workspace_lock
 from alignpipe.pipeline.spec import External, Machine, Pipeline, Stage, StageRef
-from alignpipe.pipeline.store import DamagedRef, Store, check_workspace, hash_tree, log_key
+from alignpipe.pipeline.store import DamagedRef, MissingArtifact, Store, check_workspace, hash_tree, log_key
 
 CACHE_HIT_CHECK = {"always": "full", "inputs": "stat", "never": "size"}  # verify mode -> store.check_files level
 
@@ -260,7 +260,10 @@ class Runner:
             return None
         level = CACHE_HIT_CHECK[self.verify]
         for art_id in hit.values():
-            problems = self.store.verify(art_id, level=level)
+            try:
+                problems = self.store.verify(art_id, level=level)
+            except MissingArtifact:  # removed since (gc): a miss, nothing to quarantine
+                return None
             if problems:
                 where = self.store.quarantine(art_id, problems)
                 self.report({"event": "warning", "stage": name, "message": (

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from alignpipe.pipeline.errors import UserError
-from alignpipe.pipeline.fs import LocalFS, ObjectFS, fsync_dir, open_fs
+from alignpipe.pipeline.fs import LocalFS, ObjectFS, fsync_dir, open_fs, write_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -83,6 +83,10 @@ def hash_tree(root: Path) -> tuple[str, list[dict[str, Any]]]:
 
 class CorruptArtifact(UserError):
     """An artifact whose manifest cannot be read: `verify` and `artifacts` report it; a run recomputes it."""
+
+
+class MissingArtifact(UserError):
+    """No artifact with that id in the store (never published, or gc removed it)."""
 
 
 class DamagedRef(UserError):
@@ -152,6 +156,8 @@ def check_workspace(store: Store) -> None:
     if not store.remote:
         check_workspace_writable(store.root)
         return
+    if workspace_marker(store.fs) is not None:  # a workspace already: one request says the bucket is there too
+        return
     store.fs.check_root()
     entries = store.fs.listdir("")
     if entries and WORKSPACE_OBJECT not in entries:
@@ -159,7 +165,32 @@ def check_workspace(store: Store) -> None:
         raise UserError(f"workspace {store.root}: the prefix holds other objects ({shown}) and no alignpipe "
                         "workspace; pass a new or empty prefix as --workspace")
     if not entries:
-        store.fs.create(WORKSPACE_OBJECT, json.dumps({"alignpipe_workspace": SCHEMA_VERSION}).encode())
+        write_workspace_marker(store.fs, {"alignpipe_workspace": SCHEMA_VERSION}, create=True)
+
+
+_MARKERS: dict[str, dict[str, Any] | None] = {}  # bucket workspace URL -> its marker object, read once per process
+
+
+def workspace_marker(fs: ObjectFS) -> dict[str, Any] | None:
+    """The object that marks a bucket prefix as a workspace (and records its journal), or None."""
+    if fs.url() not in _MARKERS:
+        try:
+            data = json.loads(fs.read_bytes(WORKSPACE_OBJECT))
+            _MARKERS[fs.url()] = data if isinstance(data, dict) else {}
+        except (FileNotFoundError, UserError):  # absent, or the bucket unreachable: check_root says which
+            return None
+        except ValueError:
+            _MARKERS[fs.url()] = {}
+    return _MARKERS[fs.url()]
+
+
+def write_workspace_marker(fs: ObjectFS, data: dict[str, Any], create: bool = False) -> None:
+    body = json.dumps(data).encode()
+    if create:
+        fs.create(WORKSPACE_OBJECT, body)
+    else:
+        fs.write_bytes(WORKSPACE_OBJECT, body)
+    _MARKERS.pop(fs.url(), None)
 
 
 def check_workspace_writable(root: Path) -> None:
@@ -307,6 +338,7 @@ class Store:
             self.root = Path(self.fs.url())
             self.state = self.root
             self.cache = None
+        self._manifests: dict[str, Artifact] = {}
         self.artifacts_dir = self.state / "artifacts"  # local workspaces only: where artifact directories live
         self.work_root = self.state / "work"
         self.logs_root = self.state / "logs"
@@ -356,12 +388,26 @@ class Store:
     # -- lookup ------------------------------------------------------------------------------------------------
     def get(self, art_id: str) -> Artifact:
         """The artifact's manifest; `path` is its directory (in a bucket: where the local copy lives once
-        `local_dir` fetched it)."""
+        `local_dir` fetched it). A bucket's manifests are read once per Store (an artifact never changes)."""
+        if art_id in self._manifests:
+            return self._manifests[art_id]
+        if self.remote:  # immutable, so this machine keeps a copy of each manifest it has read
+            kept = self.cache.root / "manifests" / f"{art_id}.json"
+            try:
+                art = Artifact(art_id, self.cache.path(art_id), parse_manifest(kept.read_bytes(), str(kept)))
+            except (OSError, CorruptArtifact):
+                art = self._read(art_id)
+                write_atomic(kept, manifest_bytes(art.manifest))
+            self._manifests[art_id] = art
+            return art
+        return self._read(art_id)
+
+    def _read(self, art_id: str) -> Artifact:
         rel = f"artifacts/{art_id}/{MANIFEST}"
         try:
             data = self.fs.read_bytes(rel)
         except FileNotFoundError:
-            raise UserError(f"{self.root}: no artifact {art_id!r} in this workspace's store") from None
+            raise MissingArtifact(f"{self.root}: no artifact {art_id!r} in this workspace's store") from None
         except (OSError, UserError) as e:
             raise CorruptArtifact(f"{self.fs.url(rel)}: unreadable manifest ({e}); rerun the pipeline to recompute "
                                   "this artifact") from None
@@ -417,6 +463,8 @@ class Store:
             outputs = self._ref_outputs(self.ref_path(fp))
         except FileNotFoundError:
             return None
+        if self.remote:  # a request per output saved: the caller's check reads each manifest anyway
+            return outputs
         return outputs if all(self.has(i) for i in outputs.values()) else None
 
     def _ref_outputs(self, rel: str) -> dict[str, str]:
@@ -473,7 +521,10 @@ class Store:
         """size: one listing against the manifest. stat: also re-hash any object written after the manifest was
         (publishing creates the manifest last, so a newer object was overwritten since). full: re-hash all."""
         listing = self.fs.find(f"artifacts/{a.id}")
-        sealed = listing[MANIFEST].modified if MANIFEST in listing else float("inf")
+        if MANIFEST not in listing:  # removed from the bucket (gc) since this machine read its manifest
+            self._manifests.pop(a.id, None)
+            raise MissingArtifact(f"{self.root}: no artifact {a.id!r} in this workspace's store")
+        sealed = listing[MANIFEST].modified
         listed = {k: v for k, v in listing.items() if k != MANIFEST}
         files = a.manifest["files"]
         problems = [] if a.manifest.get("id") == a.id and listing_id(files) == a.id else [
@@ -500,6 +551,7 @@ class Store:
         name = f"{art_id}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         note = ("\n".join(problems) + "\n").encode()
         if self.remote:
+            self._manifests.pop(art_id, None)
             self.fs.remove(f"artifacts/{art_id}/{MANIFEST}")
             for rel in self.fs.find(f"artifacts/{art_id}"):
                 self.fs.move(f"artifacts/{art_id}/{rel}", f"quarantine/{name}/{rel}")
@@ -557,6 +609,7 @@ class Store:
             for fp in dead_refs:
                 self.fs.remove(self.ref_path(fp))
             for i in dead:
+                self._manifests.pop(i, None)
                 self.fs.remove(f"artifacts/{i}/{MANIFEST}")  # first: the artifact is gone for every reader
                 self.fs.rmtree(f"artifacts/{i}")
             for i in partial:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,9 @@ class Transfer:
     bytes: int = 0
 
 
-def transfer(src: Store, dst: Store, art_id: str, dry_run: bool = False) -> Transfer:
+def transfer(src: Store, dst: Store, art_id: str, dry_run: bool = False,
+             progress: Callable[[str, int], None] | None = None) -> Transfer:
+    """Copy `art_id` and its lineage closure from `src` to `dst`; `progress(id, bytes)` after each artifact."""
     if str(src.root) == str(dst.root):
         raise UserError(f"{src.root}: source and destination are the same workspace")
     closure = sorted(src.closure({art_id}), key=lambda i: src.get(i).manifest.get("created", 0))
@@ -41,6 +44,8 @@ def transfer(src: Store, dst: Store, art_id: str, dry_run: bool = False) -> Tran
         result.bytes += sum(e["size"] for e in manifest["files"])
         if not dry_run:
             import_artifact(dst, src.local_dir(i), manifest)
+            if progress is not None:
+                progress(i, sum(e["size"] for e in manifest["files"]))
     if not dry_run:
         result.refs = _copy_refs(src, dst, closure)
     return result
