@@ -15,7 +15,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 pip_() { "$tmp/venv/bin/pip" -q --disable-pip-version-check "$@" 2> >(grep -v "WARNING: Location" >&2); }
-pip_ install pip==26.3  # the resolver the setup scripts use (pip 23 backtracks for an hour on the test set)
+"$tmp/venv/bin/python" -m pip install -q pip==26.3  # pip 23's resolver backtracked for an hour over the test set
 case ",$extras," in *,ml,*) pip_ install torch==2.13.0 ;; esac  # the CPU build first: see scripts/setup.sh
 keep=()
 if [ "${LOCK_KEEP:-0}" = 1 ] && [ -f "constraints/$env_name.txt" ]; then
