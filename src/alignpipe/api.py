@@ -105,10 +105,28 @@ class Workspace:
 
         self.root = workspace_location(root, Path.cwd())  # a directory, or a bucket's URI
         self.store = Store(self.root)
-        self.journal = Journal(self.root, readonly=True)
+        self._no_journal: UserError | None = None
+        try:
+            self.journal: Journal | None = Journal(self.root, readonly=True)
+        except UserError as e:  # artifacts without a journal (pulled here, or another machine's bucket run):
+            if not self._holds_artifacts():  # the store's commands work, the run history's say why not
+                raise
+            self.journal, self._no_journal = None, e
+
+    def _holds_artifacts(self) -> bool:
+        from alignpipe.pipeline.store import workspace_marker
+
+        return workspace_marker(self.store.fs) is not None if self.store.remote else self.store.fs.exists("artifacts")
+
+    @property
+    def _journal(self) -> Journal:
+        if self.journal is None:
+            raise self._no_journal or UserError(f"{self.root}: no journal")
+        return self.journal
 
     def close(self) -> None:
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def artifacts(self) -> list[Artifact]:
         return self.store.all()
@@ -116,7 +134,7 @@ class Workspace:
     def resolve(self, ref: str) -> str:
         """An artifact id from an id/prefix, a tag, or a stage name (`stage` or `stage.output`, latest run)."""
         stage, output = split_ref(ref)  # a matrix branch's values may hold dots: ppo@lr=0.5.policy
-        att = self.journal.last_attempt(stage)
+        att = self.journal.last_attempt(stage) if self.journal is not None else None
         if att is not None and att.outputs:
             outs = att.outputs
             if output:
@@ -147,17 +165,17 @@ class Workspace:
         from alignpipe.pipeline.lease import workspace_lock
 
         with workspace_lock(self.store).acquire(wait=False):
-            return self.store.gc(self.journal.referenced_artifacts(), dry_run=dry_run, busy_work=set())
+            return self.store.gc(self._journal.referenced_artifacts(), dry_run=dry_run, busy_work=set())
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self.journal.runs(limit)
+        return self._journal.runs(limit)
 
     def status(self, run: str | None = None) -> tuple[str, list[Any]]:
-        run_id = self.journal.resolve_run(run)
-        return run_id, self.journal.attempts(run_id)
+        run_id = self._journal.resolve_run(run)
+        return run_id, self._journal.attempts(run_id)
 
     def log(self, stage: str) -> str:
-        att = self.journal.last_attempt(stage, executed=True)
+        att = self._journal.last_attempt(stage, executed=True)
         if att is None or att.log is None:
             raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
         return read_log(self.store, att.log)
@@ -167,7 +185,7 @@ class Workspace:
         is no longer running (then what it wrote last)."""
         shown = 0
         while True:
-            att = self.journal.last_attempt(stage, executed=True)
+            att = self._journal.last_attempt(stage, executed=True)
             if att is None or att.log is None:
                 raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
             running = att.status == "running"
@@ -184,7 +202,7 @@ class Workspace:
 
     def metrics(self, stage: str) -> dict[str, list[tuple[int, float]]]:
         """The metric series (name -> [(step, value)]) the stage's latest executed attempt logged."""
-        att = self.journal.last_attempt(stage, executed=True)
+        att = self._journal.last_attempt(stage, executed=True)
         if att is None:
             raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
-        return self.journal.metrics(att.fingerprint)
+        return self._journal.metrics(att.fingerprint)

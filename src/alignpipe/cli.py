@@ -89,9 +89,12 @@ def run(
                                      "start a new one (finished stages stay cached)"),
     journal: str | None = typer.Option(None, "--journal", help="postgresql://USER@HOST:PORT/DB: a journal several "
                                        "machines share (recorded in the workspace; default: embedded SQLite)"),
+    cache: str | None = typer.Option(None, "--cache", help="this machine's cache of a bucket workspace's "
+                                     "artifacts (default: $ALIGNPIPE_CACHE, else ~/.cache/alignpipe)"),
     executor: str = typer.Option("local", "--executor", help="local (processes here) or ray (a Ray cluster)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start "
-                                              "a local one); the workspace must be on a path every node sees"),
+                                              "a local one); a local workspace must be on a path every node "
+                                              "sees, a bucket workspace needs no shared disk"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only failures and the result"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines events on stdout"),
     mlflow: str | None = typer.Option(None, "--mlflow", help="track the run in MLflow at this URI (default: "
@@ -102,6 +105,8 @@ def run(
     from alignpipe.pipeline.executors import make_executor
     from alignpipe.progress import make_reporter
 
+    if cache:  # a machine's setting, not the pipeline's: the stage processes it starts inherit it
+        os.environ["ALIGNPIPE_CACHE"] = str(Path(cache).expanduser().absolute())
     engine = make_executor(executor, ray_address)
     try:
         pipe = api.load(None if example else pipeline, builtin=(pipeline or "example") if example else "default",
@@ -291,7 +296,8 @@ def push(ref: str = typer.Argument(..., help="an artifact: id, id prefix, tag, o
 
 
 @app.command()
-def pull(ref: str = typer.Argument(..., help="an artifact of the other workspace: id, id prefix or tag"),
+def pull(ref: str = typer.Argument(..., help="an artifact of the other workspace: id, id prefix, tag or "
+                                    "stage.output (the newest it made)"),
          source: str = typer.Option(..., "--from", help="the workspace to copy from (a directory or a bucket URI)"),
          dry_run: bool = typer.Option(False, "--dry-run", help="list what would move"),
          workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:

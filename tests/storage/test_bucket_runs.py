@@ -47,8 +47,19 @@ def test_the_example_on_a_bucket_equals_a_local_run_and_reruns_cached(s3, tmp_pa
     assert sorted(store.ids()) == sorted({i for o in outputs(local).values() for i in o.values()})
     assert all(store.verify(i) == [] for i in store.ids())  # full: downloads and re-hashes
     fs = ObjectFS(s3 + "/ws")
-    assert fs.listdir("") == ["alignpipe-workspace.json", "artifacts", "logs", "refs"]
+    assert fs.listdir("") == ["alignpipe-workspace.json", "artifacts", "logs", "refs"]  # (reports: by the CLI)
     assert any(k.endswith("/words-1.log") for k in fs.find("logs"))  # stage logs mirrored
+
+
+def test_the_cli_run_keeps_its_cache_where_told_and_leaves_the_report_in_the_bucket(s3, tmp_path):
+    cache = tmp_path / "elsewhere"
+    env = {k: v for k, v in os.environ.items() if k != "ALIGNPIPE_CACHE"}
+    done = subprocess.run([sys.executable, "-m", "alignpipe", "run", "--example", "-w", s3 + "/ws", "--cache",
+                           str(cache), "-q"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ids = Store(s3 + "/ws").ids()
+    assert ids and all((cache / "artifacts" / f"{i}.complete").exists() for i in ids)  # outputs kept there
+    assert "words example.count" in ObjectFS(s3 + "/ws").read_bytes("report.html").decode()  # for all to open
 
 
 def test_a_byte_changed_in_the_bucket_is_caught_quarantined_and_recomputed(s3):

@@ -55,3 +55,21 @@ def test_gc_removes_an_upload_left_without_its_manifest_once_old_enough(s3, monk
     monkeypatch.setattr(store_mod, "PARTIAL_GRACE_S", 0)
     assert store.gc(set(), dry_run=False, busy_work=set())["artifacts"] == ["a" * 64]
     assert fs.find("artifacts") == {}
+
+
+def test_another_machine_pulls_a_stage_output_by_name_without_the_journal(s3, tmp_path):
+    from bucket_util import machine
+
+    made = api.run(example(s3 + "/team")).stages["words"].outputs["out"]
+    other = machine(tmp_path, "b")  # its own cache and state: the embedded journal of the run is not there
+    status = cli("status", "-w", s3 + "/team", env=other)
+    assert status.returncode == 2 and "this machine has no journal of this workspace" in status.stderr
+    assert "journal: postgresql://" in status.stderr
+    pull = cli("pull", "words.out", "--from", s3 + "/team", "-w", tmp_path / "desk", env=other)
+    assert pull.returncode == 0 and "copied 2 artifacts" in pull.stdout, pull.stderr
+    assert Store(tmp_path / "desk").verify(made) == []
+    lineage = cli("lineage", "words.out", "-w", tmp_path / "desk", env=other)  # no journal here: by the manifests
+    assert lineage.returncode == 0 and f"{made[:12]} metrics from words.out" in lineage.stdout, lineage.stderr
+    assert "artifacts but no run history here" in cli("runs", "-w", tmp_path / "desk", env=other).stderr
+    nothing = cli("pull", "nosuch.out", "--from", s3 + "/team", "-w", tmp_path / "desk", env=other)
+    assert nothing.returncode == 2 and "'nosuch.out' is no artifact id, id prefix, tag or stage" in nothing.stderr

@@ -184,6 +184,13 @@ class Journal:
             self._migrate(readonly)
             return
         if readonly and not self.path.exists():
+            if "://" in str(workspace):  # a bucket's embedded journal is kept by the machine that ran it
+                raise UserError(f"{workspace}: this machine has no journal of this workspace: its SQLite journal "
+                                "stays on the machine that ran the pipeline. Run it here, or share one journal "
+                                "between machines: `journal: postgresql://USER@HOST/DB` in the spec")
+            if (Path(workspace) / "artifacts").is_dir():
+                raise UserError(f"{workspace}: artifacts but no run history here (no .alignpipe/journal.db): "
+                                "artifacts pulled or copied here come without one; run a pipeline here to start it")
             raise UserError(f"{workspace}: no alignpipe workspace here (no .alignpipe/journal.db); run a pipeline "
                             "first or pass --workspace")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -424,10 +431,16 @@ class WorkspaceLock:
                     raise UserError(f"{self.path.parent.parent}: workspace is in use by {holder}; wait for it to "
                                     "finish, pass --wait to queue behind it, or use another --workspace") from None
                 time.sleep(poll)
-        if not shared:  # the holder's name is only written by an exclusive holder (shared ones are many)
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, f"run pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self.name_run(None)
         return self
+
+    def name_run(self, run_id: str | None) -> None:
+        """Write who holds the lock, for other runs' refusals; only an exclusive holder (shared ones are many)."""
+        from alignpipe.pipeline.lease import holder_text
+
+        if self.fd is not None and not self.shared:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, holder_text(run_id).encode(), 0)
 
     def release(self) -> None:
         if self.fd is not None:

@@ -35,6 +35,12 @@ def lease_ttl() -> float:
     return float(os.environ.get("ALIGNPIPE_LEASE_TTL", "60"))
 
 
+def holder_text(run_id: str | None = None) -> str:
+    """Who holds a workspace, as other runs' refusals name it."""
+    where = f"pid {os.getpid()} on {socket.gethostname()}"
+    return f"run {run_id} ({where})" if run_id else f"run {where}"
+
+
 class ObjectLease:
     """The lease of a workspace in a bucket; the same acquire/release as WorkspaceLock."""
 
@@ -46,11 +52,17 @@ class ObjectLease:
         self.etag: str | None = None
         self.notes: list[str] = []  # what acquiring found (an expired holder taken over), for the run's output
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a beat now (the holder's name changed), not at the next period
         self._beat: threading.Thread | None = None
+        self.holder = holder_text()
+
+    def name_run(self, run_id: str) -> None:
+        """Say which run holds the lease (written by the next heartbeat: the run id comes after the lease)."""
+        self.holder = holder_text(run_id)
+        self._wake.set()
 
     def _body(self) -> bytes:
-        return json.dumps({"holder": f"run pid {os.getpid()} on {socket.gethostname()}", "token": self.token,
-                           "expires": time.time() + self.ttl}).encode()
+        return json.dumps({"holder": self.holder, "token": self.token, "expires": time.time() + self.ttl}).encode()
 
     def acquire(self, wait: bool = False, poll: float = 1.0, shared: bool = False) -> ObjectLease:
         while True:
@@ -116,7 +128,11 @@ class ObjectLease:
             return {"holder": "an unreadable lease", "expires": 0.0}, self.fs.etag(key)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        while True:
+            self._wake.wait(self.ttl / 3)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 if self.key == EXCLUSIVE:
                     if self.etag is None:
@@ -143,6 +159,7 @@ class ObjectLease:
 
     def release(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._beat is not None:
             self._beat.join(timeout=5)
         self._delete_own()

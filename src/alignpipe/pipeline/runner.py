@@ -171,6 +171,7 @@ class Runner:
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             run_id = journal.start_run(self.p.name, self.p.source, sys.argv, self.o.platform, self.o.platform_run_id)
+            lock.name_run(run_id)
             result = self._loop(journal, run_id)
             journal.end_run(run_id, result.status)
             return result

@@ -450,7 +450,23 @@ class Store:
                 return hits[0]
             if len(hits) > 1:
                 raise UserError(f"artifact prefix {ref!r} is ambiguous ({len(hits)} matches); give more characters")
-        raise UserError(f"{self.root}: {ref!r} is no artifact id, id prefix or tag in this workspace")
+        newest = self._newest_output(ref)
+        if newest:
+            return newest
+        raise UserError(f"{self.root}: {ref!r} is no artifact id, id prefix, tag or stage.output in this workspace")
+
+    def _newest_output(self, ref: str) -> str | None:
+        """`stage.output` by the manifests alone (no journal at hand, e.g. another machine's bucket workspace):
+        the newest artifact that output produced."""
+        from alignpipe.pipeline.matrix import split_ref
+
+        stage, output = split_ref(ref)
+        made = [a for a in self.all() if a.producer.get("stage") == stage]
+        if output:
+            made = [a for a in made if a.producer.get("output") == output]
+        elif len({a.producer.get("output") for a in made}) > 1:
+            raise UserError(f"stage {stage!r} made several outputs; name one as {stage}.OUTPUT")
+        return made[-1].id if made else None
 
     # -- the cache index ---------------------------------------------------------------------------------------
     def ref_path(self, fp: str) -> str:

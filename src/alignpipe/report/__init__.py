@@ -89,7 +89,7 @@ def write_report(workspace: str | os.PathLike, run: str | None = None, out: str 
     except FileNotFoundError:
         tmp.unlink(missing_ok=True)
         raise UserError(f"{path}: its directory does not exist; create it or choose another -o path") from None
-    if out is None and "://" in str(workspace):  # the bucket keeps the latest run's report for everyone
+    if "://" in str(workspace) and path == default_path(workspace):  # the bucket keeps the latest run's report
         from alignpipe.pipeline.fs import open_fs
 
         open_fs(workspace).write_bytes(DEFAULT_NAME, text.encode())
