@@ -52,7 +52,7 @@ FRESH = [  # refused before anything is written
          [r"cannot reach s3://bucket/prefix: access denied; check the credentials \(AWS_PROFILE, AWS_ACCESS_KEY_ID"],
          env={"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}),
     Case("ws-gs-without-gcsfs", ["status", "-w", "gs://bucket/prefix"], 2,
-         [r"workspace 'gs://bucket/prefix': gs:// needs gcsfs \(pip install gcsfs\)"]),
+         [r"workspace 'gs://bucket/prefix': gs:// needs gcsfs \(pip install 'alignpipe\[gcs\]'\)"]),
     Case("ws-unknown-scheme", RUN[:-1] + ["ftp://host/ws"], 2, [r"not ftp:// URIs"]),
     Case("env-ws-is-a-file", ["artifacts"], 2, [r"no alignpipe workspace here"], env={"ALIGNPIPE_WORKSPACE": "afile"},
          setup=write("afile", "x")),
