@@ -129,7 +129,8 @@ class ObjectFS:
             self.fs, self.base = fsspec.core.url_to_fs(self._url, use_listings_cache=False, skip_instance_cache=True)
         except ImportError as e:
             scheme = url.split("://", 1)[0]
-            extra = {"s3": "s3fs (pip install 'alignpipe[s3]')", "gs": "gcsfs (pip install 'alignpipe[gcs]')"}.get(scheme, str(e))
+            extra = {"s3": "s3fs (pip install 'alignpipe[s3]')",
+                     "gs": "gcsfs (pip install 'alignpipe[gcs]')"}.get(scheme, str(e))
             raise UserError(f"workspace {url!r}: {scheme}:// needs {extra}") from None
         self.base = self.base.rstrip("/")
 
