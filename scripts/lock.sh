@@ -2,6 +2,9 @@
 # Re-resolve the locked dependency set of one environment from pyproject.toml and write it to constraints/.
 #   bash scripts/lock.sh                 -> constraints/main.txt  (the main venv: core + ml + ray + test extras)
 #   bash scripts/lock.sh ENV EXTRAS      -> constraints/ENV.txt   (a side env of scripts/setup_env.sh: EXTRAS = ENV)
+#   LOCK_KEEP=1 bash scripts/lock.sh ... -> resolve only what is new (a dependency added): the packages already
+#                                           locked keep their versions; LOCK_FREE="pkg1 pkg2" lets those move
+#                                           (a new package that needs another version of them)
 # Run it on purpose (a dependency added, a version to take), review the diff, commit it. Every install
 # (scripts/setup.sh, and so the README's commands and CI) installs with `-c constraints/<env>.txt`.
 set -euo pipefail
@@ -14,7 +17,13 @@ python3 -m venv "$tmp/venv"
 pip_() { "$tmp/venv/bin/pip" -q --disable-pip-version-check "$@" 2> >(grep -v "WARNING: Location" >&2); }
 "$tmp/venv/bin/python" -m pip install -q pip==26.3  # pip 23's resolver backtracked for an hour over the test set
 case ",$extras," in *,ml,*) pip_ install torch==2.13.0 ;; esac  # the CPU build first: see scripts/setup.sh
-pip_ install ".[$extras]"
+keep=()
+if [ "${LOCK_KEEP:-0}" = 1 ] && [ -f "constraints/$env_name.txt" ]; then
+  free="^($(echo "${LOCK_FREE:-}" | tr ' ' '|'))=="
+  grep -v -i -E "$free" "constraints/$env_name.txt" > "$tmp/keep.txt"
+  keep=(-c "$tmp/keep.txt")
+fi
+pip_ install "${keep[@]}" ".[$extras]"
 {
   echo "# Locked by scripts/lock.sh $env_name $extras on $(date -u +%Y-%m-%d) (Python $("$tmp/venv/bin/python" -c 'import platform; print(platform.python_version())'))."
   echo "# Do not edit by hand: rerun the script, review the diff, commit."

@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.resources
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from alignpipe.pipeline.journal import Journal
 from alignpipe.pipeline.matrix import split_ref
 from alignpipe.pipeline.runner import Reporter, Runner, RunOptions, RunResult
 from alignpipe.pipeline.spec import Machine, Pipeline, load_pipeline, pipeline_from_dict
-from alignpipe.pipeline.store import Artifact, Store
+from alignpipe.pipeline.store import Artifact, Store, read_log
 
 Executor = LocalExecutor | RayExecutor
 BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml", "overoptimization": "overoptimization.yaml"}
@@ -54,12 +56,14 @@ def run(  # noqa: PLR0913 — one keyword per `alignpipe run` option
         pipeline: Pipeline | str | os.PathLike | None = None, *, workspace: str | os.PathLike | None = None,
         from_: str | None = None, until: str | None = None, only: str | None = None, force: tuple[str, ...] = (),
         wait: bool = False, report: Reporter | None = None, executor: Executor | None = None,
-        verify: str | None = None, new_journal: bool = False, mlflow: str | None = None) -> RunResult:
+        verify: str | None = None, new_journal: bool = False, journal: str | None = None,
+        mlflow: str | None = None) -> RunResult:
     """Run a pipeline; `executor` defaults to local processes (see alignpipe.pipeline.executors for Ray).
     `mlflow` (else $ALIGNPIPE_MLFLOW, else the spec's `tracking.mlflow`) tracks the run in MLflow."""
     pipe = pipeline if isinstance(pipeline, Pipeline) else load(pipeline)
     opts = RunOptions(workspace=str(workspace) if workspace else None, from_=from_, until=until, only=only,
-                      force=tuple(force), wait=wait, verify=verify, new_journal=new_journal)
+                      force=tuple(force), wait=wait, verify=verify, new_journal=new_journal,
+                      journal=journal)
     from alignpipe.integrations.mlflow import tracked  # imports mlflow only when a URI is set
 
     with tracked(pipe, pipe.workspace(opts.workspace), report, mlflow) as reporter:
@@ -97,12 +101,32 @@ class Workspace:
     """Read side of a workspace: artifacts, tags, lineage, verification, gc, runs, status, logs."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
+        from alignpipe.pipeline.store import workspace_location
+
+        self.root = workspace_location(root, Path.cwd())  # a directory, or a bucket's URI
         self.store = Store(self.root)
-        self.journal = Journal(self.root, readonly=True)
+        self._no_journal: UserError | None = None
+        try:
+            self.journal: Journal | None = Journal(self.root, readonly=True)
+        except UserError as e:  # artifacts without a journal (pulled here, or another machine's bucket run):
+            if not self._holds_artifacts():  # the store's commands work, the run history's say why not
+                raise
+            self.journal, self._no_journal = None, e
+
+    def _holds_artifacts(self) -> bool:
+        from alignpipe.pipeline.store import workspace_marker
+
+        return workspace_marker(self.store.fs) is not None if self.store.remote else self.store.fs.exists("artifacts")
+
+    @property
+    def _journal(self) -> Journal:
+        if self.journal is None:
+            raise self._no_journal or UserError(f"{self.root}: no journal")
+        return self.journal
 
     def close(self) -> None:
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def artifacts(self) -> list[Artifact]:
         return self.store.all()
@@ -110,7 +134,7 @@ class Workspace:
     def resolve(self, ref: str) -> str:
         """An artifact id from an id/prefix, a tag, or a stage name (`stage` or `stage.output`, latest run)."""
         stage, output = split_ref(ref)  # a matrix branch's values may hold dots: ppo@lr=0.5.policy
-        att = self.journal.last_attempt(stage)
+        att = self.journal.last_attempt(stage) if self.journal is not None else None
         if att is not None and att.outputs:
             outs = att.outputs
             if output:
@@ -123,7 +147,9 @@ class Workspace:
         return self.store.resolve_id(ref)
 
     def show(self, ref: str) -> Artifact:
-        return self.store.get(self.resolve(ref))
+        """The artifact and a local directory holding its files (a bucket's artifact is fetched into the cache)."""
+        a = self.store.get(self.resolve(ref))
+        return Artifact(a.id, self.store.local_dir(a.id), a.manifest) if self.store.remote else a
 
     def lineage(self, ref: str) -> dict[str, Any]:
         return self.store.lineage(self.resolve(ref))
@@ -136,27 +162,47 @@ class Workspace:
         return {i: self.store.verify(i) for i in ids}
 
     def gc(self, dry_run: bool = False) -> dict[str, list[str]]:
-        from alignpipe.pipeline.journal import WorkspaceLock
+        from alignpipe.pipeline.lease import workspace_lock
 
-        with WorkspaceLock(self.root).acquire(wait=False):
-            return self.store.gc(self.journal.referenced_artifacts(), dry_run=dry_run, busy_work=set())
+        with workspace_lock(self.store).acquire(wait=False):
+            return self.store.gc(self._journal.referenced_artifacts(), dry_run=dry_run, busy_work=set())
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self.journal.runs(limit)
+        return self._journal.runs(limit)
 
     def status(self, run: str | None = None) -> tuple[str, list[Any]]:
-        run_id = self.journal.resolve_run(run)
-        return run_id, self.journal.attempts(run_id)
+        run_id = self._journal.resolve_run(run)
+        return run_id, self._journal.attempts(run_id)
 
     def log(self, stage: str) -> str:
-        att = self.journal.last_attempt(stage, executed=True)
+        att = self._journal.last_attempt(stage, executed=True)
         if att is None or att.log is None:
             raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
-        return Path(att.log).read_text(errors="replace")
+        return read_log(self.store, att.log)
+
+    def follow_log(self, stage: str, interval: float = 1.0) -> Iterator[str]:
+        """The log of the stage's latest attempt as it grows: the text so far, then each new part, until the attempt
+        is no longer running (then what it wrote last)."""
+        shown = 0
+        while True:
+            att = self._journal.last_attempt(stage, executed=True)
+            if att is None or att.log is None:
+                raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
+            running = att.status == "running"
+            try:
+                text = read_log(self.store, att.log)
+            except UserError:
+                text = ""  # not mirrored yet: the stage has just started elsewhere
+            if len(text) > shown:
+                yield text[shown:]
+                shown = len(text)
+            if not running:
+                return
+            time.sleep(interval)
 
     def metrics(self, stage: str) -> dict[str, list[tuple[int, float]]]:
         """The metric series (name -> [(step, value)]) the stage's latest executed attempt logged."""
-        att = self.journal.last_attempt(stage, executed=True)
+        att = self._journal.last_attempt(stage, executed=True)
         if att is None:
             raise UserError(f"stage {stage!r} has no executed attempt in {self.root}; see `alignpipe status`")
-        return self.journal.metrics(att.fingerprint)
+        return self._journal.metrics(att.fingerprint)

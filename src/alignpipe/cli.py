@@ -87,9 +87,14 @@ def run(
                                       "cache hit in full) or never (sizes only); overrides the spec's `verify`"),
     new_journal: bool = typer.Option(False, "--new-journal", help="if the journal is damaged, move it aside and "
                                      "start a new one (finished stages stay cached)"),
+    journal: str | None = typer.Option(None, "--journal", help="postgresql://USER@HOST:PORT/DB: a journal several "
+                                       "machines share (recorded in the workspace; default: embedded SQLite)"),
+    cache: str | None = typer.Option(None, "--cache", help="this machine's cache of a bucket workspace's "
+                                     "artifacts (default: $ALIGNPIPE_CACHE, else ~/.cache/alignpipe)"),
     executor: str = typer.Option("local", "--executor", help="local (processes here) or ray (a Ray cluster)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start "
-                                              "a local one); the workspace must be on a path every node sees"),
+                                              "a local one); a local workspace must be on a path every node "
+                                              "sees, a bucket workspace needs no shared disk"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only failures and the result"),
     as_json: bool = typer.Option(False, "--json", help="JSON lines events on stdout"),
     mlflow: str | None = typer.Option(None, "--mlflow", help="track the run in MLflow at this URI (default: "
@@ -100,6 +105,8 @@ def run(
     from alignpipe.pipeline.executors import make_executor
     from alignpipe.progress import make_reporter
 
+    if cache:  # a machine's setting, not the pipeline's: the stage processes it starts inherit it
+        os.environ["ALIGNPIPE_CACHE"] = str(Path(cache).expanduser().absolute())
     engine = make_executor(executor, ray_address)
     try:
         pipe = api.load(None if example else pipeline, builtin=(pipeline or "example") if example else "default",
@@ -108,7 +115,7 @@ def run(
         try:
             result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
                              wait=wait, report=reporter, executor=engine, verify=verify, new_journal=new_journal,
-                             mlflow=mlflow)
+                             journal=journal, mlflow=mlflow)
         finally:
             reporter.close()
     finally:
@@ -267,6 +274,70 @@ def verify(ref: str | None = typer.Argument(None, help="one artifact (default: a
 
 
 @app.command()
+def push(ref: str = typer.Argument(..., help="an artifact: id, id prefix, tag, or stage[.output]"),
+         to: str | None = typer.Option(None, "--to", help="another workspace (a directory or a bucket URI): copy "
+                                       "the artifact and its whole lineage there"),
+         dvc: str | None = typer.Option(None, "--dvc", help="or: the root of a DVC repository (a clean git tree)"),
+         path: str | None = typer.Option(None, "--path", help="with --dvc: directory in the repo (default: "
+                                         "alignpipe/STAGE.OUTPUT)"),
+         remote: str | None = typer.Option(None, "--remote", help="with --dvc: the DVC remote (default: the repo's)"),
+         dry_run: bool = typer.Option(False, "--dry-run", help="with --to: list what would move"),
+         workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Copy an artifact with its lineage to another workspace (--to), or version it in a DVC repository (--dvc)."""
+    if (to is None) == (dvc is None):
+        raise UserError("push: give one destination: --to WORKSPACE (a directory or bucket URI) or --dvc REPO")
+    if dvc is not None:
+        from alignpipe.integrations.cli import push_dvc_command
+
+        push_dvc_command(ref, dvc, path, remote, workspace)
+        return
+    ws = _workspace(workspace)
+    _transfer(ws.store, _store(to), ws.resolve(ref), dry_run, "to")
+
+
+@app.command()
+def pull(ref: str = typer.Argument(..., help="an artifact of the other workspace: id, id prefix, tag or "
+                                    "stage.output (the newest it made)"),
+         source: str = typer.Option(..., "--from", help="the workspace to copy from (a directory or a bucket URI)"),
+         dry_run: bool = typer.Option(False, "--dry-run", help="list what would move"),
+         workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+    """Copy an artifact with its whole lineage from another workspace into this one."""
+    src = _store(source)
+    dst = _store(str(_ws(workspace)))
+    _transfer(src, dst, src.resolve_id(ref), dry_run, "from")
+
+
+def _store(ws: str) -> Any:
+    from alignpipe.pipeline.store import Store, check_workspace
+
+    store = Store(_ws(ws))
+    check_workspace(store)
+    return store.ensure()
+
+
+def _transfer(src: Any, dst: Any, art_id: str, dry_run: bool, direction: str) -> None:
+    from alignpipe.pipeline.transfer import transfer
+
+    if dry_run or not out.is_terminal:
+        res = transfer(src, dst, art_id, dry_run=dry_run)
+    else:  # a progress bar over the bytes of the closure
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        total = sum(e["size"] for i in src.closure({art_id}) if not dst.has(i) for e in src.get(i).manifest["files"])
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=out, transient=True) as bar:
+            task = bar.add_task("copying", total=total)
+            res = transfer(src, dst, art_id, progress=lambda _, n: bar.advance(task, n))
+    verb = "would copy" if dry_run else "copied"
+    for i in res.moved:
+        a = src.get(i)
+        out.print(f"{verb} {i[:12]} {a.kind} {a.producer.get('stage')}.{a.producer.get('output')}")
+    where = dst.root if direction == "to" else src.root
+    out.print(f"{verb} {len(res.moved)} artifacts ({_size(res.bytes)}) {direction} {where}; {len(res.present)} "
+              f"already there" + ("" if dry_run else f"; {len(res.refs)} cache refs recorded"))
+
+
+@app.command()
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="list what would be removed"),
        workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
     """Remove artifacts no latest run or tag references (keeping their lineage), and stale work dirs."""
@@ -372,9 +443,18 @@ def _plot(stage: str, series: dict[str, list[tuple[int, float]]], path: str) -> 
 
 
 @app.command()
-def logs(stage: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
+def logs(stage: str, workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP),
+         follow: bool = typer.Option(False, "--follow", "-f", help="keep printing what the stage writes until its "
+                                     "attempt ends (from any machine: a bucket workspace mirrors logs as they grow)"),
+         interval: float = typer.Option(1.0, "--interval", min=0.1, help="with -f: seconds between polls")) -> None:
     """Print the log of a stage's latest attempt."""
-    sys.stdout.write(_workspace(workspace).log(stage))
+    ws = _workspace(workspace)
+    if not follow:
+        sys.stdout.write(ws.log(stage))
+        return
+    for chunk in ws.follow_log(stage, interval):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------------------------

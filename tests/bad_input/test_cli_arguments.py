@@ -48,8 +48,9 @@ CASES = [
 
 WITH_WS = [
     Case("show-unknown-ref", ["show", "nosuchref", "-w", "ws"], 2,
-         [r"'nosuchref' is no artifact id, id prefix or tag in this workspace"]),
-    Case("lineage-unknown-ref", ["lineage", "zzzz", "-w", "ws"], 2, [r"'zzzz' is no artifact id, id prefix or tag"]),
+         [r"'nosuchref' is no artifact id, id prefix, tag or stage.output in this workspace"]),
+    Case("lineage-unknown-ref", ["lineage", "zzzz", "-w", "ws"], 2,
+         [r"'zzzz' is no artifact id, id prefix, tag or stage.output"]),
     Case("show-several-outputs", ["show", "words.nope", "-w", "ws"], 2,
          [r"stage 'words' has no output 'nope'; it has: out"]),
     Case("tag-bad-name", ["tag", "a/b", "corpus", "-w", "ws"], 2, [r"tag name 'a/b' is invalid"]),

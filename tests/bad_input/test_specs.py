@@ -38,8 +38,8 @@ CASES = [
     bad("seed-too-big", {"a": OK}, [r"seed: Input should be less than or equal to 9223372036854775807"], seed=2**63),
     bad("seed-bool", {"a": OK}, [r"seed: expected a number, got the boolean true"], seed=True),
     bad("verify-unknown", {"a": OK}, [r"verify: Input should be 'always', 'inputs' or 'never'"], verify="sometimes"),
-    bad("workspace-uri", {"a": OK}, [r"^workspace 's3://bucket/x': the store serves local directories only"],
-        workspace="s3://bucket/x"),
+    bad("workspace-uri", {"a": OK}, [r"^workspace 'http://host/x': the store serves local directories and object "
+                                     r"stores \(s3://, gs://.*\), not http:// URIs"], workspace="http://host/x"),
     bad("unknown-stage-type", {"a": {"uses": "nosuch"}},
         [r"stages\.a\.uses: unknown stage type 'nosuch'; expected one of: bon, evaluate, example.corpus"]),
     bad("unknown-param", {"a": {"uses": "example.corpus", "params": {"linez": 3}}},

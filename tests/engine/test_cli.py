@@ -71,7 +71,7 @@ def test_query_errors_are_clean(tmp_path):
     assert r.returncode == 2 and "no alignpipe workspace here" in r.stderr and "Traceback" not in r.stderr
     cli("run", "--example", "-w", tmp_path / "ws", "-q")
     r = cli("show", "zzzz", "-w", tmp_path / "ws")
-    assert r.returncode == 2 and "is no artifact id, id prefix or tag" in r.stderr
+    assert r.returncode == 2 and "is no artifact id, id prefix, tag or stage.output" in r.stderr
     r = cli("run", "--example", "-w", tmp_path / "ws", "--only", "nosuch")
     assert r.returncode == 2 and "no stage named 'nosuch'" in r.stderr
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -297,7 +298,8 @@ def test_two_concurrent_runs_on_one_workspace(write_pipeline, tmp_path):
     first = _start_runner(pipeline)
     _wait_for_steps(tmp_path / "trace", 2, first)
     second = cli("run", pipeline, "--quiet")
-    assert second.returncode == 2 and "workspace is in use by run pid" in second.stderr and "--wait" in second.stderr
+    assert second.returncode == 2 and "--wait" in second.stderr
+    assert re.search(rf"workspace is in use by run \d{{8}}-\d{{6}}-\w+ \(pid {first.pid} on ", second.stderr)
     waiting = cli("run", pipeline, "--quiet", "--wait", timeout=120)
     assert first.wait(timeout=60) == 0
     assert waiting.returncode == 0

@@ -102,7 +102,7 @@ def test_tags_prefixes_and_lookup(tmp_path):
     a = store.publish(staged(tmp_path, {"x": "1"}), META)
     store.tag("best", a.id[:8])
     assert store.resolve_id("best") == a.id == store.resolve_id(a.id[:6])
-    with pytest.raises(UserError, match="is no artifact id, id prefix or tag"):
+    with pytest.raises(UserError, match="is no artifact id, id prefix, tag or stage.output"):
         store.resolve_id("zzzz")
     with pytest.raises(UserError, match="tag name"):
         store.tag("a/b", a.id)

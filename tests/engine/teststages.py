@@ -98,3 +98,20 @@ def env_probe(ctx):
     time.sleep(ctx.params.seconds)
     keys = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
     (ctx.output_dir() / "env.json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+
+
+def bulky(ctx):
+    """Writes params.files files of params.mb MB each of seeded random bytes (slow to upload)."""
+    import random
+
+    rng = random.Random(ctx.params.seed)
+    for i in range(ctx.params.files):
+        (ctx.output_dir() / f"part-{i}.bin").write_bytes(rng.randbytes(int(ctx.params.mb * 2**20)))
+
+
+def chatty(ctx):
+    """Logs params.lines lines, params.step_s seconds apart (a stage whose log grows while it runs)."""
+    for i in range(ctx.params.lines):
+        ctx.log(f"line {i}")
+        time.sleep(ctx.params.step_s)
+    (ctx.output_dir() / "done.txt").write_text(str(ctx.params.lines))

@@ -11,7 +11,7 @@ import pytest
 from platform_util import final_ids, platform_runs
 
 from alignpipe.api import Workspace
-from alignpipe.pipeline.journal import SCHEMA, Journal, WorkspaceLock
+from alignpipe.pipeline.journal import MIGRATIONS, Journal, WorkspaceLock
 
 ORDER = ["corpus", "words", "chars", "report"]
 
@@ -82,7 +82,8 @@ def test_a_journal_from_before_platform_runs_is_read_then_migrated(alignpipe_exe
     ws = tmp_path / "ws"
     (ws / ".alignpipe").mkdir(parents=True)
     db = sqlite3.connect(ws / ".alignpipe" / "journal.db")
-    db.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS platform_runs")[0])  # the schema before this table
+    for statement in (st for step in MIGRATIONS[:2] for st in step):  # the schema before platform_runs
+        db.execute(statement)
     db.execute("INSERT INTO runs VALUES ('old-run', 'example', 'x.yaml', 1.0, 2.0, 'done', 1, 'h', '[]')")
     db.commit()
     db.close()

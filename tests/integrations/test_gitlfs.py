@@ -128,7 +128,7 @@ def test_a_failed_commit_leaves_the_tree_as_it_was(tiny_ws, repo):
 @pytest.mark.parametrize(("ref", "target", "message"), [
     ("data.demos", "repo", r"data.demos is a dataset artifact .* not a model; give a model artifact"),
     ("sft.model", "plain", r"not inside a git working tree; `git init` it"),
-    ("nosuchthing", "repo", r"'nosuchthing' is no artifact id, id prefix or tag"),
+    ("nosuchthing", "repo", r"'nosuchthing' is no artifact id, id prefix, tag or stage.output"),
 ], ids=["non-model", "not-a-repo", "unknown-ref"])
 def test_bad_input_is_one_line_exit_2(tiny_ws, repo, tmp_path, ref, target, message):
     import re

@@ -45,11 +45,11 @@ def write(files: dict[str, str], out: str | os.PathLike, force: bool = False) ->
     if root.is_dir() and any(root.iterdir()) and not force:
         raise UserError(f"export: {root} exists and is not empty; pass --force to overwrite the exported files "
                         "(other files there are kept), or choose another -o")
-    from alignpipe.pipeline.store import LocalFS
+    from alignpipe.pipeline.fs import write_atomic
 
     written = []
     for rel, text in files.items():
         path = root / rel
-        LocalFS().write_text_atomic(path, text)
+        write_atomic(path, text.encode())
         written.append(path)
     return written

@@ -122,4 +122,4 @@ def build(pipe: Pipeline, *, alignpipe: str = "alignpipe", workspace: str | None
     _check_idents(stages, pipe.source)
     src = Path(pipe.source)
     return PipelineIR(name=pipe.name, seed=pipe.spec.seed, spec_path=str(src.resolve()),
-                      workspace=str(pipe.workspace(workspace).resolve()), alignpipe=alignpipe, stages=tuple(stages))
+                      workspace=str(pipe.workspace(workspace)), alignpipe=alignpipe, stages=tuple(stages))

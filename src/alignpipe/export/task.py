@@ -90,6 +90,6 @@ def exec_stage(pipe: Pipeline, stage: str, *, workspace: str | None = None, plat
 
 def _write_outputs(path: Path, outputs: dict[str, str]) -> None:
     """The stage's artifact ids, for platforms that track files (DVC's outs): changes iff the content does."""
-    from alignpipe.pipeline.store import LocalFS
+    from alignpipe.pipeline.fs import write_atomic
 
-    LocalFS().write_text_atomic(path, json.dumps({"outputs": outputs}, indent=1, sort_keys=True) + "\n")
+    write_atomic(path, (json.dumps({"outputs": outputs}, indent=1, sort_keys=True) + "\n").encode())

@@ -99,7 +99,7 @@ def open_model(workspace: str | os.PathLike, ref: str) -> ModelArtifact:
 
     ws = Workspace(workspace)
     try:
-        art = ws.store.get(ws.resolve(ref))
+        art = ws.show(ref)  # with its files at hand (fetched into the cache for a workspace in a bucket)
     finally:
         ws.close()
     return model_artifact(ws.store, art, ref)

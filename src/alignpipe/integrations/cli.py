@@ -80,13 +80,9 @@ def models(name: str = typer.Argument(..., help="registered model name"),
     out.print(t)
 
 
-def push(ref: str = typer.Argument(..., help="an artifact: id, id prefix, tag, or stage[.output]"),
-         dvc: str = typer.Option(..., "--dvc", help="the root of a DVC repository (a clean git tree)"),
-         path: str | None = typer.Option(None, "--path",
-                                          help="directory in the repo (default: alignpipe/STAGE.OUTPUT)"),
-         remote: str | None = typer.Option(None, "--remote", help="DVC remote (default: the repo's default)"),
-         workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS_HELP)) -> None:
-    """Version an artifact in a DVC repository and push it to its DVC remote (one git commit of the .dvc file)."""
+def push_dvc_command(ref: str, dvc: str, path: str | None, remote: str | None, workspace: str | None) -> None:
+    """`alignpipe push REF --dvc REPO`: version an artifact in a DVC repository and push it to its DVC remote
+    (one git commit of the .dvc file)."""
     from alignpipe.api import Workspace
     from alignpipe.integrations.dvc import push_dvc
 
@@ -99,5 +95,5 @@ def push(ref: str = typer.Argument(..., help="an artifact: id, id prefix, tag, o
 
 
 def add_commands(app: typer.Typer) -> None:
-    for command in (publish, register, models, push):
+    for command in (publish, register, models):
         app.command()(command)

@@ -46,9 +46,10 @@ class Checkpoints:
     newest checkpoint or the new one, never a half-written one that looks complete.
     """
 
-    def __init__(self, root: Path, keep: int = 2):
+    def __init__(self, root: Path, keep: int = 2, mirror: CheckpointMirror | None = None):
         self.root = root
         self.keep = keep
+        self.mirror = mirror
 
     def _complete(self) -> list[Checkpoint]:
         if not self.root.is_dir():
@@ -78,10 +79,54 @@ class Checkpoints:
         fsync_dir(self.root)
         for old in self._complete()[: -self.keep]:
             shutil.rmtree(old.path, ignore_errors=True)
+        if self.mirror is not None:
+            self.mirror.upload(final)
+            self.mirror.prune({c.path.name for c in self._complete()})
         return Checkpoint(step, final)
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.mirror is not None:
+            self.mirror.clear()
+
+
+class CheckpointMirror:
+    """A stage's checkpoints copied into its workspace in a bucket (work/<fingerprint>/ckpt/step-N/), so a stage
+    killed on one machine resumes on another. A step counts there once its .complete marker is uploaded, after
+    every other file of it; `restore` brings the newest complete one to a machine that has none."""
+
+    def __init__(self, fs: Any, prefix: str):
+        self.fs = fs
+        self.prefix = prefix
+
+    def upload(self, step_dir: Path) -> None:
+        files = [p for p in sorted(step_dir.rglob("*")) if p.is_file() and p.name != ".complete"]
+        rel = f"{self.prefix}/{step_dir.name}"
+        self.fs.put_files((p, f"{rel}/{p.relative_to(step_dir).as_posix()}") for p in files)
+        self.fs.write_bytes(f"{rel}/.complete", (step_dir / ".complete").read_bytes())
+
+    def prune(self, keep: set[str]) -> None:
+        for name in self.fs.listdir(self.prefix):
+            if name not in keep:
+                self.fs.rmtree(f"{self.prefix}/{name}")
+
+    def restore(self, root: Path) -> Checkpoint | None:
+        """Download the newest complete remote step into `root` (atomically: a half download is not a step)."""
+        listing = self.fs.find(self.prefix)
+        steps = sorted({k.split("/", 1)[0] for k in listing if k.endswith("/.complete")})
+        if not steps:
+            return None
+        name = steps[-1]
+        tmp = root / f".tmp-restore-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.fs.get_files((f"{self.prefix}/{k}", tmp / k[len(name) + 1:]) for k in listing
+                          if k.startswith(f"{name}/"))
+        os.rename(tmp, root / name)
+        fsync_dir(root)
+        return Checkpoint(int(name[5:]), root / name)
+
+    def clear(self) -> None:
+        self.fs.rmtree(self.prefix)
 
 
 @dataclass
@@ -98,6 +143,7 @@ class StageContext:
     attempt: int = 1
     run_id: str | None = None
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ckpt_mirror: CheckpointMirror | None = None  # a bucket workspace's copy of the checkpoints (entry sets it)
     _last_progress: float = 0.0
 
     # -- inputs and outputs -------------------------------------------------------------------------------
@@ -121,7 +167,7 @@ class StageContext:
 
     @property
     def checkpoints(self) -> Checkpoints:
-        return Checkpoints(self.work_dir / "ckpt")
+        return Checkpoints(self.work_dir / "ckpt", mirror=self.ckpt_mirror)
 
     # -- reporting ------------------------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:

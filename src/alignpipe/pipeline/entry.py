@@ -15,15 +15,17 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from alignpipe.pipeline.context import InputArtifact, StageContext
+from alignpipe.pipeline.context import CheckpointMirror, InputArtifact, StageContext
 from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
 from alignpipe.pipeline.errors import StageFailed, UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import fingerprint
+from alignpipe.pipeline.fs import write_atomic
 from alignpipe.pipeline.stagedef import StageLookupError, resolve_stage
 from alignpipe.pipeline.store import MANIFEST, CorruptArtifact, Store, check_files, hash_tree, read_manifest, seal
 
@@ -91,10 +93,12 @@ def _lock_work_dir(work_dir: Path, wait_s: float = 60.0) -> int:
             time.sleep(0.2)
 
 
-def _open_inputs(task: Task) -> dict[str, InputArtifact]:
+def _open_inputs(task: Task, store: Store | None) -> dict[str, InputArtifact]:
+    """The stage's inputs as local directories, checked: an artifact of a workspace in a bucket comes from this
+    machine's cache (fetched and re-hashed on first use)."""
     out = {}
     for name, ti in task.inputs.items():
-        path = Path(ti.path)
+        path = Path(ti.path) if ti.path else store.local_dir(ti.id)
         manifest = None
         if ti.external is None:
             try:
@@ -129,23 +133,30 @@ def execute(task: Task) -> dict[str, str]:
         problems = sdef.check(params, set(task.inputs))
         if problems:
             raise UserError([f"stage {task.stage!r} ({task.uses}): {p}" for p in problems])
-    work_dir = Path(task.work_dir)
+    store = Store(task.store).ensure() if task.store else None
+    # a bucket workspace's stage keeps its work dir in the state of the machine it runs on (its ALIGNPIPE_CACHE)
+    work_dir = Path(task.work_dir) if task.work_dir else store.work_root / task.fingerprint
     lock_fd = _lock_work_dir(work_dir)
     try:
-        inputs = _open_inputs(task)
+        inputs = _open_inputs(task, store)
         staging = work_dir / "out"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         ctx = StageContext(stage=task.stage, uses=task.uses, params=params, seed=task.seed, inputs=inputs,
                            out_root=staging, work_dir=work_dir, output_kinds=dict(sdef.outputs),
                            events_path=Path(task.events) if task.events else None, attempt=task.attempt,
-                           run_id=task.run_id)
+                           run_id=task.run_id, ckpt_mirror=_checkpoint_mirror(task, store))
+        if ctx.ckpt_mirror is not None and ctx.checkpoints.latest() is None:  # killed on another machine?
+            restored = ctx.ckpt_mirror.restore(work_dir / "ckpt")
+            if restored is not None:
+                print(f"[{task.stage}] restored checkpoint step {restored.step} from the workspace", flush=True)
         chose, policy = configure_openmp(probe)  # before the stage imports torch (pipeline.cpu)
         if chose:
             print(f"[{task.stage}] {policy}", flush=True)
-        sdef.run(ctx)
-        outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"))
-        shutil.rmtree(work_dir / "ckpt", ignore_errors=True)  # published: the checkpoints have done their job
+        with store.cache.using([i.id for i in inputs.values()]) if store and store.cache else nullcontext():
+            sdef.run(ctx)  # (the cached copies of its inputs are held: eviction skips them meanwhile)
+        outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"), store)
+        ctx.checkpoints.clear()  # published: the checkpoints (and their copy in a bucket) have done their job
         return outputs
     except BaseException:
         if task.out and not any((work_dir / "ckpt").glob("step-*")):  # manual mode: leave no trace of a failure
@@ -153,6 +164,13 @@ def execute(task: Task) -> dict[str, str]:
         raise
     finally:
         os.close(lock_fd)
+
+
+def _checkpoint_mirror(task: Task, store: Store | None) -> CheckpointMirror | None:
+    """A bucket workspace keeps a copy of the stage's checkpoints, so another machine can resume it."""
+    if store is None or not store.remote or not task.fingerprint:
+        return None
+    return CheckpointMirror(store.fs, f"work/{task.fingerprint}/ckpt")
 
 
 def _remove_work_dir(work_dir: Path) -> None:
@@ -163,7 +181,8 @@ def _remove_work_dir(work_dir: Path) -> None:
         pass
 
 
-def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]) -> dict[str, str]:
+def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any], store: Store | None
+             ) -> dict[str, str]:
     missing = [n for n in ctx.output_kinds if not (ctx.out_root / n).is_dir()]
     if missing:
         raise StageFailed(f"stage {task.stage!r} ({task.uses}) finished without writing output(s) {missing}; "
@@ -171,7 +190,6 @@ def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]
     inputs_meta = {n: ({"id": i.id, "external": i.external} if i.external else {"id": i.id})
                    for n, i in task.inputs.items()}
     code = code_version()
-    store = Store(task.store).ensure() if task.store else None
     outputs = {}
     for name, kind in ctx.output_kinds.items():
         meta = {
@@ -307,9 +325,7 @@ def run_task_file(path: str) -> int:
 
 def _write_result(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
-        from alignpipe.pipeline.store import LocalFS
-
-        LocalFS().write_text_atomic(path, json.dumps(data))
+        write_atomic(path, json.dumps(data).encode())
 
 
 if __name__ == "__main__":  # `python -m alignpipe.pipeline.entry TASK`: the local executor's lean form of

@@ -16,9 +16,13 @@ ray.cancel(force=True), which kills the worker and, through PDEATHSIG, the stage
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +80,9 @@ class LocalExecutor:
     def machine(self) -> Machine:
         return Machine.detect()
 
+    def prepare(self, store: Any) -> None:
+        """Stages run here: they share this machine's disk with the runner whatever the workspace."""
+
     def start(self, cmd: list[str], env: dict[str, str], cwd: str, log_path: str, resources: Resources) -> Handle:
         return LocalHandle(_spawn(cmd, env, cwd, log_path))
 
@@ -87,11 +94,24 @@ class LocalExecutor:
 # Ray
 
 
-def _run_in_ray(cmd: list[str], env: dict[str, str], cwd: str, log_path: str, grace: float) -> int:
-    """The Ray task: the same stage process, on this node, with the GPUs Ray gave this task."""
+SHIPPED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "PYTHONPATH")
+
+
+def shipped_env(env: dict[str, str]) -> dict[str, str]:
+    """What a Ray task carries to its node: the stage's placement settings and alignpipe's own variables, not the
+    runner's whole environment (credentials come from each node's own provider chain; its cache is its own)."""
+    return {k: v for k, v in env.items() if k in SHIPPED or (k.startswith("ALIGNPIPE_") and k != "ALIGNPIPE_CACHE")}
+
+
+def _node_env(env: dict[str, str]) -> dict[str, str]:
     import ray
 
-    env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(str(int(g)) for g in ray.get_gpu_ids())}
+    return {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(str(int(g)) for g in ray.get_gpu_ids())}
+
+
+def _run_in_ray(cmd: list[str], env: dict[str, str], cwd: str, log_path: str, grace: float) -> int:
+    """The Ray task: the same stage process, on this node, with the GPUs Ray gave this task."""
+    env = _node_env(env)
     proc = _spawn(cmd, env, cwd, log_path)
     stop = Path(log_path + ".stop")
     while proc.poll() is None:
@@ -139,6 +159,98 @@ class RayHandle:
             ray.cancel(self.ref, force=True)
 
 
+class _Relay:
+    """A Ray actor beside the runner: stages on nodes without the runner's disk push their events, log and result
+    here, and the runner drains them into its local files; it also carries stop requests to the nodes."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, list[tuple[str, bytes]]] = {}
+        self.stops: set[str] = set()
+
+    def push(self, key: str, kind: str, data: bytes) -> None:
+        self.chunks.setdefault(key, []).append((kind, data))
+
+    def drain(self, key: str) -> list[tuple[str, bytes]]:
+        return self.chunks.pop(key, [])
+
+    def stop(self, key: str) -> None:
+        self.stops.add(key)
+
+    def stopped(self, key: str) -> bool:
+        return key in self.stops
+
+
+def _run_in_ray_relayed(task_text: str, env: dict[str, str], key: str, relay: Any, grace: float) -> int:
+    """The Ray task on a node that does not share the runner's disk: the task's files live in a node-local
+    directory (its work dir and cache are the node's own, under its ALIGNPIPE_CACHE); every half second the new
+    bytes of its events and log go to the relay, and the result when it ends."""
+    import ray
+
+    node = Path(tempfile.mkdtemp(prefix="alignpipe-stage-"))
+    task = json.loads(task_text)
+    task.update(events=str(node / "events.jsonl"), result=str(node / "result.json"), work_dir="")
+    (node / "task.json").write_text(json.dumps(task))
+    files = {"events": node / "events.jsonl", "log": node / "stage.log"}
+    sent = dict.fromkeys(files, 0)
+
+    def forward() -> None:
+        for kind, path in files.items():
+            if path.exists() and path.stat().st_size > sent[kind]:
+                with open(path, "rb") as f:
+                    f.seek(sent[kind])
+                    data = f.read()
+                sent[kind] += len(data)
+                relay.push.remote(key, kind, data)
+
+    proc = _spawn([sys.executable, "-m", "alignpipe.pipeline.entry", str(node / "task.json")], _node_env(env),
+                  str(node), str(files["log"]))
+    try:
+        while proc.poll() is None:
+            forward()
+            if ray.get(relay.stopped.remote(key)):
+                signal_group(proc, signal.SIGTERM)
+                deadline = time.monotonic() + grace
+                while proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                signal_group(proc, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.5)
+        forward()
+        result = node / "result.json"
+        if result.exists():
+            ray.get(relay.push.remote(key, "result", result.read_bytes()))  # delivered before the task returns
+        return proc.returncode
+    finally:
+        shutil.rmtree(node, ignore_errors=True)
+
+
+class RelayedHandle(RayHandle):
+    """A relayed Ray task's handle: polling also writes what the node sent into the runner's local files."""
+
+    def __init__(self, ref: Any, relay: Any, key: str, files: dict[str, Path]):
+        super().__init__(ref, files["log"].with_name(files["log"].name + ".stop"))
+        self.relay, self.key, self.files = relay, key, files
+
+    def _drain(self) -> None:
+        import ray
+
+        for kind, data in ray.get(self.relay.drain.remote(self.key)):
+            mode = "wb" if kind == "result" else "ab"
+            with open(self.files[kind], mode) as f:
+                f.write(data)
+
+    def poll(self) -> int | None:
+        done = self.code is not None
+        code = super().poll()
+        if not done:
+            self._drain()  # after the task ended too: the result it pushed last
+        return code
+
+    def terminate(self) -> None:
+        self.relay.stop.remote(self.key)
+
+
 class RayExecutor:
     """Connects to a Ray cluster (`address`: "auto", "ray://host:port", or None to start a local one)."""
 
@@ -157,6 +269,7 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: {e}") from None
         self._task = ray.remote(max_retries=0)(_run_in_ray)  # retries are the runner's, with backoff and resume
+        self._relay: Any = None
 
     def machine(self) -> Machine:
         import ray
@@ -165,12 +278,29 @@ class RayExecutor:
         return Machine(cpus=int(res.get("CPU", 0)), gpus=int(res.get("GPU", 0)), memory=int(res.get("memory", 0))
                        or None)
 
+    def prepare(self, store: Any) -> None:
+        """A workspace in a bucket needs no disk shared with the nodes: stages then run from a copy of their task
+        on the node, and send their events, log and result back through a relay actor."""
+        if store.remote and self._relay is None:
+            import ray
+
+            self._relay = ray.remote(_Relay).options(num_cpus=0).remote()
+            self._relay_task = ray.remote(max_retries=0)(_run_in_ray_relayed)
+
     def start(self, cmd: list[str], env: dict[str, str], cwd: str, log_path: str, resources: Resources) -> Handle:
         opts: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
         if resources.memory:
             opts["memory"] = resources.memory
-        ref = self._task.options(**opts).remote(cmd, env, cwd, log_path, self.kill_grace)
-        return RayHandle(ref, Path(log_path + ".stop"))
+        if self._relay is None:
+            ref = self._task.options(**opts).remote(cmd, shipped_env(env), cwd, log_path, self.kill_grace)
+            return RayHandle(ref, Path(log_path + ".stop"))
+        task_path = Path(cmd[-1])
+        task = json.loads(task_path.read_text())
+        key = f"{task.get('run_id')}/{task['stage']}/{task.get('attempt')}"
+        ref = self._relay_task.options(**opts).remote(task_path.read_text(), shipped_env(env), key, self._relay,
+                                                      self.kill_grace)
+        return RelayedHandle(ref, self._relay, key, {"events": Path(task["events"]), "log": Path(log_path),
+                                                     "result": Path(task["result"])})
 
     def close(self) -> None:
         import ray

@@ -27,15 +27,17 @@ from alignpipe.pipeline.external import materialize
 from alignpipe.pipeline.fingerprint import fingerprint
 from alignpipe.pipeline.gates import check_gates
 from alignpipe.pipeline.graph import ancestors, select
-from alignpipe.pipeline.journal import Attempt, Journal, WorkspaceLock
+from alignpipe.pipeline.journal import Attempt, Journal, check_journal_url, record_journal_url
+from alignpipe.pipeline.lease import workspace_lock
 from alignpipe.pipeline.spec import External, Machine, Pipeline, Stage, StageRef
-from alignpipe.pipeline.store import DamagedRef, Store, check_workspace_writable, hash_tree
+from alignpipe.pipeline.store import DamagedRef, MissingArtifact, Store, check_workspace, hash_tree, log_key
 
 CACHE_HIT_CHECK = {"always": "full", "inputs": "stat", "never": "size"}  # verify mode -> store.check_files level
 
 TERMINAL = {"done", "cached", "failed", "rejected", "skipped", "interrupted"}
 BLOCKING = {"failed", "rejected", "skipped", "interrupted"}  # a stage in one of these states stops its descendants
 LOG_TAIL_LINES = 30
+LOG_MIRROR_S = 2.0
 
 
 @dataclass
@@ -48,6 +50,7 @@ class RunOptions:
     wait: bool = False  # wait for the workspace lock instead of refusing
     verify: str | None = None  # overrides the spec's `verify` (always, inputs, never)
     new_journal: bool = False  # move a damaged journal aside and start a new one
+    journal: str | None = None  # a PostgreSQL journal's URL; overrides the spec's `journal`
     platform: str | None = None  # a workflow platform's task (`alignpipe stage exec`): shares the workspace lock
     platform_run_id: str | None = None
     retry_base_delay: float = field(default_factory=lambda: float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0")))
@@ -90,6 +93,7 @@ class _Running:
     gpus: list[int]
     cpus: float
     events_offset: int = 0
+    log_mirrored: tuple[float, int] = (0.0, -1)  # (when, size) the log was last mirrored to a bucket workspace
     kill_deadline: float | None = None
     reason: str | None = None  # "timeout" once the runner started stopping it for overrunning
 
@@ -102,7 +106,7 @@ class Runner:
         self.report = report or (lambda e: None)
         self.executor = executor or LocalExecutor()
         self.machine = machine or self.executor.machine()
-        self.ws = pipeline.workspace(options.workspace).resolve()
+        self.ws = pipeline.workspace(options.workspace)
         self.store = Store(self.ws)
         self.deps = {n: s.deps for n, s in pipeline.stages.items()}
         self.verify = options.verify or pipeline.spec.verify
@@ -124,7 +128,7 @@ class Runner:
 
     def _external(self, journal: Journal, uri: str) -> tuple[str, str]:
         """(local path, content id) of an external input; hashes are cached by path, size and mtime."""
-        path = materialize(uri, self.ws)
+        path = materialize(uri, self.store.state)
         st = path.stat()
         size, mtime = _tree_stat(path) if path.is_dir() else (st.st_size, st.st_mtime_ns)
         cached = journal.external_id(str(path), size, mtime)
@@ -140,7 +144,9 @@ class Runner:
         for name, src in st.inputs.items():
             if isinstance(src, StageRef):
                 art_id = states[src.stage].outputs[src.output]
-                out[name] = TaskInput(path=str(self.store.artifacts_dir / art_id), id=art_id)
+                # a bucket's artifacts have no shared path: the stage process fetches them into its machine's cache
+                path = "" if self.store.remote else str(self.store.artifacts_dir / art_id)
+                out[name] = TaskInput(path=path, id=art_id)
             else:
                 local, art_id = ext[src.uri]
                 out[name] = TaskInput(path=local, id=art_id, external=src.uri)
@@ -148,17 +154,24 @@ class Runner:
 
     # -- main loop ---------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        check_workspace_writable(self.ws)
+        check_workspace(self.store)
         self.store.ensure()
-        lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait, shared=self.o.platform is not None)
+        self.executor.prepare(self.store)
+        journal_url = self.o.journal or self.p.spec.journal or os.environ.get("ALIGNPIPE_JOURNAL")
+        if journal_url:
+            record_journal_url(self.store, check_journal_url(journal_url))  # every machine finds it from now on
+        lock = workspace_lock(self.store).acquire(wait=self.o.wait, shared=self.o.platform is not None)
+        for note in getattr(lock, "notes", ()):
+            self.report({"event": "warning", "stage": None, "message": note})
         try:
-            journal = Journal(self.ws, new_if_damaged=self.o.new_journal, report=self.report)
+            journal = Journal(self.ws, new_if_damaged=self.o.new_journal, report=self.report, url=journal_url)
         except BaseException:
             lock.release()
             raise
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             run_id = journal.start_run(self.p.name, self.p.source, sys.argv, self.o.platform, self.o.platform_run_id)
+            lock.name_run(run_id)
             result = self._loop(journal, run_id)
             journal.end_run(run_id, result.status)
             return result
@@ -248,7 +261,10 @@ class Runner:
             return None
         level = CACHE_HIT_CHECK[self.verify]
         for art_id in hit.values():
-            problems = self.store.verify(art_id, level=level)
+            try:
+                problems = self.store.verify(art_id, level=level)
+            except MissingArtifact:  # removed since (gc): a miss, nothing to quarantine
+                return None
             if problems:
                 where = self.store.quarantine(art_id, problems)
                 self.report({"event": "warning", "stage": name, "message": (
@@ -284,7 +300,8 @@ class Runner:
         log_path = self.store.logs_root / run_id / f"{st.name}-{s.attempts}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         task = Task(stage=st.name, uses=st.spec.uses, params=st.params.model_dump(mode="json"), seed=st.seed,
-                    inputs=s.inputs, work_dir=str(work), store=str(self.ws), verify=self.verify,
+                    inputs=s.inputs, work_dir="" if self.store.remote else str(work), store=str(self.ws),
+                    verify=self.verify,
                     fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
                     events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"),
                     platform=self.o.platform, platform_run_id=self.o.platform_run_id)
@@ -304,7 +321,25 @@ class Runner:
                      "fingerprint": s.fingerprint})
         return _Running(handle, attempt_dir, log_path, started, gpus, st.resources.cpus)
 
+    def _mirror_log(self, r: _Running, final: bool = False) -> None:
+        """A bucket workspace gets the stage's log as it grows (every LOG_MIRROR_S at most, and when it ends), so
+        `alignpipe logs -f` follows it from any machine."""
+        if not self.store.remote:
+            return
+        when, size = r.log_mirrored
+        try:
+            now_size = r.log_path.stat().st_size
+        except OSError:
+            return
+        if now_size != size and (final or time.time() - when >= LOG_MIRROR_S):
+            try:
+                self.store.fs.write_bytes(log_key(r.log_path), r.log_path.read_bytes())
+                r.log_mirrored = (time.time(), now_size)
+            except UserError as e:  # the journal and the local file keep it; the mirror catches up next time
+                self.report({"event": "warning", "stage": None, "message": f"log not mirrored: {e}"})
+
     def _pump_events(self, journal: Journal, run_id: str, s: StageState, r: _Running) -> None:
+        self._mirror_log(r)
         path = r.attempt_dir / "events.jsonl"
         try:
             with open(path) as f:
@@ -347,6 +382,7 @@ class Runner:
         if r.reason == "timeout":
             r.handle.kill()  # grandchildren that ignored SIGTERM
         self._pump_events(journal, run_id, s, r)
+        self._mirror_log(r, final=True)
         result = _read_json(r.attempt_dir / "result.json")
         if code == 0 and result and result.get("status") == "done":
             s.state, s.outputs, s.error = "done", result["outputs"], None

@@ -99,11 +99,26 @@ class PipelineSpec(StrictParams):
     name: str
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
     workspace: str | None = None
+    journal: str | None = Field(default=None, description=(
+        "postgresql://USER@HOST:PORT/DB: a journal several machines share (password from PGPASSWORD or ~/.pgpass); "
+        "default: the embedded SQLite journal"))
     verify: VerifyMode = Field(default="inputs", description=(
         "re-hashing of artifacts: 'inputs' re-hashes what a running stage consumes and re-hashes a cache hit's "
         "files modified since it was sealed; 'always' re-hashes every cache hit in full; 'never' checks sizes only"))
     tracking: TrackingSpec | None = None
     stages: dict[str, StageSpec]
+
+    @field_validator("journal")
+    @classmethod
+    def _journal(cls, url: str | None) -> str | None:
+        from alignpipe.pipeline.journal import check_journal_url
+
+        if url is not None:
+            try:
+                check_journal_url(url)
+            except UserError as e:
+                raise ValueError(str(e)) from None
+        return url
 
     @model_validator(mode="before")
     @classmethod
@@ -164,8 +179,9 @@ class Pipeline:
     def name(self) -> str:
         return self.spec.name
 
-    def workspace(self, override: str | os.PathLike | None = None) -> Path:
-        """The workspace directory: `override` (relative to the cwd), else the spec's (relative to its file)."""
+    def workspace(self, override: str | os.PathLike | None = None) -> Path | str:
+        """The workspace: `override` (relative to the cwd), else the spec's (relative to its file); a local
+        directory (absolute) or an object-store URI."""
         from alignpipe.pipeline.store import workspace_location
 
         return workspace_location(override or self.spec.workspace or "workspace",

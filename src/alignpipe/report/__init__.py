@@ -67,12 +67,19 @@ def render_html(workspace: str | os.PathLike, run: str | None = None, compare: s
     return render(data) if compare is None else render_compare(data, _run_data(workspace, compare))
 
 
+def default_path(workspace: str | os.PathLike) -> Path:
+    """WORKSPACE/report.html; for a workspace in a bucket, in this machine's state dir for it (and uploaded)."""
+    from alignpipe.pipeline.cache import local_state
+
+    return local_state(workspace) / DEFAULT_NAME
+
+
 def write_report(workspace: str | os.PathLike, run: str | None = None, out: str | os.PathLike | None = None,
                  compare: str | None = None) -> Path:
     """Write the report of `run` (default: the latest) — or of `run` vs `compare` — to `out` (default
     WORKSPACE/report.html), atomically; returns its path."""
     text = render_html(workspace, run, compare)
-    path = Path(out) if out is not None else Path(workspace) / DEFAULT_NAME
+    path = Path(out) if out is not None else default_path(workspace)
     if path.is_dir():
         raise UserError(f"{path}: is a directory; give the report's file name, e.g. {path / DEFAULT_NAME}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -82,4 +89,8 @@ def write_report(workspace: str | os.PathLike, run: str | None = None, out: str 
     except FileNotFoundError:
         tmp.unlink(missing_ok=True)
         raise UserError(f"{path}: its directory does not exist; create it or choose another -o path") from None
+    if "://" in str(workspace) and path == default_path(workspace):  # the bucket keeps the latest run's report
+        from alignpipe.pipeline.fs import open_fs
+
+        open_fs(workspace).write_bytes(DEFAULT_NAME, text.encode())
     return path

@@ -57,9 +57,9 @@ def after_run(result: Any, quiet: bool, as_json: bool) -> None:
     """Write WORKSPACE/report.html for the run that just ended. A run whose every stage was a cache hit of the
     artifacts the existing report shows keeps that report (it says when they were really made) and costs a no-op
     rerun nothing. A report that cannot be written is a warning, never a failed run."""
-    from alignpipe.report import DEFAULT_NAME, outputs_digest, report_digest, write_report
+    from alignpipe.report import default_path, outputs_digest, report_digest, write_report
 
-    path = Path(result.workspace) / DEFAULT_NAME
+    path = default_path(result.workspace)
     kept = (all(s.state == "cached" for s in result.stages.values())
             and report_digest(path) == outputs_digest({n: s.outputs for n, s in result.stages.items()}))
     if not kept:

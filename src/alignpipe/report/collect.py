@@ -15,7 +15,7 @@ from typing import Any
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.journal import Attempt, Journal
 from alignpipe.pipeline.runner import attempt_path
-from alignpipe.pipeline.store import Store
+from alignpipe.pipeline.store import Store, workspace_location
 
 SAMPLE_ROWS = 12  # held-out prompts shown side by side
 
@@ -107,12 +107,12 @@ def repeated_bigrams(text: str) -> float:
 
 
 def open_journal(workspace: str | os.PathLike) -> Journal:
-    return Journal(Path(workspace), readonly=True)
+    return Journal(workspace, readonly=True)
 
 
 def collect(workspace: str | os.PathLike, run_ref: str | None = None, journal: Journal | None = None) -> RunData:
     """Everything a report of run `run_ref` (id, prefix; default the latest) needs, read from `workspace`."""
-    ws = Path(workspace).resolve()
+    ws = workspace_location(workspace, Path.cwd())  # a directory, or a bucket's URI
     own = journal is None
     journal = journal or open_journal(ws)
     try:
@@ -171,7 +171,7 @@ def _uses(store: Store, rec: StageRecord) -> str:
 def _evaluation(store: Store, rec: StageRecord) -> Evaluation | None:
     if rec.uses != "evaluate" or "out" not in rec.outputs or not store.has(rec.outputs["out"]):
         return None
-    root = store.get(rec.outputs["out"]).path
+    root = store.local_dir(rec.outputs["out"])
     try:
         metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
         lines = (root / "responses.jsonl").read_text(encoding="utf-8").splitlines()

@@ -54,6 +54,7 @@ def run_count(ctx: StageContext) -> None:
             ctx.progress(i + 1, len(lines), p.unit)
             time.sleep(p.delay)
     ctx.log_metrics(len(lines), distinct=len(counts))
+    ctx.log(f"{sum(counts.values())} {p.unit} in {len(lines)} lines, {len(counts)} distinct")
     (ctx.output_dir() / "counts.json").write_text(json.dumps(counts, sort_keys=True, indent=1))
     ctx.annotate(distinct=len(counts), total=sum(counts.values()))
 

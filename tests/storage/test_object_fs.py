@@ -1,0 +1,75 @@
+"""The file interface's two twins behave alike where the store relies on them: atomic replace, exclusive create,
+listings with sizes, conditional replace (leases) — on a local directory, memory:// and a real S3 server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from alignpipe.pipeline.errors import UserError
+from alignpipe.pipeline.fs import LocalFS, ObjectFS, open_fs
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def fs(request, tmp_path):
+    if request.param == "local":
+        return LocalFS(tmp_path / "ws")
+    if request.param == "memory":
+        return ObjectFS(f"memory://ws-{uuid.uuid4().hex}")
+    return ObjectFS(request.getfixturevalue("s3") + "/prefix")
+
+
+def test_write_read_create_list_find_remove(fs):
+    fs.write_bytes("refs/a.json", b"1")
+    fs.write_bytes("refs/a.json", b"22")  # replace
+    assert fs.read_bytes("refs/a.json") == b"22"
+    assert fs.create("artifacts/x/manifest.json", b"first")
+    assert not fs.create("artifacts/x/manifest.json", b"second")  # exclusive: the first stays
+    assert fs.read_bytes("artifacts/x/manifest.json") == b"first"
+    fs.write_bytes("artifacts/x/sub/w.bin", b"abc")
+    assert fs.listdir("") == ["artifacts", "refs"] and fs.listdir("artifacts") == ["x"]
+    assert {k: v.size for k, v in fs.find("artifacts/x").items()} == {"manifest.json": 5, "sub/w.bin": 3}
+    assert fs.listdir("nothing") == [] and fs.find("nothing") == {}
+    with pytest.raises(FileNotFoundError):
+        fs.read_bytes("refs/none.json")
+    fs.remove("refs/a.json")
+    fs.remove("refs/a.json")  # absent: no error
+    assert not fs.exists("refs/a.json")
+    fs.rmtree("artifacts/x")
+    assert fs.find("artifacts") == {}
+
+
+@pytest.mark.parametrize("url", ["memory", "s3"])
+def test_conditional_replace_wins_once(url, request):
+    base = f"memory://ws-{uuid.uuid4().hex}" if url == "memory" else request.getfixturevalue("s3")
+    fs = ObjectFS(base)
+    fs.write_bytes("locks/l.json", b"v1")
+    _, tag = fs.read_with_etag("locks/l.json")
+    assert fs.replace_if("locks/l.json", b"v2", tag)
+    assert not fs.replace_if("locks/l.json", b"v3", tag)  # the version it named is gone
+    assert fs.read_bytes("locks/l.json") == b"v2"
+    assert fs.replace_if("locks/new.json", b"x", None) and not fs.replace_if("locks/new.json", b"y", None)
+
+
+def test_transfers_in_parallel_with_sizes_kept(s3, tmp_path):
+    fs = ObjectFS(s3)
+    src = tmp_path / "src"
+    for i in range(20):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}.bin").write_bytes(bytes([i]) * (1000 * i + 1))
+    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.bin"))
+    fs.put_files((src / f, f"up/{f}") for f in files)
+    fs.get_files((f"up/{f}", tmp_path / "down" / f) for f in files)
+    assert all((tmp_path / "down" / f).read_bytes() == (src / f).read_bytes() for f in files)
+
+
+def test_open_fs_picks_the_twin(tmp_path):
+    assert isinstance(open_fs(tmp_path), LocalFS) and isinstance(open_fs(f"file://{tmp_path}"), LocalFS)
+    assert isinstance(open_fs("memory://x"), ObjectFS)
+
+
+def test_a_missing_bucket_is_one_line(s3):
+    fs = ObjectFS(s3.replace("s3://b-", "s3://nosuch-") + "/ws")
+    with pytest.raises(UserError, match=r"workspace s3://nosuch-\w+/ws: the bucket 'nosuch-\w+' does not exist"):
+        fs.check_root()
