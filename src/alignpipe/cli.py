@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from alignpipe.distributed.cli import add_commands as add_distributed_commands
 from alignpipe.integrations.cli import add_commands as add_integration_commands
 from alignpipe.labeling.cli import app as label_app
 from alignpipe.pipeline.errors import UserError
@@ -402,6 +403,7 @@ def stage_run(
 
 
 add_integration_commands(app)  # publish, register, push, pull: alignpipe.integrations.cli
+add_distributed_commands(app)  # plan: alignpipe.distributed.cli
 
 
 def main() -> None:

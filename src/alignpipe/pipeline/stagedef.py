@@ -82,6 +82,10 @@ class StageDef:
     default_cpus: float = 1.0
     # cross-field validation at spec time: (params, names of the inputs given) -> problems ("field: message")
     check: Callable[[BaseModel, set[str]], list[str]] | None = None
+    # runs as torch.distributed ranks when its resources ask for more than one process (alignpipe.distributed)
+    distributed: bool = False
+    # the models a run holds, for resources.placement: (params, names of the inputs given) -> names
+    models: Callable[[BaseModel, set[str]], tuple[str, ...]] | None = None
 
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
         return self.params.model_validate(raw or {})

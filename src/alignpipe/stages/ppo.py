@@ -137,6 +137,13 @@ def check(p: Params, inputs: set[str]) -> list[str]:
     return problems
 
 
+def models(p: Params, inputs: set[str]) -> tuple[str, ...]:
+    """The models a run holds (resources.placement names them): a separate critic unless critic is shared (a value
+    head on the actor), a reward model unless params.reward_function scores."""
+    return ("actor", *(("critic",) if p.critic == "separate" else ()), "reference",
+            *(("reward_model",) if "reward_model" in inputs else ()))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -530,7 +537,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="ppo", version="2", params=Params, run=run, check=check,
+    name="ppo", version="2", params=Params, run=run, check=check, distributed=True, models=models,
     inputs={"policy": InputDef("model", doc="πSFT: the initial policy and the frozen reference"),
             "reward_model": InputDef("model", required=False, doc="Rφ (or params.reward_function)"),
             "prompts": InputDef("dataset", doc='{"prompt"} records: a file or a dataset dir'),

@@ -171,7 +171,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="pretrain", version="2", params=Params, run=run,
+    name="pretrain", version="2", params=Params, run=run, distributed=True,
     inputs={"corpus": InputDef("dataset", doc='{"text"} records: a .jsonl file or a dataset dir')},
     outputs={"model": "model"}, check=check, doc=__doc__ or "",
 )

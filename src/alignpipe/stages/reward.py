@@ -299,7 +299,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="reward", version="3", params=Params, run=run,
+    name="reward", version="3", params=Params, run=run, distributed=True,
     inputs={"model": InputDef("model", doc="πSFT: a HF causal LM directory whose backbone initializes the RM"),
             "data": InputDef("dataset", doc="preference pairs (label's output or a prompt/chosen/rejected file)"),
             "calibration": InputDef("dataset", required=False,

@@ -184,7 +184,7 @@ def run(ctx: StageContext) -> None:
 
 
 STAGE = StageDef(
-    name="sft", version="2", params=Params, run=run,
+    name="sft", version="2", params=Params, run=run, distributed=True,
     inputs={"model": InputDef("model", doc="a HF causal LM directory (pretrain output or any checkpoint)"),
             "data": InputDef("dataset", doc="demonstrations: prompt/completion or chat messages")},
     outputs={"model": "model"}, doc=__doc__ or "",
