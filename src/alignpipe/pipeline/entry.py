@@ -57,6 +57,18 @@ class Task(BaseModel):
     attempt: int = 1
     events: str | None = None
     result: str | None = None
+    resources: dict[str, Any] | None = None  # the stage's resources (spec.Resources); world size, placement
+
+
+def world_size(task: Task) -> int:
+    """Processes the task runs as (resources nodes × procs_per_node; 1 without resources)."""
+    r = task.resources or {}
+    return int(r.get("nodes", 1)) * int(r.get("procs_per_node", 1))
+
+
+def rank() -> int:
+    """This process's rank in a multi-process stage (alignpipe.distributed.launch sets RANK), else 0."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 def code_version() -> dict[str, Any]:
@@ -89,7 +101,7 @@ def _lock_work_dir(work_dir: Path, wait_s: float = 60.0) -> int:
             time.sleep(0.2)
 
 
-def _open_inputs(task: Task) -> dict[str, InputArtifact]:
+def _open_inputs(task: Task, level: str = "full") -> dict[str, InputArtifact]:
     out = {}
     for name, ti in task.inputs.items():
         path = Path(ti.path)
@@ -103,7 +115,7 @@ def _open_inputs(task: Task) -> dict[str, InputArtifact]:
             except CorruptArtifact as e:
                 raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: {e}") from None
             # re-hashed before use: a stage never trains on corrupt bytes (unless the pipeline says verify: never)
-            problems = check_files(path, manifest, level="size" if task.verify == "never" else "full", art_id=ti.id)
+            problems = check_files(path, manifest, level="size" if task.verify == "never" else level, art_id=ti.id)
             if problems:
                 raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: artifact {ti.id[:12]} is corrupt: "
                                   f"{'; '.join(problems)}. Run `alignpipe verify`, then rerun its producer with "
@@ -128,29 +140,37 @@ def execute(task: Task) -> dict[str, str]:
         if problems:
             raise UserError([f"stage {task.stage!r} ({task.uses}): {p}" for p in problems])
     work_dir = Path(task.work_dir)
-    lock_fd = _lock_work_dir(work_dir)
+    me = rank()  # a rank of a multi-process stage: rank 0 publishes, the others only train (distributed.launch)
+    lock_fd = None if os.environ.get("ALIGNPIPE_WORK_LOCKED") or me else _lock_work_dir(work_dir)
     try:
-        inputs = _open_inputs(task)
-        staging = work_dir / "out"
+        inputs = _open_inputs(task, "full" if me == 0 else "size")  # rank 0 re-hashes them for every rank
+        staging = work_dir / ("out" if me == 0 else f"out-rank{me}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         ctx = StageContext(stage=task.stage, uses=task.uses, params=params, seed=task.seed, inputs=inputs,
                            out_root=staging, work_dir=work_dir, output_kinds=dict(sdef.outputs),
-                           events_path=Path(task.events) if task.events else None, attempt=task.attempt,
-                           run_id=task.run_id)
+                           events_path=Path(task.events) if task.events and me == 0 else None, attempt=task.attempt,
+                           run_id=task.run_id, resources=dict(task.resources or {}), rank=me)
         chose, policy = configure_openmp(probe)  # before the stage imports torch (pipeline.cpu)
         if chose:
             print(f"[{task.stage}] {policy}", flush=True)
         sdef.run(ctx)
+        if me:
+            shutil.rmtree(staging, ignore_errors=True)
+            return {}
+        if sdef.distributed:  # the artifact records how many processes made it (not part of the fingerprint)
+            for name in ctx.output_kinds:
+                ctx.annotate(name, world_size=world_size(task))
         outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"))
         shutil.rmtree(work_dir / "ckpt", ignore_errors=True)  # published: the checkpoints have done their job
         return outputs
     except BaseException:
-        if task.out and not any((work_dir / "ckpt").glob("step-*")):  # manual mode: leave no trace of a failure
-            _remove_work_dir(work_dir)                                 # that has nothing to resume from
+        if task.out and me == 0 and not any((work_dir / "ckpt").glob("step-*")):  # manual mode: leave no trace
+            _remove_work_dir(work_dir)                                      # of a failure with nothing to resume
         raise
     finally:
-        os.close(lock_fd)
+        if lock_fd is not None:
+            os.close(lock_fd)
 
 
 def _remove_work_dir(work_dir: Path) -> None:
@@ -286,9 +306,12 @@ def read_task(path: str) -> Task:
 
 
 def run_task_file(path: str) -> int:
-    """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else."""
+    """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else. A task of several
+    processes makes this process their launcher (alignpipe.distributed.launch); each rank enters here again."""
     task = read_task(path)
-    result_path = Path(task.result) if task.result else None
+    if world_size(task) > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _launch(path, task)
+    result_path = Path(task.result) if task.result and rank() == 0 else None
     try:
         outputs = execute(task)
     except (UserError, StageFailed) as e:
@@ -299,6 +322,21 @@ def run_task_file(path: str) -> int:
         return 130
     _write_result(result_path, {"status": "done", "outputs": outputs})
     return 0
+
+
+def _launch(path: str, task: Task) -> int:
+    """This process starts the task's ranks here and holds its work dir for them."""
+    from alignpipe.distributed.launch import launch_local
+
+    if int((task.resources or {}).get("nodes", 1)) > 1:
+        print(f"error: stage {task.stage!r} spans {task.resources['nodes']} nodes: run it with --executor ray",
+              file=sys.stderr, flush=True)
+        return 2
+    lock_fd = _lock_work_dir(Path(task.work_dir))
+    try:
+        return launch_local(path, world_size(task), log=lambda msg: print(f"[{task.stage}] {msg}", flush=True))
+    finally:
+        os.close(lock_fd)
 
 
 def _write_result(path: Path | None, data: dict[str, Any]) -> None:

@@ -92,6 +92,11 @@ def _run_in_ray(cmd: list[str], env: dict[str, str], cwd: str, log_path: str, gr
     import ray
 
     env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(str(int(g)) for g in ray.get_gpu_ids())}
+    return _run_in_ray_process(cmd, env, cwd, log_path, grace)
+
+
+def _run_in_ray_process(cmd: list[str], env: dict[str, str], cwd: str, log_path: str, grace: float) -> int:
+    """Run the stage command here until it exits, or the stop file next to its log asks it to stop."""
     proc = _spawn(cmd, env, cwd, log_path)
     stop = Path(log_path + ".stop")
     while proc.poll() is None:
@@ -162,10 +167,17 @@ class RayExecutor:
         import ray
 
         res = ray.cluster_resources()
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         return Machine(cpus=int(res.get("CPU", 0)), gpus=int(res.get("GPU", 0)), memory=int(res.get("memory", 0))
-                       or None)
+                       or None, nodes=max(1, len(nodes)), node_cpus=int(max((n.get("CPU", 0) for n in nodes),
+                                                                               default=res.get("CPU", 0))),
+                       node_gpus=int(max((n.get("GPU", 0) for n in nodes), default=res.get("GPU", 0))))
 
     def start(self, cmd: list[str], env: dict[str, str], cwd: str, log_path: str, resources: Resources) -> Handle:
+        if resources.world_size > 1:  # one actor per rank in a placement group (alignpipe.distributed.launch)
+            from alignpipe.distributed.launch import start_ray_ranks
+
+            return start_ray_ranks(cmd, env, cwd, log_path, resources, self.kill_grace)
         opts: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
         if resources.memory:
             opts["memory"] = resources.memory

@@ -62,6 +62,18 @@ class Resources(StrictParams):
     def world_size(self) -> int:
         return self.nodes * self.procs_per_node
 
+    @property
+    def total_cpus(self) -> float:
+        return self.cpus * self.world_size
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus * self.world_size
+
+    @property
+    def total_memory(self) -> int:
+        return (self.memory or 0) * self.world_size
+
     @field_validator("placement")
     @classmethod
     def _placement(cls, v: str | list[list[str]] | None) -> str | list[list[str]] | None:

@@ -1,0 +1,117 @@
+"""DDP with gloo, 2 processes, on the shortened built-in pipeline: sft and reward follow the 1-process loss curves
+(same samples per step, within 1e-5 per step), record the world size, and a kill -9 of either rank followed by a
+rerun resumes to the artifact of an uninterrupted 2-process run, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignpipe.pipeline.store import Store
+from pipelines import MINI, rlhf_spec
+
+pytestmark = pytest.mark.slow
+SIZES = {**MINI, "sft": {"steps": 100, "checkpoint_every": 10}, "reward": {"steps": 40, "checkpoint_every": 8}}
+TWO = {"cpus": 1, "procs_per_node": 2}
+
+
+def spec_file(root: Path, ws: Path, procs: int) -> Path:
+    spec = rlhf_spec(ws, SIZES)
+    for name, st in spec["stages"].items():
+        st["resources"] = dict(TWO) if procs == 2 and name in ("sft", "reward") else {"cpus": 1}
+    path = root / f"p{procs}-{ws.name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def alignpipe(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alignpipe", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def result(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def curve(ws: Path, run_id: str, stage: str, name: str = "loss") -> dict[int, float]:
+    with sqlite3.connect(ws / ".alignpipe" / "journal.db") as db:
+        return dict(db.execute("SELECT step, value FROM metrics WHERE run_id=? AND stage=? AND name=? ORDER BY step",
+                               (run_id, stage, name)).fetchall())
+
+
+@pytest.fixture(scope="module")
+def one_proc(tmp_path_factory):
+    """The pipeline up to reward, every stage one process: its workspace and run."""
+    root = tmp_path_factory.mktemp("dp")
+    ws = root / "ws1"
+    res = result(alignpipe("run", str(spec_file(root, ws, 1)), "--until", "reward", "--json"))
+    return root, ws, res
+
+
+@pytest.fixture(scope="module")
+def two_procs(one_proc):
+    """reward, then sft, rerun as 2 processes each on a copy of that workspace (reward first: it reads the
+    1-process sft model, as the 1-process reward did)."""
+    root, ws1, _ = one_proc
+    ws = root / "ws2"
+    shutil.copytree(ws1, ws)
+    p = spec_file(root, ws, 2)
+    runs = {stage: result(alignpipe("run", str(p), "--only", stage, "--force", stage, "--json"))
+            for stage in ("reward", "sft")}
+    return ws, runs
+
+
+@pytest.mark.parametrize("stage", ["sft", "reward"])
+def test_two_processes_follow_the_one_process_loss_curve(one_proc, two_procs, stage):
+    _, ws1, res1 = one_proc
+    ws2, runs = two_procs
+    one, two = curve(ws1, res1["run_id"], stage), curve(ws2, runs[stage]["run_id"], stage)
+    assert len(one) == SIZES[stage]["steps"] and one.keys() == two.keys()
+    assert max(abs(one[s] - two[s]) for s in one) < 1e-5
+    tokens = "tokens" if stage == "sft" else "pairs"  # the same samples in every step
+    assert curve(ws1, res1["run_id"], stage, tokens) == curve(ws2, runs[stage]["run_id"], stage, tokens)
+    store1, store2 = Store(ws1), Store(ws2)
+    art1 = store1.get(res1["stages"][stage]["outputs"]["model"])
+    art2 = store2.get(runs[stage]["stages"][stage]["outputs"]["model"])
+    assert art1.manifest["summary"]["world_size"] == 1 and art2.manifest["summary"]["world_size"] == 2
+
+
+@pytest.mark.parametrize("stage,rank", [("sft", 1), ("reward", 0)])
+def test_kill_a_rank_then_rerun_resumes_to_the_uninterrupted_artifact(one_proc, two_procs, tmp_path, stage, rank):
+    _, ws1, res1 = one_proc
+    _, runs = two_procs
+    ws = tmp_path / "ws3"
+    shutil.copytree(ws1, ws)
+    p = spec_file(tmp_path, ws, 2)
+    fp = Store(ws1).get(res1["stages"][stage]["outputs"]["model"]).manifest["producer"]["fingerprint"]
+    cmd = [sys.executable, "-m", "alignpipe", "run", str(p), "--only", stage, "--force", stage, "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    work = ws / "work" / fp
+    deadline = time.monotonic() + 180
+    while not any((work / "ckpt").glob("step-*")):
+        assert proc.poll() is None, "finished before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 180 s"
+        time.sleep(0.005)
+    pids = json.loads(next(work.glob("attempts/*/ranks.json")).read_text())
+    os.kill(pids[str(rank)], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    failed = json.loads(out.splitlines()[-1])["stages"][stage]
+    assert failed["state"] == "failed"
+    assert f"rank {rank} killed by SIGKILL; stopping the other ranks" in failed["error"]
+    rerun = result(alignpipe("run", str(p), "--only", stage, "--force", stage, "--json"))
+    log = next((ws / "logs" / rerun["run_id"]).glob(f"{stage}-*.log")).read_text()
+    assert "resuming from checkpoint step" in log
+    assert rerun["stages"][stage]["outputs"] == runs[stage]["stages"][stage]["outputs"]
