@@ -8,55 +8,23 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
+from dp_util import SIZES, alignpipe, curve, result, spec_file, stage_log
 
 from alignpipe.pipeline.store import Store
-from pipelines import MINI, rlhf_spec
 
 pytestmark = pytest.mark.slow
-SIZES = {**MINI, "sft": {"steps": 100, "checkpoint_every": 10}, "reward": {"steps": 40, "checkpoint_every": 8}}
 TWO = {"cpus": 1, "procs_per_node": 2}
 
 
-def spec_file(root: Path, ws: Path, procs: int) -> Path:
-    spec = rlhf_spec(ws, SIZES)
-    for name, st in spec["stages"].items():
-        st["resources"] = dict(TWO) if procs == 2 and name in ("sft", "reward") else {"cpus": 1}
-    path = root / f"p{procs}-{ws.name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def alignpipe(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alignpipe", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def result(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.splitlines()[-1])
-
-
-def curve(ws: Path, run_id: str, stage: str, name: str = "loss") -> dict[int, float]:
-    with sqlite3.connect(ws / ".alignpipe" / "journal.db") as db:
-        return dict(db.execute("SELECT step, value FROM metrics WHERE run_id=? AND stage=? AND name=? ORDER BY step",
-                               (run_id, stage, name)).fetchall())
-
-
 @pytest.fixture(scope="module")
-def one_proc(tmp_path_factory):
-    """The pipeline up to reward, every stage one process: its workspace and run."""
-    root = tmp_path_factory.mktemp("dp")
-    ws = root / "ws1"
-    res = result(alignpipe("run", str(spec_file(root, ws, 1)), "--until", "reward", "--json"))
-    return root, ws, res
+def one_proc(upstream):
+    """The pipeline up to reward, every stage one process (the session's upstream workspace)."""
+    return upstream.root, upstream.ws, upstream.result
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +34,7 @@ def two_procs(one_proc):
     root, ws1, _ = one_proc
     ws = root / "ws2"
     shutil.copytree(ws1, ws)
-    p = spec_file(root, ws, 2)
+    p = spec_file(root, ws, {"sft": TWO, "reward": TWO})
     runs = {stage: result(alignpipe("run", str(p), "--only", stage, "--force", stage, "--json"))
             for stage in ("reward", "sft")}
     return ws, runs
@@ -93,7 +61,7 @@ def test_kill_a_rank_then_rerun_resumes_to_the_uninterrupted_artifact(one_proc, 
     _, runs = two_procs
     ws = tmp_path / "ws3"
     shutil.copytree(ws1, ws)
-    p = spec_file(tmp_path, ws, 2)
+    p = spec_file(tmp_path, ws, {"sft": TWO, "reward": TWO})
     fp = Store(ws1).get(res1["stages"][stage]["outputs"]["model"]).manifest["producer"]["fingerprint"]
     cmd = [sys.executable, "-m", "alignpipe", "run", str(p), "--only", stage, "--force", stage, "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -112,6 +80,5 @@ def test_kill_a_rank_then_rerun_resumes_to_the_uninterrupted_artifact(one_proc, 
     assert failed["state"] == "failed"
     assert f"rank {rank} killed by SIGKILL; stopping the other ranks" in failed["error"]
     rerun = result(alignpipe("run", str(p), "--only", stage, "--force", stage, "--json"))
-    log = next((ws / "logs" / rerun["run_id"]).glob(f"{stage}-*.log")).read_text()
-    assert "resuming from checkpoint step" in log
+    assert "resuming from checkpoint step" in stage_log(ws, rerun["run_id"], stage)
     assert rerun["stages"][stage]["outputs"] == runs[stage]["stages"][stage]["outputs"]

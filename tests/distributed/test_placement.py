@@ -81,8 +81,8 @@ def test_a_shared_critic_has_three_models():
 PPO_REFUSALS = [
     ("70B-8xA100", "70B", gpus(8, 80), None, "auto",
      r"stage 'ppo': PPO's models \(actor 69.0B, critic 68.7B, reference 69.0B, reward_model 68.7B\) do not fit 8 "
-     r"A100 GPUs of 80.0 GiB \(76.0 GiB usable\): the closest plan \(offload: .*\) needs 277.2 GiB per device and "
-     r"256.5 GiB of host memory per node, 201.2 GiB short"),
+     r"A100 GPUs of 80.0 GiB \(76.0 GiB usable\): the closest plan \(colocated: .* sharded over 8 \(activation "
+     r"checkpointing\)\) needs 309.3 GiB per device, 233.3 GiB short"),
     ("separate-on-2", "124M", gpus(2, 80), "separate", "auto", r"placement separate needs at least 4 devices"),
     ("7B-ddp-only", "7B", gpus(8, 80), None, "ddp", r"stage 'ppo': .* GiB short"),
     ("7B-no-host-memory", "70B", gpus(32, 80, nodes=4, host=None), None, "auto", r"GiB short"),

@@ -18,6 +18,7 @@ pretrain stage's params. A model's bytes on one device, for Φ parameters sharde
                  t·(L·h·w + a)   with activation checkpointing: each layer's input, plus one layer recomputed
     logits       t·V·8           fp32 logits and their gradient (trained LM heads); t·V·4 for a frozen forward
     kv cache     2·L·kv·w per token of every sequence being generated (the PPO actor's rollouts)
+    offloaded    a frozen model held and run in host memory (weights, activations, logits there; none on a GPU)
     runtime      per device: max(1 GiB, 5 %) on a GPU (CUDA context, NCCL buffers, allocator caching),
                  0.5 GiB for a CPU process (the interpreter, torch, transformers)
 
@@ -233,13 +234,14 @@ def trained(  # noqa: PLR0913 — the model, how it is held, and the micro-batch
 def frozen(shape: ModelShape, head: Head, precision: Precision, *, tokens: int, shard: int = 1,
            offload: bool = False) -> Footprint:
     """A frozen model (reference, reward model) running no-grad forwards over `tokens` tokens at a time: its
-    weights sharded over `shard` devices, or kept in host memory and streamed a layer at a time (`offload`)."""
+    weights sharded over `shard` devices, or (`offload`) held and run in host memory by the CPU — what alignpipe
+    does with an offloaded model (DeepSpeed instead streams its weights into the GPU a layer at a time)."""
     weights = shape.params(head) * precision.weight
-    working = tokens * activation_bytes_per_token_layer(shape, precision)  # one layer's outputs at a time
-    device = {"weights": 0 if offload else _ceil(weights, shard),
-              "gathered": _gathered(shape, precision, 2 if offload else shard, trained=False),
-              "activations": working, "logits": tokens * shape.vocab * 4 if head == "lm" else 0}
-    return Footprint(device, {"weights": _ceil(weights, shard)} if offload else {})
+    parts = {"weights": _ceil(weights, 1 if offload else shard),
+             "gathered": 0 if offload else _gathered(shape, precision, shard, trained=False),
+             "activations": tokens * activation_bytes_per_token_layer(shape, precision),  # one layer's outputs
+             "logits": tokens * shape.vocab * 4 if head == "lm" else 0}
+    return Footprint({}, parts) if offload else Footprint(parts)
 
 
 def runtime_reserve(device_memory: int, gpu: bool) -> int:

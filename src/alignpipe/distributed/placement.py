@@ -16,8 +16,9 @@ Candidates, tried in this order; the first that fits is the plan (a model's byte
       split       actor+critic | reference+reward model, each pair on its own devices (OpenRLHF's colocate_actor_ref
                   off, colocate_critic_reward on); the frozen pair scores while the trained pair recomputes
       separate    each model on its own devices (OpenRLHF's default)
-      offload     actor+critic on every device, reference and reward model in host memory, streamed a layer at a
-                  time into the devices for their forwards (DeepSpeed-Chat's --offload_reference_model; GPUs only)
+      offload     actor+critic on every device, reference and reward model held and run in host memory by the CPU
+                  (like DeepSpeed-Chat's --offload_reference_model, which streams them into the GPU instead; auto
+                  picks it on GPUs only)
     the same four with activation checkpointing
     sharded over all devices (FSDP2 / ZeRO-3; the way verl and DeepSpeed-Chat's hybrid engine hold big models):
       colocated, then offload; each plain, with activation checkpointing, and (GPUs) with the actor's and critic's
@@ -277,8 +278,9 @@ def _candidates(names: Sequence[str], layout: str, groups: list[list[str]] | Non
               "offload": (trained_, frozen_)}
     if groups is not None:
         shapes["groups"] = tuple(tuple(g) for g in groups)
-    replicated = [lay for lay in (LAYOUTS if layout == "auto" else (layout,)) if gpu or lay != "offload"]
-    sharded = [lay for lay in (("colocated", "offload") if layout == "auto" else (layout,)) if gpu or lay != "offload"]
+    # on CPU processes offloading to host memory moves nothing: auto never picks it (asked for, it runs)
+    replicated = [lay for lay in LAYOUTS if gpu or lay != "offload"] if layout == "auto" else [layout]
+    sharded = [lay for lay in ("colocated", "offload") if gpu or lay != "offload"] if layout == "auto" else [layout]
     if sharding != "fsdp":
         for ckpt in (False, True):
             yield from (_Candidate(lay, shapes[lay], False, ckpt) for lay in replicated)
@@ -340,12 +342,11 @@ def _evaluate(stage: str, cand: _Candidate, models: dict[str, Model], devices: D
         if cand.sharded and n > 1 and _short(fp, devices) > 0:  # shard a group only where a replica does not fit
             fp, shard = held(n), n
         groups.append(Group(g, n, shard, fp))
-    if cand.layout == "offload":  # streamed through the trained group's devices, held in host memory
-        shard = devices.count if cand.sharded else 1
-        fp = sum((frozen(models[m].shape, models[m].head, precision, tokens=micro * work.seq_len, shard=shard,
-                         offload=True) for m in cand.groups[-1]), Footprint())
+    if cand.layout == "offload":  # held and run in host memory, by each process of the trained group
+        fp = sum((frozen(models[m].shape, models[m].head, precision, tokens=micro * work.seq_len, offload=True)
+                  for m in cand.groups[-1]), Footprint())
         groups[0] = Group(groups[0].models, groups[0].devices, groups[0].shard, groups[0].footprint + fp)
-        groups.append(Group(cand.groups[-1], 0, shard, Footprint()))
+        groups.append(Group(cand.groups[-1], 0, 1, Footprint()))
     return PPOPlan(stage, cand.layout, tuple(groups), devices, actor_devices, cand.checkpointing,
                    cand.offload_optimizer, {m.name: m.params for m in models.values()})
 
