@@ -10,6 +10,7 @@ from alignpipe.distributed.memory import (
     activation_bytes_per_token_layer,
     frozen,
     kv_cache,
+    lora_params,
     shape_from_config,
     shape_from_dir,
     shape_named,
@@ -53,9 +54,19 @@ def test_sharding_divides_the_state_and_adds_two_gathered_layers():
     assert eight.device["gathered"] == s.layer_params * (2 * 2 + 2) and one.device["gathered"] == 0
 
 
-def test_optimizer_offload_moves_adam_to_host():
+def test_optimizer_offload_moves_adam_and_gradients_to_host():
     fp = trained(shape_named("7B"), "lm", BF16, tokens=0, offload_optimizer=True)
-    assert fp.device["optimizer"] == 0 and fp.host["optimizer"] == 12 * shape_named("7B").params()
+    phi = shape_named("7B").params()
+    assert fp.device["optimizer"] == fp.device["gradients"] == 0
+    assert fp.host == {"gradients": 2 * phi, "optimizer": 12 * phi}
+
+
+def test_lora_trains_only_the_adapters():
+    s = shape_named("7B")  # rank 8 on q and v of 32 layers: 32 · 8 · (2·4096 + 4096 + 4096) = 4,194,304
+    assert lora_params(s, 8) == 4_194_304
+    fp = trained(s, "lm", BF16, tokens=0, lora_rank=8)
+    assert fp.device["weights"] == 2 * s.params() + 2 * 4_194_304
+    assert fp.device["gradients"] == 2 * 4_194_304 and fp.device["optimizer"] == 12 * 4_194_304
 
 
 def test_activations_literal_and_checkpointing():
@@ -80,6 +91,11 @@ def test_frozen_offloaded_runs_in_host_memory():
     assert held.device["weights"] == 2 * s.params() and away.total == 0
     assert away.host == held.device  # the same bytes, in host memory
     assert held.total > 24 * GiB
+
+
+def test_peer_models_by_hub_id():
+    assert round(shape_named("facebook/opt-66b").params() / 1e9, 1) == 65.7  # OPT-66B's 65.7B
+    assert round(shape_named("Qwen/Qwen2-7B").params() / 1e9, 2) == 7.62  # Qwen2-7B's 7.62B (untied, vocab 152064)
 
 
 def test_unknown_configs_and_sizes_are_refused():

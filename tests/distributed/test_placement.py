@@ -19,9 +19,11 @@ def cpus(n, gib):
 
 
 def ppo_models(actor, critic=None, shared_critic=False):
-    a = actor if isinstance(actor, ModelShape) else shape_named(actor)
+    """Actor, critic, reference, reward model; an actor named '13B-lora' trains LoRA adapters of rank 128."""
+    lora = 128 if isinstance(actor, str) and actor.endswith("-lora") else 0
+    a = actor if isinstance(actor, ModelShape) else shape_named(actor.removesuffix("-lora"))
     c = shape_named(critic) if critic else a
-    return [Model("actor", a, "lm", True), *([] if shared_critic else [Model("critic", c, "scalar", True)]),
+    return [Model("actor", a, "lm", True, lora), *([] if shared_critic else [Model("critic", c, "scalar", True)]),
             Model("reference", a, "lm", False), Model("reward_model", c, "scalar", False)]
 
 
@@ -36,8 +38,8 @@ PPO_CASES = [
      "(activation checkpointing)", 1),
     ("1.3B-4x48GB-separate", "1.3B", None, gpus(4, 48), None,
      "separate: [actor] on 1 device | [critic] on 1 device | [reference] on 1 device | [reward_model] on 1 device", 1),
-    ("350M+1.3B-2x40GB-offload", "350M", "1.3B", gpus(2, 40), None,
-     "offload: [actor, critic] on 2 devices | [reference, reward_model] on host memory", 2),
+    ("13B-lora+350M-1x40GB-offload", "13B-lora", "350M", gpus(1, 40), None,
+     "offload: [actor, critic] on 1 device | [reference, reward_model] on host memory (activation checkpointing)", 1),
     ("7B-8xA100-sharded", "7B", None, gpus(8, 80), None,
      "colocated: [actor, critic, reference, reward_model] on 8 devices, sharded over 8", 8),
     ("30B-2x8xA100-adam-offload", "30B", None, gpus(16, 80, nodes=2), None,
@@ -58,7 +60,8 @@ PPO_CASES = [
 def test_ppo_plans(case):
     _, actor, critic, devices, placement, expected, replicas = case
     precision = BF16 if devices.kind == "gpu" else FP32
-    plan = plan_ppo("ppo", ppo_models(actor, critic), devices, ROLLOUT, precision, placement)
+    work = Workload(4, 4, 512, True) if actor == "13B-lora" else ROLLOUT  # DeepSpeed-Chat's single-GPU batch
+    plan = plan_ppo("ppo", ppo_models(actor, critic), devices, work, precision, placement)
     assert plan.describe() == expected
     assert plan.replicas == replicas
     assert sum(g.devices for g in plan.groups) == devices.count
@@ -126,8 +129,8 @@ TRAINING_REFUSALS = [
     ("fsdp-on-one", "124M", gpus(1, 80), "fsdp", r"resources.sharding fsdp needs more than one process"),
     ("70B-no-host-memory", "70B", gpus(8, 80, host=None), "auto",
      r"stage 'sft': .*: FSDP over 8 \+ activation checkpointing needs 147.3 GiB per device, 71.3 GiB short"),
-    ("70B-small-host-memory", "70B", gpus(8, 80, host=700), "auto",
-     r"Adam state in host memory needs 50.9 GiB per device and 770.9 GiB of host memory per node, 70.9 GiB short"),
+    ("70B-small-host-memory", "70B", gpus(8, 80, host=850), "auto",
+     r"Adam state in host memory needs 34.9 GiB per device and 899.4 GiB of host memory per node, 49.4 GiB short"),
 ]
 
 

@@ -24,8 +24,8 @@ from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.spec import Machine, parse_memory
 
 # GPU memory as the vendors name it (an "80GB" A100 has 80 GiB: nvidia-smi shows 81920 MiB)
-GPUS = {"A100-40GB": 40, "A100-80GB": 80, "H100-80GB": 80, "H200-141GB": 141, "A10G-24GB": 24, "L4-24GB": 24,
-        "L40S-48GB": 48, "A6000-48GB": 48, "RTX4090-24GB": 24, "V100-32GB": 32}
+GPUS = {"A100-40GB": 40, "A100-80GB": 80, "H100-80GB": 80, "H800-80GB": 80, "H200-141GB": 141, "A10G-24GB": 24,
+        "L4-24GB": 24, "L40S-48GB": 48, "A6000-48GB": 48, "RTX4090-24GB": 24, "V100-32GB": 32}
 CPUS_PER_GPU, HOST_GIB_PER_GPU = 12, 144
 NAME_RE = re.compile(r"^(?:(\d+)x)?(\d+)x([A-Za-z0-9]+-\d+GB)$", re.IGNORECASE)
 

@@ -8,7 +8,8 @@ pretrain stage's params. A model's bytes on one device, for Φ parameters sharde
     weights      Φ·w / n         w = 2 (bf16) or 4 (fp32)
     gradients    Φ·g / n         trained models only; g = w
     optimizer    Φ·o / n         Adam: two fp32 moments, plus an fp32 master copy under bf16: o = 12 (bf16), 8 (fp32)
-                                 (the ZeRO paper's 2 + 2 + 12 = 16 bytes per trained parameter); 0 when offloaded
+                                 (the ZeRO paper's 2 + 2 + 12 = 16 bytes per trained parameter); offloaded to host
+                                 memory with the gradients (ZeRO-Offload); LoRA: only the adapters' (q and v)
     gathered     2 layers of w   FSDP/ZeRO-3 only: the current and the prefetched layer, unsharded, while they run
                  (+1 layer of g when trained: a layer's full gradient before its reduce-scatter)
     activations  t·L·a           trained models, t tokens per micro-batch, L layers, a bytes per token and layer:
@@ -81,8 +82,13 @@ def _gpt(name: str, n_layer: int, hidden: int, n_head: int, vocab: int, position
                       tied=True, learned_positions=True, bias=True)
 
 
-def _llama(name: str, n_layer: int, hidden: int, n_head: int, kv_heads: int, ffn: int) -> ModelShape:  # noqa: PLR0913
-    return ModelShape(name, n_layer, hidden, n_head, kv_heads, ffn, 32000, 4096, gated_mlp=True, tied=False,
+def _opt(name: str, n_layer: int, hidden: int, n_head: int) -> ModelShape:
+    return replace(_gpt(name, n_layer, hidden, n_head, 50272, 2048))
+
+
+def _llama(name: str, n_layer: int, hidden: int, n_head: int, kv_heads: int, ffn: int,  # noqa: PLR0913
+           vocab: int = 32000) -> ModelShape:
+    return ModelShape(name, n_layer, hidden, n_head, kv_heads, ffn, vocab, 4096, gated_mlp=True, tied=False,
                       learned_positions=False, bias=False)
 
 
@@ -98,17 +104,34 @@ CATALOG: dict[str, ModelShape] = {s.name: s for s in (
     _llama("70B", 80, 8192, 64, 8, 28672),  # meta-llama/Llama-2-70b-hf (grouped-query attention, 8 KV heads)
 )}
 SIZES = tuple(CATALOG)
+# the models the peers' published configurations train (docs/scaling.md), by their hub ids only
+PEER_MODELS: dict[str, ModelShape] = {s.name: s for s in (
+    _opt("facebook/opt-6.7b", 32, 4096, 32), _opt("facebook/opt-13b", 40, 5120, 40),
+    _opt("facebook/opt-30b", 48, 7168, 56),
+    _opt("facebook/opt-66b", 64, 9216, 72),
+    _llama("meta-llama/Meta-Llama-3-8B", 32, 4096, 32, 8, 14336, 128256),
+    _llama("Qwen/Qwen2-7B", 28, 3584, 28, 4, 18944, 152064),
+    _llama("Qwen/Qwen2.5-14B", 48, 5120, 40, 8, 13824, 152064),
+    _llama("Qwen/Qwen2-72B", 80, 8192, 64, 8, 29568, 152064),
+)}
 HUB_IDS = {"gpt2": "124M", "openai-community/gpt2": "124M", "facebook/opt-125m": "125M", "facebook/opt-350m": "350M",
            "facebook/opt-1.3b": "1.3B", "meta-llama/Llama-2-7b-hf": "7B", "meta-llama/Llama-2-13b-hf": "13B",
-           "huggyllama/llama-30b": "30B", "meta-llama/Llama-2-70b-hf": "70B"}  # `hf:` inputs the plan recognizes
+           "huggyllama/llama-30b": "30B", "meta-llama/Llama-2-70b-hf": "70B",
+           **{name: name for name in PEER_MODELS}}  # `hf:` inputs the plan recognizes
 
 
 def shape_named(name: str) -> ModelShape:
-    """A catalog shape by name ('7B', '7b', '1.3B')."""
-    for key, shape in CATALOG.items():
+    """A catalog shape by name ('7B', '7b', '1.3B'), or a peer model's by hub id ('facebook/opt-13b')."""
+    for key, shape in (*CATALOG.items(), *PEER_MODELS.items()):
         if key.lower() == name.strip().lower():
             return shape
     raise ValueError(f"unknown model size {name!r}; known: {', '.join(SIZES)}")
+
+
+def lora_params(shape: ModelShape, rank: int) -> int:
+    """Parameters of LoRA adapters of rank `rank` on every layer's query and value projections (peft's default
+    targets for GPT-2, OPT and Llama, which alignpipe's `lora: true` uses)."""
+    return shape.n_layer * rank * ((shape.hidden + shape.hidden) + (shape.hidden + shape.kv_dim))
 
 
 def shape_from_config(config: dict[str, Any], name: str = "config") -> ModelShape:
@@ -217,18 +240,22 @@ def _gathered(shape: ModelShape, precision: Precision, shard: int, trained: bool
 
 def trained(  # noqa: PLR0913 — the model, how it is held, and the micro-batch it trains on
     shape: ModelShape, head: Head, precision: Precision, *, tokens: int, shard: int = 1,
-    checkpointing: bool = False, offload_optimizer: bool = False,
+    checkpointing: bool = False, offload_optimizer: bool = False, lora_rank: int = 0,
 ) -> Footprint:
     """A model trained with Adam on micro-batches of `tokens` tokens, sharded over `shard` devices (FSDP/ZeRO-3;
-    1 = replicated as DDP holds it), the optimizer state in host memory if `offload_optimizer` (ZeRO-Offload)."""
+    1 = replicated as DDP holds it); with `offload_optimizer` the Adam state and the gradients it steps on live in
+    host memory (ZeRO-Offload: a layer's gradient is on the device only while it is reduced and copied out);
+    with `lora_rank` only LoRA adapters train (the weights are frozen: no gradients or Adam state for them)."""
     phi = shape.params(head)
-    optimizer = _ceil(phi * precision.optimizer, shard)
-    device = {"weights": _ceil(phi * precision.weight, shard), "gradients": _ceil(phi * precision.grad, shard),
-              "optimizer": 0 if offload_optimizer else optimizer,
+    trainable = lora_params(shape, lora_rank) if lora_rank else phi
+    optimizer = _ceil(trainable * precision.optimizer, shard)
+    gradients = _ceil(trainable * precision.grad, shard)
+    device = {"weights": _ceil(phi * precision.weight, shard) + (trainable * precision.weight if lora_rank else 0),
+              "gradients": 0 if offload_optimizer else gradients, "optimizer": 0 if offload_optimizer else optimizer,
               "gathered": _gathered(shape, precision, shard, trained=True),
               "activations": activations(shape, precision, tokens, checkpointing),
               "logits": tokens * shape.vocab * 8 if head == "lm" else 0}
-    return Footprint(device, {"optimizer": optimizer} if offload_optimizer else {})
+    return Footprint(device, {"gradients": gradients, "optimizer": optimizer} if offload_optimizer else {})
 
 
 def frozen(shape: ModelShape, head: Head, precision: Precision, *, tokens: int, shard: int = 1,

@@ -16,13 +16,13 @@ Candidates, tried in this order; the first that fits is the plan (a model's byte
       split       actor+critic | reference+reward model, each pair on its own devices (OpenRLHF's colocate_actor_ref
                   off, colocate_critic_reward on); the frozen pair scores while the trained pair recomputes
       separate    each model on its own devices (OpenRLHF's default)
-      offload     actor+critic on every device, reference and reward model held and run in host memory by the CPU
-                  (like DeepSpeed-Chat's --offload_reference_model, which streams them into the GPU instead; auto
-                  picks it on GPUs only)
-    the same four with activation checkpointing
-    sharded over all devices (FSDP2 / ZeRO-3; the way verl and DeepSpeed-Chat's hybrid engine hold big models):
-      colocated, then offload; each plain, with activation checkpointing, and (GPUs) with the actor's and critic's
-      Adam state in host memory too (OpenRLHF's --adam_offload)
+    the same three with activation checkpointing
+    colocated and sharded over all devices (FSDP2 / ZeRO-3: how verl and DeepSpeed-Chat's hybrid engine hold big
+      models), plain, with activation checkpointing, then (GPUs) with the actor's and critic's Adam state and
+      gradients in host memory too (OpenRLHF's --adam_offload)
+    offload (GPUs only, the last resort: slow): actor+critic on the devices, reference and reward model held and run
+      in host memory by the CPU (DeepSpeed-Chat's --offload_reference_model streams them into the GPU instead),
+      replicated or sharded, with the same variants
 
 `resources.placement` restricts the candidates to one layout (or gives the groups); `resources.sharding` to DDP or
 FSDP. No candidate fits: PlanRefused, naming the stage, the closest candidate and its shortfall per device.
@@ -98,6 +98,7 @@ class Model:
     shape: ModelShape
     head: Head
     trains: bool
+    lora_rank: int = 0  # trains LoRA adapters of this rank only (0: every weight)
 
     @property
     def params(self) -> int:
@@ -166,7 +167,7 @@ def plan_training(stage: str, model: Model, devices: Devices, work: Workload, pr
             continue
         shard = devices.count if kind == "fsdp" else 1
         fp = trained(model.shape, model.head, precision, tokens=tokens, shard=shard, checkpointing=ckpt,
-                     offload_optimizer=offload)
+                     offload_optimizer=offload, lora_rank=model.lora_rank)
         if fp.host_total and devices.host_memory is None:
             continue  # nothing is offloaded to host memory of unknown size
         how = "single" if devices.count == 1 else kind
@@ -278,18 +279,28 @@ def _candidates(names: Sequence[str], layout: str, groups: list[list[str]] | Non
               "offload": (trained_, frozen_)}
     if groups is not None:
         shapes["groups"] = tuple(tuple(g) for g in groups)
-    # on CPU processes offloading to host memory moves nothing: auto never picks it (asked for, it runs)
-    replicated = [lay for lay in LAYOUTS if gpu or lay != "offload"] if layout == "auto" else [layout]
-    sharded = [lay for lay in ("colocated", "offload") if gpu or lay != "offload"] if layout == "auto" else [layout]
+    if layout != "auto":  # asked for: it runs wherever it fits (offloading on CPU processes moves nothing)
+        yield from _variants(layout, shapes[layout], sharding, gpu, replicated=True)
+        return
     if sharding != "fsdp":
         for ckpt in (False, True):
-            yield from (_Candidate(lay, shapes[lay], False, ckpt) for lay in replicated)
+            yield from (_Candidate(lay, shapes[lay], False, ckpt) for lay in ("colocated", "split", "separate"))
     if sharding != "ddp":
-        for lay in sharded:
-            yield _Candidate(lay, shapes[lay], True, False)
-            yield _Candidate(lay, shapes[lay], True, True)
-            if gpu:
-                yield _Candidate(lay, shapes[lay], True, True, offload_optimizer=True)
+        yield from _variants("colocated", shapes["colocated"], sharding, gpu, replicated=False)
+    if gpu:  # the frozen models computed by the CPU: slow, the last resort
+        yield from _variants("offload", shapes["offload"], sharding, gpu, replicated=True)
+
+
+def _variants(layout: str, groups: tuple[tuple[str, ...], ...], sharding: str, gpu: bool,
+              replicated: bool) -> Iterator[_Candidate]:
+    """`layout` replicated (if asked), sharded, each plain then with activation checkpointing; on GPUs last with the
+    Adam state in host memory too."""
+    if replicated and sharding != "fsdp":
+        yield from (_Candidate(layout, groups, False, ckpt) for ckpt in (False, True))
+    if sharding != "ddp":
+        yield from (_Candidate(layout, groups, True, ckpt) for ckpt in (False, True))
+        if gpu:
+            yield _Candidate(layout, groups, True, True, offload_optimizer=True)
 
 
 def plan_ppo(stage: str, models: Sequence[Model], devices: Devices, work: Workload, precision: Precision,  # noqa: PLR0913
@@ -357,7 +368,7 @@ def _model_bytes(m: Model, precision: Precision, micro: int, gen: int, work: Wor
     if not m.trains:
         return frozen(m.shape, m.head, precision, tokens=tokens, shard=shard)
     fp = trained(m.shape, m.head, precision, tokens=tokens, shard=shard, checkpointing=cand.checkpointing,
-                 offload_optimizer=cand.offload_optimizer)
+                 offload_optimizer=cand.offload_optimizer, lora_rank=m.lora_rank)
     if m.name == "actor" and work.generate:  # rollouts: counted on top of the update's activations (an upper bound)
         fp = fp + Footprint({"kv_cache": kv_cache(m.shape, precision, gen, work.seq_len)})
     return fp
@@ -368,7 +379,8 @@ def _split_devices(groups: Sequence[tuple[str, ...]], models: dict[str, Model], 
     """Devices per group: one each, the rest in proportion to each group's model state (largest remainder)."""
     if len(groups) == 1:
         return [n]
-    weight = [sum(models[m].params * (16 if models[m].trains else precision.weight) for m in g) for g in groups]
+    weight = [sum(models[m].params * (16 if models[m].trains and not models[m].lora_rank else precision.weight)
+                  for m in g) for g in groups]
     spare = n - len(groups)
     exact = [spare * w / sum(weight) for w in weight]
     out = [1 + int(x) for x in exact]

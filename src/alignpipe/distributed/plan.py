@@ -107,7 +107,7 @@ def _plan_stage(pipe: Pipeline, st: Stage, cluster: Cluster, prec: Precision,  #
     shape = _ShapeOf(pipe, override)
     if uses in ("pretrain", "sft", "reward"):
         m = shape.output(st.name, "model") if uses == "pretrain" else shape.input(st.name, "model")
-        model = Model("model", m, "scalar" if uses == "reward" else "lm", True)
+        model = Model("model", m, "scalar" if uses == "reward" else "lm", True, _lora(p))
         seq = getattr(p, "max_len", None) or m.max_positions
         rows = 2 if uses == "reward" else 1  # a chosen and a rejected sequence per pair
         work = Workload(p.batch_size * rows, p.batch_size * rows, seq)
@@ -130,13 +130,18 @@ def ppo_models(st: Stage, shape: _ShapeOf) -> list[Model]:
     names = held(st.params, set(st.inputs))
     actor = shape.input(st.name, "policy")
     critic_src = next((n for n in ("critic_init", "reward_model", "policy") if n in st.inputs), "policy")
-    out = [Model("actor", actor, "lm", True)]
+    out = [Model("actor", actor, "lm", True, _lora(st.params))]  # ppo's lora adapts the policy only
     if "critic" in names:
         out.append(Model("critic", shape.input(st.name, critic_src), "scalar", True))
     out.append(Model("reference", actor, "lm", False))
     if "reward_model" in names:
         out.append(Model("reward_model", shape.input(st.name, "reward_model"), "scalar", False))
     return out
+
+
+def _lora(p: object) -> int:
+    """The LoRA rank a stage's params train with (0: every weight)."""
+    return getattr(p, "lora_r", 0) if getattr(p, "lora", False) else 0
 
 
 def _inference(st: Stage, shape: _ShapeOf, devices: Devices, prec: Precision, prompt_len: int) -> InferencePlan:
