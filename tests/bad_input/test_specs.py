@@ -118,6 +118,9 @@ CASES = [
                                            "resources": {"placement": "diagonal"}}},
         [r"stages\.a\.resources\.placement: placement 'diagonal': expected one of auto, colocated, "
          r"split, separate, offload"]),
+    bad("fsdp-on-one-process", {"a": {"uses": "sft", "inputs": {"model": "x.txt", "data": "x.txt"},
+                                      "resources": {"sharding": "fsdp"}}},
+        [r"stages\.a\.resources\.sharding: fsdp shards the model over the stage's processes and it has one"]),
     bad("multi-process-generate", {"a": {"uses": "generate", "inputs": {"model": "x.txt", "prompts": "x.txt"},
                                          "resources": {"procs_per_node": 2}}},
         [r"stages\.a\.resources\.procs_per_node: stage type 'generate' runs in one process; set nodes: 1"]),

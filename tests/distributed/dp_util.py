@@ -48,3 +48,25 @@ def curve(ws: Path, run_id: str, stage: str, name: str = "loss") -> dict[int, fl
 
 def stage_log(ws: Path, run_id: str, stage: str) -> str:
     return next((ws / "logs" / run_id).glob(f"{stage}-*.log")).read_text()
+
+
+def kill_rank_at_first_checkpoint(spec: Path, ws: Path, stage: str, fingerprint: str, rank: int) -> dict:
+    """Run `--only STAGE --force STAGE`, kill -9 rank `rank` once the stage's first checkpoint is complete, and
+    return the failed run's result (the runner reports the stage failed)."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "alignpipe", "run", str(spec), "--only", stage, "--force", stage, "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    work = ws / "work" / fingerprint
+    deadline = time.monotonic() + 180
+    while not any((work / "ckpt").glob("step-*")):
+        assert proc.poll() is None, "finished before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 180 s"
+        time.sleep(0.005)
+    pids = json.loads(next(work.glob("attempts/*/ranks.json")).read_text())
+    os.kill(pids[str(rank)], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    return json.loads(out.splitlines()[-1])

@@ -4,16 +4,10 @@ rerun resumes to the artifact of an uninterrupted 2-process run, bit for bit."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from dp_util import SIZES, alignpipe, curve, result, spec_file, stage_log
+from dp_util import SIZES, alignpipe, curve, kill_rank_at_first_checkpoint, result, spec_file, stage_log
 
 from alignpipe.pipeline.store import Store
 
@@ -63,20 +57,7 @@ def test_kill_a_rank_then_rerun_resumes_to_the_uninterrupted_artifact(one_proc, 
     shutil.copytree(ws1, ws)
     p = spec_file(tmp_path, ws, {"sft": TWO, "reward": TWO})
     fp = Store(ws1).get(res1["stages"][stage]["outputs"]["model"]).manifest["producer"]["fingerprint"]
-    cmd = [sys.executable, "-m", "alignpipe", "run", str(p), "--only", stage, "--force", stage, "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    work = ws / "work" / fp
-    deadline = time.monotonic() + 180
-    while not any((work / "ckpt").glob("step-*")):
-        assert proc.poll() is None, "finished before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.005)
-    pids = json.loads(next(work.glob("attempts/*/ranks.json")).read_text())
-    os.kill(pids[str(rank)], signal.SIGKILL)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 1
-    failed = json.loads(out.splitlines()[-1])["stages"][stage]
+    failed = kill_rank_at_first_checkpoint(p, ws, stage, fp, rank)["stages"][stage]
     assert failed["state"] == "failed"
     assert f"rank {rank} killed by SIGKILL; stopping the other ranks" in failed["error"]
     rerun = result(alignpipe("run", str(p), "--only", stage, "--force", stage, "--json"))

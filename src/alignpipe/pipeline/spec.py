@@ -310,6 +310,9 @@ def _check_scale(sdef: StageDef, params: BaseModel, inputs: set[str], r: Resourc
     if r.world_size > 1 and not sdef.distributed:
         out.append(f"{where}.procs_per_node: stage type {sdef.name!r} runs in one process; set nodes: 1 and "
                    "procs_per_node: 1 (pretrain, sft, reward and ppo run as several)")
+    if r.sharding == "fsdp" and r.world_size == 1:
+        out.append(f"{where}.sharding: fsdp shards the model over the stage's processes and it has one; set "
+                   "procs_per_node (× nodes) to 2 or more, or sharding: auto")
     if r.world_size > 1 and r.gpus > 1:
         out.append(f"{where}.gpus: each process of a multi-process stage drives one GPU; for {r.gpus} GPUs per "
                    f"process set gpus: 1 and procs_per_node: {r.procs_per_node * r.gpus}")

@@ -152,7 +152,8 @@ def run(ctx: StageContext) -> None:
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
-    if not world.is_main:  # rank 0 evaluates and publishes
+    model = training.trained_model()  # rank 0: all the trained weights in one model (FSDP gathers its shards)
+    if model is None:  # the other ranks are done: rank 0 evaluates and publishes
         world.close()
         return
 

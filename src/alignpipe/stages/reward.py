@@ -255,8 +255,8 @@ def run(ctx: StageContext) -> None:
         step_loss = world.global_mean(loss_fn(chosen, rejected), shard.count(len(shard.indices)),
                                       correct=shard.count(int((chosen > rejected).sum())), tokens=shard.count(tokens))
         grad_norm = optimizer_step(step_loss.loss, step=step + 1, optimizer=opt, scheduler=sched,
-                                   parameters=trainable, max_grad_norm=p.max_grad_norm, checkpoints=ctx.checkpoints,
-                                   global_loss=step_loss.mean)
+                                   parameters=training.parameters, max_grad_norm=p.max_grad_norm,
+                                   checkpoints=ctx.checkpoints, global_loss=step_loss.mean)
         acc = step_loss.sums["correct"] / step_loss.count
         state["recent_loss"] = [*state["recent_loss"], step_loss.mean][-20:]
         state["recent_acc"] = [*state["recent_acc"], acc][-20:]
@@ -265,7 +265,8 @@ def run(ctx: StageContext) -> None:
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
-    if not world.is_main:  # rank 0 normalizes, evaluates and publishes
+    model = training.trained_model()  # rank 0: all the trained weights in one model (FSDP gathers its shards)
+    if model is None:  # the other ranks are done: rank 0 normalizes, evaluates and publishes
         world.close()
         return
 

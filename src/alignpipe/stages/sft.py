@@ -147,7 +147,7 @@ def run(ctx: StageContext) -> None:
         state = resumed.state
     else:
         state = {"tokens": 0, "recent": [],
-                 "eval_loss_init": evaluate_lm(model, eval_batches) if held_out and world.is_main else None}
+                 "eval_loss_init": evaluate_lm(training.local, eval_batches) if held_out and world.is_main else None}
 
     # -- loop: each rank takes its share of the global batch; the loss is the global token mean
     for step in range(resumed.step if resumed else 0, total):
@@ -158,8 +158,8 @@ def run(ctx: StageContext) -> None:
         tokens = int(batch["attention_mask"].sum())
         step_loss = world.global_mean(loss, shard.count(n_tokens), tokens=shard.count(tokens))
         grad_norm = optimizer_step(step_loss.loss, step=step + 1, optimizer=opt, scheduler=sched,
-                                   parameters=trainable, max_grad_norm=p.max_grad_norm, checkpoints=ctx.checkpoints,
-                                   global_loss=step_loss.mean)
+                                   parameters=training.parameters, max_grad_norm=p.max_grad_norm,
+                                   checkpoints=ctx.checkpoints, global_loss=step_loss.mean)
         state["tokens"] += step_loss.count
         state["recent"] = [*state["recent"], step_loss.mean][-20:]
         ctx.log_metrics(step + 1, loss=step_loss.mean, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
@@ -167,7 +167,8 @@ def run(ctx: StageContext) -> None:
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
-    if not world.is_main:  # rank 0 evaluates and publishes
+    model = training.trained_model()  # rank 0: all the trained weights in one model (FSDP gathers its shards)
+    if model is None:  # the other ranks are done: rank 0 evaluates and publishes
         world.close()
         return
 

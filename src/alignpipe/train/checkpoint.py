@@ -12,6 +12,8 @@ One checkpoint (a `step-<n>` dir written atomically by the engine's `ctx.checkpo
                                multi-process stage; rank 0's are rng.pt and state.json). Models, optimizers and
                                schedulers are the same on every rank (data parallel): rank 0 writes them, every rank
                                writes its own files into the same directory before it is renamed into place
+    sharded/                   FSDP-sharded models and optimizers instead of model-*/optim-* (`sharded`): every
+                               rank's shards, written and read by torch.distributed.checkpoint
 
 Usage in a stage (see `alignpipe.train` for the whole loop):
 
@@ -79,6 +81,7 @@ class Checkpointer:
     batches: Mapping[str, EpochBatches] = field(default_factory=dict)
     log: Callable[[str], None] = print
     world: Any = None  # alignpipe.distributed.world.World of a multi-process stage (None: one process)
+    sharded: bool = False  # models and optimizers are FSDP-sharded: every rank saves and loads its shards
 
     @property
     def _rank(self) -> int:
@@ -92,9 +95,11 @@ class Checkpointer:
         def write(d: Path) -> None:
             if self.world is not None and self.world.size > 1:
                 self.world.broadcast(str(d))  # the other ranks write their own files into d meanwhile
-            for name, model in self.models.items():
+            if self.sharded:
+                self._write_shards(d)
+            for name, model in {} if self.sharded else self.models.items():
                 save_model(model, str(d / f"model-{name}.safetensors"))
-            for name, opt in self.optimizers.items():
+            for name, opt in {} if self.sharded else self.optimizers.items():
                 torch.save(opt.state_dict(), d / f"optim-{name}.pt")
             for name, sched in self.schedulers.items():
                 torch.save(sched.state_dict(), d / f"sched-{name}.pt")
@@ -106,10 +111,36 @@ class Checkpointer:
 
         if self._rank > 0:
             d = Path(self.world.broadcast(None))
+            if self.sharded:
+                self._write_shards(d)
             self._write_own(d, step, state)
             self.world.barrier()
             return d
         return self.checkpoints.save(int(step), write).path
+
+    def _state(self) -> dict[str, Any]:
+        """The FSDP-sharded models' and optimizers' state dicts, as torch.distributed.checkpoint reads and writes
+        them (an optimizer is named as its model)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        return {**{f"model-{n}": get_model_state_dict(m) for n, m in self.models.items()},
+                **{f"optim-{n}": get_optimizer_state_dict(self.models[n], o) for n, o in self.optimizers.items()}}
+
+    def _write_shards(self, d: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(self._state(), checkpoint_id=str(d / "sharded"))  # collective: every rank writes its shards
+
+    def _read_shards(self, d: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        state = self._state()
+        dcp.load(state, checkpoint_id=str(d / "sharded"))
+        for name, model in self.models.items():
+            set_model_state_dict(model, state[f"model-{name}"])
+        for name, opt in self.optimizers.items():
+            set_optimizer_state_dict(self.models[name], opt, state[f"optim-{name}"])
 
     def _write_own(self, d: Path, step: int, state: Mapping[str, Any] | None) -> None:
         """This rank's RNG states, data position and stage state (rank 0: rng.pt and state.json)."""
@@ -138,9 +169,11 @@ class Checkpointer:
                 self.checkpoints.clear()
             return None
         try:
-            for name, model in self.models.items():
+            if self.sharded:
+                self._read_shards(d)
+            for name, model in {} if self.sharded else self.models.items():
                 load_model(model, str(d / f"model-{name}.safetensors"), strict=True)
-            for name, opt in self.optimizers.items():
+            for name, opt in {} if self.sharded else self.optimizers.items():
                 opt.load_state_dict(torch.load(d / f"optim-{name}.pt", weights_only=True))
             for name, sched in self.schedulers.items():
                 sched.load_state_dict(torch.load(d / f"sched-{name}.pt", weights_only=True))

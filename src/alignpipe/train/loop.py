@@ -52,6 +52,7 @@ def optimizer_step(  # noqa: PLR0913 — one guarded step needs each of these
     loss.backward()
     params = [p for p in parameters if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf"))
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor over the shards
     check_finite(norm, step=step, what="gradient norm", checkpoints=checkpoints)
     optimizer.step()
     if scheduler is not None:
