@@ -57,23 +57,27 @@ class World:
     size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    gpu: bool = False  # this rank trains on its GPU (cuda:local_rank); else on the CPU
 
     @classmethod
     def from_env(cls) -> World:
-        """Join the process group the launcher set up (WORLD_SIZE > 1), else a world of one."""
+        """Join the process group the launcher set up (WORLD_SIZE > 1), else a world of one. A rank with a visible
+        GPU trains on it (NCCL between ranks); without one, on the CPU (gloo). The runner makes a stage's GPUs
+        visible only when its resources ask for them (CUDA_VISIBLE_DEVICES)."""
         size = int(os.environ.get("WORLD_SIZE", "1"))
-        if size <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") != "" else "gloo"
+        gpu = torch.cuda.is_available()
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if backend == "nccl":  # a Ray rank sees only its own GPU (device 0); a local one sees the node's
+        if gpu:  # a Ray rank sees only its own GPU (device 0); a local one sees the node's
             local_rank %= torch.cuda.device_count()
             torch.cuda.set_device(local_rank)
+        if size <= 1:
+            return cls(local_rank=local_rank if gpu else 0, gpu=gpu)
+        import torch.distributed as dist
+
+        backend = "nccl" if gpu else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=TIMEOUT)
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend, gpu)
 
     @property
     def is_main(self) -> bool:
@@ -81,7 +85,7 @@ class World:
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        return torch.device("cuda", self.local_rank) if self.gpu else torch.device("cpu")
 
     # -- data ------------------------------------------------------------------------------------------------------
     def shard(self, indices: list[int]) -> Shard:
@@ -133,7 +137,7 @@ class World:
             return DataParallel(model, wrapper)
         from torch.nn.parallel import DistributedDataParallel
 
-        ids = [self.local_rank] if self.backend == "nccl" else None
+        ids = [self.local_rank] if self.gpu else None
         return DataParallel(model, DistributedDataParallel(wrapper, device_ids=ids, forward_sync_buffers=False))
 
     # -- coordination ----------------------------------------------------------------------------------------------
@@ -184,6 +188,8 @@ class DataParallel:
     wrapper: nn.Module | None
 
     def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        device = next(self.model.parameters()).device  # tensor arguments go where the model is (a no-op on CPU)
+        args = tuple(a.to(device) if isinstance(a, Tensor) else a for a in args)
         if self.wrapper is None:
             return fn(self.model, *args, **kwargs)
         return self.wrapper(fn, *args, **kwargs)

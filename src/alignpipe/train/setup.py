@@ -36,10 +36,10 @@ class Training:
         return self.full if self.full is not None else self.model
 
     def trained_model(self) -> nn.Module | None:
-        """The trained model with all its weights, on rank 0 (None on the others): the model itself, or under FSDP
-        rank 0's unsharded copy filled with the gathered shards (every rank must call it: a collective)."""
-        if self.full is None and not self.checkpointer.sharded:
-            return self.model if self.world.is_main else None
+        """The trained model with all its weights, on rank 0's CPU (None on the others): the model itself, or under
+        FSDP rank 0's unsharded copy filled with the gathered shards (every rank must call it: a collective)."""
+        if self.full is None and not self.checkpointer.sharded:  # evaluated and saved on the CPU, as before
+            return self.model.cpu() if self.world.is_main else None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -65,6 +65,7 @@ def setup_training(ctx: Any, model: nn.Module, order: Any, p: Any) -> Training:
         raise StageFailed(f"stage {ctx.stage!r}: sharding fsdp does not shard LoRA-wrapped models; set lora: false "
                           "or resources.sharding: ddp")
     full = copy.deepcopy(model) if sharded and world.is_main else None  # rank 0 publishes an unsharded model
+    model.to(world.device)  # the rank's GPU when it has one
     forward = world.data_parallel(model, "fsdp" if sharded else "ddp")  # before the optimizer: it steps the shards
     total = p.steps or p.epochs * order.batches_per_epoch
     opt = make_adamw(model, p.lr, p.weight_decay)
