@@ -21,7 +21,7 @@ vocabulary 50,257 so that the LM head is GPT-2's; the demonstrations' token ids 
 random init, fp32 and bf16 (alignpipe: autocast, weights and optimizer fp32; TRL: bf16=True, the same autocast).
 MFU = 6 · parameters · tokens/s ÷ the `limit` benchmark's measured peak at 2 threads (fp32 rows: the fp32 peak;
 bf16 rows: the bf16 peak). Steps per sample shrink with size (the timed window stays a few seconds), 3 rounds
-per size, the first steps of every run excluded.
+per size, the first steps of every run excluded. 3 quiet rounds (at most 6) per row: the machine is shared.
 """
 
 from __future__ import annotations
@@ -90,8 +90,10 @@ def _ours_sft(art: dict, wd: Path, key: str, *, model: Path | None = None, steps
 
 
 def _step_ms(samples: list[Sample], records: list[dict]) -> list[Sample]:
-    """Each sample as ms per optimizer step (from the worker's timed window)."""
-    return [replace(s, value=1000 * r["seconds"] / r["steps"]) for s, r in zip(samples, records, strict=True)]
+    """Each sample as ms per optimizer step (from the worker's timed window; the records of warm-up rounds, which
+    are not samples, come first)."""
+    return [replace(s, value=1000 * r["seconds"] / r["steps"])
+            for s, r in zip(samples, records[len(records) - len(samples):], strict=True)]
 
 
 def _ddp_rows(b: Bench, art: dict, info: dict) -> None:
@@ -101,7 +103,7 @@ def _ddp_rows(b: Bench, art: dict, info: dict) -> None:
     ddp32 = _sample(info, "ddp_2x1_b32", _ours_sft(art, wd, "ddp_2x1_b32", batch=2 * BATCH, resources=TWO_RANKS),
                     "tokens_per_s", ONE_THREAD)
     one1 = _sample(info, "one_1x1", _ours_sft(art, wd, "one_1x1"), "tokens_per_s", ONE_THREAD)
-    cols = b.interleave([ddp, one, ddp32, one1], repeats=5)
+    cols = b.interleave([ddp, one, ddp32, one1], repeats=3)
     row = b.add_row("sft, 2 processes × 1 thread (DDP, gloo) vs 1 process × 2 threads",
                     Metric("tokens/s", "higher", target=0.9), b.series("alignpipe, 2 ranks × 1 thread", cols[0]),
                     b.series("alignpipe, 1 process × 2 threads", cols[1]),
@@ -126,7 +128,7 @@ def _ppo_rows(b: Bench, art: dict, info: dict) -> None:
 
     cols = b.interleave([ppo("split_1pass", ONE_PASS, SPLIT, ONE_THREAD), ppo("colo_1pass", ONE_PASS, None, None),
                          ppo("split_default", {}, SPLIT, ONE_THREAD), ppo("colo_default", {}, None, None)],
-                        repeats=5, warmup=0)
+                        repeats=3, warmup=0)
     for (split, colo), what in (((cols[0], cols[1]), "1 epoch × 64"), ((cols[2], cols[3]), "4 epochs × 8")):
         b.add_row(f"ppo, split vs colocated, {what}", Metric("samples/s", "higher"),
                   b.series("split: actor+critic | reference+Rφ, 1 thread each", split),
