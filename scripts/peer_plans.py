@@ -29,7 +29,7 @@ def plan_cell(actor: str, rm: str | None, cluster: str, params: dict, prompt_len
     if sp.plan is None:
         return "refused: " + sp.note.split(" short")[0].split(", ")[-1] + " short"
     need = max(g.footprint.total for g in sp.plan.groups)
-    return f"{sp.plan.describe()}; {need / GiB:.0f} GiB/GPU"
+    return f"{sp.plan.describe()}; {need / GiB:.0f} GiB/GPU".replace("|", "\\|")  # a table cell
 
 
 def deepspeed_chat() -> None:
@@ -59,7 +59,7 @@ def deepspeed_chat() -> None:
 def _short(cell: str) -> str:
     if cell.startswith("refused"):
         return "✗ " + cell.split(": ", 1)[1]
-    layout, need = cell.split(": [", 1)[0], cell.rsplit("; ", 1)[1]
+    layout, need = cell.split(":", 1)[0], cell.rsplit("; ", 1)[1]
     sharded = "sharded" if "sharded" in cell else "replicas"
     extras = [x for x, k in (("ckpt", "checkpointing"), ("Adam→host", "Adam state")) if k in cell]
     return f"✓ {layout}, {sharded}{', ' + ', '.join(extras) if extras else ''} ({need})"

@@ -30,29 +30,29 @@ def ppo_models(actor, critic=None, shared_critic=False):
 PPO_CASES = [
     # (id, actor, critic+RM, devices, placement, expected describe(), actor replicas)
     ("124M-8xA100-colocated", "124M", None, gpus(8, 80), None,
-     "colocated: [actor, critic, reference, reward_model] on 8 devices", 8),
+     "colocated: actor+critic+reference+reward_model on 8 devices", 8),
     ("124M+1.3B-8x24GB-split", "124M", "1.3B", gpus(8, 24), None,
-     "split: [actor, critic] on 6 devices | [reference, reward_model] on 2 devices (activation checkpointing)", 6),
+     "split: actor+critic on 6 devices | reference+reward_model on 2 devices (activation checkpointing)", 6),
     ("124M+1.3B-4x24GB-separate", "124M", "1.3B", gpus(4, 24), None,
-     "separate: [actor] on 1 device | [critic] on 1 device | [reference] on 1 device | [reward_model] on 1 device "
+     "separate: actor on 1 device | critic on 1 device | reference on 1 device | reward_model on 1 device "
      "(activation checkpointing)", 1),
     ("1.3B-4x48GB-separate", "1.3B", None, gpus(4, 48), None,
-     "separate: [actor] on 1 device | [critic] on 1 device | [reference] on 1 device | [reward_model] on 1 device", 1),
+     "separate: actor on 1 device | critic on 1 device | reference on 1 device | reward_model on 1 device", 1),
     ("13B-lora+350M-1x40GB-offload", "13B-lora", "350M", gpus(1, 40), None,
-     "offload: [actor, critic] on 1 device | [reference, reward_model] on host memory (activation checkpointing)", 1),
+     "offload: actor+critic on 1 device | reference+reward_model on host memory (activation checkpointing)", 1),
     ("7B-8xA100-sharded", "7B", None, gpus(8, 80), None,
-     "colocated: [actor, critic, reference, reward_model] on 8 devices, sharded over 8", 8),
+     "colocated: actor+critic+reference+reward_model on 8 devices, sharded over 8", 8),
     ("30B-2x8xA100-adam-offload", "30B", None, gpus(16, 80, nodes=2), None,
-     "colocated: [actor, critic, reference, reward_model] on 16 devices, sharded over 16 (activation checkpointing, "
+     "colocated: actor+critic+reference+reward_model on 16 devices, sharded over 16 (activation checkpointing, "
      "Adam state in host memory)", 16),
     ("7B-8xA100-split-asked", "7B", None, gpus(8, 80), "split",
-     "split: [actor, critic] on 6 devices, sharded over 6 | [reference, reward_model] on 2 devices", 6),
+     "split: actor+critic on 6 devices, sharded over 6 | reference+reward_model on 2 devices", 6),
     ("tiny-2cpu-colocated", TINY, None, cpus(2, 3), None,
-     "colocated: [actor, critic, reference, reward_model] on 2 devices", 2),
+     "colocated: actor+critic+reference+reward_model on 2 devices", 2),
     ("tiny-2cpu-split-asked", TINY, None, cpus(2, 3), "split",
-     "split: [actor, critic] on 1 device | [reference, reward_model] on 1 device", 1),
+     "split: actor+critic on 1 device | reference+reward_model on 1 device", 1),
     ("tiny-2cpu-groups", TINY, None, cpus(2, 3), [["actor", "critic", "reference"], ["reward_model"]],
-     "groups: [actor, critic, reference] on 1 device | [reward_model] on 1 device", 1),
+     "groups: actor+critic+reference on 1 device | reward_model on 1 device", 1),
 ]
 
 
@@ -71,14 +71,14 @@ def test_ppo_plans(case):
 
 def test_the_reason_names_what_did_not_fit():
     plan = plan_ppo("ppo", ppo_models("7B"), gpus(8, 80), ROLLOUT, BF16)
-    assert plan.reason.startswith("colocated: [actor, critic, reference, reward_model] on 8 devices needs 233.2 GiB "
+    assert plan.reason.startswith("colocated: actor+critic+reference+reward_model on 8 devices needs 233.2 GiB "
                                   "per device")
     assert "more than the 76.0 GiB usable" in plan.reason
 
 
 def test_a_shared_critic_has_three_models():
     plan = plan_ppo("ppo", ppo_models(TINY, shared_critic=True), cpus(2, 3), ROLLOUT, FP32, "split")
-    assert plan.describe() == "split: [actor] on 1 device | [reference, reward_model] on 1 device"
+    assert plan.describe() == "split: actor on 1 device | reference+reward_model on 1 device"
 
 
 PPO_REFUSALS = [

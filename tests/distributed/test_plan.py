@@ -31,7 +31,7 @@ def test_7b_pipeline_on_8_a100():
     plans = by_stage(plan_pipeline(api.load(SEVEN_B, machine=cluster.machine()), cluster))
     assert plans["sft"].plan.describe() == "FSDP over 8"
     assert plans["reward"].plan.describe() == "FSDP over 8 + activation checkpointing"
-    assert plans["ppo"].plan.describe() == ("colocated: [actor, critic, reference, reward_model] on 8 devices, "
+    assert plans["ppo"].plan.describe() == ("colocated: actor+critic+reference+reward_model on 8 devices, "
                                             "sharded over 8")
     assert plans["ppo"].plan.sizes == {"actor": 6_738_415_616, "critic": 6_607_347_712,
                                        "reference": 6_738_415_616, "reward_model": 6_607_347_712}
@@ -41,7 +41,7 @@ def test_7b_pipeline_on_8_a100():
 def test_cli_prints_the_memory_model_and_json(tmp_path):
     r = plan_cli(SEVEN_B, "--cluster", "8xA100-80GB")
     assert r.returncode == 0, r.stderr
-    assert "plan:    colocated: [actor, critic, reference, reward_model] on 8 devices, sharded over 8" in r.stdout
+    assert "plan:    colocated: actor+critic+reference+reward_model on 8 devices, sharded over 8" in r.stdout
     assert "GiB per device" in r.stdout and "KV cache" in r.stdout
     r = plan_cli(SEVEN_B, "--cluster", "8xA100-80GB", "--json")
     ppo = next(p for p in json.loads(r.stdout)["plans"]["None"] if p["stage"] == "ppo")["plan"]

@@ -241,12 +241,12 @@ class PPOPlan:
         return next(i for i, g in enumerate(self.groups) if model in g.models)
 
     def describe(self) -> str:
-        """One line: 'split: [actor, critic] × 2 | [reference, reward_model] × 2'."""
+        """One line: 'split: actor+critic on 2 devices | reference+reward_model on 2 devices'."""
         parts = []
         for g in self.groups:
             where = "host memory" if g.devices == 0 else (f"{g.devices} device{'s' if g.devices > 1 else ''}"
                                                          + (f", sharded over {g.shard}" if g.shard > 1 else ""))
-            parts.append(f"[{', '.join(g.models)}] on {where}")
+            parts.append(f"{'+'.join(g.models)} on {where}")
         extras = [x for x, on in (("activation checkpointing", self.checkpointing),
                                   ("Adam state in host memory", self.offload_optimizer)) if on]
         return f"{self.layout}: {' | '.join(parts)}" + (f" ({', '.join(extras)})" if extras else "")
