@@ -38,9 +38,10 @@ def two_procs(one_proc):
 def test_two_processes_follow_the_one_process_loss_curve(one_proc, two_procs, stage):
     _, ws1, res1 = one_proc
     ws2, runs = two_procs
-    one, two = curve(ws1, res1["run_id"], stage), curve(ws2, runs[stage]["run_id"], stage)
-    assert len(one) == SIZES[stage]["steps"] and one.keys() == two.keys()
-    assert max(abs(one[s] - two[s]) for s in one) < 1e-5
+    for metric in ("loss", "grad_norm"):
+        one, two = curve(ws1, res1["run_id"], stage, metric), curve(ws2, runs[stage]["run_id"], stage, metric)
+        assert len(one) == SIZES[stage]["steps"] and one.keys() == two.keys()
+        assert max(abs(one[s] - two[s]) for s in one) < 1e-5, metric
     tokens = "tokens" if stage == "sft" else "pairs"  # the same samples in every step
     assert curve(ws1, res1["run_id"], stage, tokens) == curve(ws2, runs[stage]["run_id"], stage, tokens)
     store1, store2 = Store(ws1), Store(ws2)

@@ -43,9 +43,11 @@ def optimizer_step(  # noqa: PLR0913 — one guarded step needs each of these
 ) -> float:
     """zero_grad → check loss → backward → clip (if max_grad_norm) → check grad norm → step → scheduler.step.
 
-    `step` is the 1-based number of this optimizer step (used in error messages). Returns the gradient norm
-    before clipping. A NaN/inf loss or gradient raises StageFailed before the weights change. `global_loss`: the
-    value checked instead of `loss` — a data-parallel step's global mean, so that every rank stops together.
+    `step` is the 1-based number of this optimizer step (used in error messages). `parameters` is iterated after the
+    backward (a generator such as model.parameters() sees FSDP's shards, which hold the gradients). Returns the
+    gradient norm before clipping. A NaN/inf loss or gradient raises StageFailed before the weights change.
+    `global_loss`: the value checked instead of `loss` — a data-parallel step's global mean, so that every rank
+    stops together.
     """
     check_finite(loss if global_loss is None else global_loss, step=step, what="loss", checkpoints=checkpoints)
     optimizer.zero_grad(set_to_none=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +26,10 @@ class Training:
     full: nn.Module | None = None  # FSDP: rank 0's unsharded copy, filled with the trained weights by trained_model
 
     @property
-    def parameters(self) -> list[Any]:
-        """The trainable parameters as the optimizer steps them (FSDP replaces them with their shards)."""
-        return [prm for prm in self.model.parameters() if prm.requires_grad]
+    def parameters(self) -> Iterator[Any]:
+        """The trainable parameters as the optimizer steps them, read when iterated: FSDP registers the unsharded
+        parameters during the forward and backward, and the shards, which receive the gradients, after them."""
+        return (prm for prm in self.model.parameters() if prm.requires_grad)
 
     @property
     def local(self) -> nn.Module:
