@@ -67,8 +67,8 @@ def build_alignpipe(root: Path) -> tuple[list[str], Path]:
     return [*fx.alignpipe_exe(), "run", str(root / "pipeline.yaml"), "-w", str(ws), "-q"], ws
 
 
-def build_dvc(root: Path) -> list[str]:
-    dvc = str(peers.bin_path("dvc", "dvc"))
+def build_dvc(root: Path, dvc: str | None = None) -> list[str]:
+    dvc = dvc or str(peers.bin_path("dvc", "dvc"))
     env = {**os.environ, **peers.DVC_ENV}
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(FIXTURES / "dvc_step.py", root / "dvc_step.py")

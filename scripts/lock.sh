@@ -12,6 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 pip_() { "$tmp/venv/bin/pip" -q --disable-pip-version-check "$@" 2> >(grep -v "WARNING: Location" >&2); }
+"$tmp/venv/bin/python" -m pip install -q pip==26.3  # pip 23's resolver backtracked for an hour over the test set
 case ",$extras," in *,ml,*) pip_ install torch==2.13.0 ;; esac  # the CPU build first: see scripts/setup.sh
 pip_ install ".[$extras]"
 {

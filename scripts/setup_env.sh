@@ -11,6 +11,7 @@ venv=".venvs/$name"
 stamp="$venv/.locked-$(sha256sum "constraints/$name.txt" pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check pip==26.3 2> >(grep -v "WARNING: Location" >&2)
   "$venv/bin/pip" install -q --disable-pip-version-check -c "constraints/$name.txt" -e ".[$name]" \
     2> >(grep -v "WARNING: Location" >&2)
   rm -f "$venv"/.locked-*; touch "$stamp"

@@ -8,6 +8,7 @@ error on fresh machines). These tests read the imports from the source itself.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata as md
 import json
 import re
@@ -63,8 +64,13 @@ def third_party_imports(path: Path) -> set[str]:
     return {m for m in mods if m not in sys.stdlib_module_names and m != "alignpipe" and m != "__future__"}
 
 
+@functools.cache
+def _packages() -> dict[str, list[str]]:
+    return md.packages_distributions()  # a scan of every installed distribution: once
+
+
 def distributions(module: str) -> set[str]:
-    return {norm(d) for d in md.packages_distributions().get(module, [])}
+    return {norm(d) for d in _packages().get(module, [])}
 
 
 def test_every_imported_package_is_declared_directly():

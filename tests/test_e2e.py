@@ -5,6 +5,7 @@ Same graph as `alignpipe run` (src/alignpipe/examples/rlhf.yaml), smaller data, 
 
 import json
 import math
+import re
 import time
 
 import pytest
@@ -61,3 +62,27 @@ def test_lineage_from_the_rlhf_policy_reaches_the_base_model_and_the_judge(small
     assert labels["summary"]["judge"] == {"type": "function", "function": "alignpipe.task:gold_score",
                                           "noise_temperature": 0.1}
     assert tree["inputs"]["policy"]["stage"] == "sft"  # the KL anchor is πSFT itself
+
+
+def test_the_runs_report_opens_offline_in_a_real_browser_and_prints(small_run, chromium, tmp_path):
+    import base64
+
+    from alignpipe.report import write_report
+
+    _, result, ws = small_run
+    path = write_report(ws, result.run_id, tmp_path / "report.html")
+    assert path.stat().st_size < 3 * 2**20
+    chromium.get(path.as_uri())
+    assert chromium.console_errors() == []
+    assert chromium.requests() == [path.as_uri()]  # the page itself, nothing else: no CDN, no font, no image
+    headings = [h.text for h in chromium.find_elements("tag name", "h2")]
+    assert headings == ["Findings", "Evaluation", "Samples", "Metric curves", "Stage timeline", "Lineage"]
+    charts = chromium.find_elements("css selector", "svg.chart")
+    assert len(charts) >= 20 and all(c.size["width"] >= 200 and c.size["height"] >= 100 for c in charts)
+    assert len(chromium.find_elements("css selector", "svg.chart polyline")) >= 20  # curves drawn, not empty axes
+    samples = chromium.find_element("css selector", "table.samples")
+    assert samples.find_elements("tag name", "th")[1].text == "sft"  # the baseline first, then πRLHF
+    assert len(samples.find_elements("tag name", "tr")) == 1 + 12
+    chromium.screenshot(tmp_path / "report.png")
+    pdf = base64.b64decode(chromium.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page[^s]", pdf)) >= 3  # pages, not /Pages

@@ -19,15 +19,18 @@ from alignpipe.pipeline.entry import execute, manual_task
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.executors import LocalExecutor, RayExecutor
 from alignpipe.pipeline.journal import Journal
+from alignpipe.pipeline.matrix import split_ref
 from alignpipe.pipeline.runner import Reporter, Runner, RunOptions, RunResult
 from alignpipe.pipeline.spec import Machine, Pipeline, load_pipeline, pipeline_from_dict
 from alignpipe.pipeline.store import Artifact, Store
 
 Executor = LocalExecutor | RayExecutor
-BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml"}
+BUILTIN = {"default": "rlhf.yaml", "example": "example.yaml", "overoptimization": "overoptimization.yaml"}
 
 
 def builtin_path(name: str = "default") -> Path:
+    if name not in BUILTIN:
+        raise UserError(f"no built-in example {name!r}; examples: {', '.join(n for n in BUILTIN if n != 'default')}")
     return Path(str(importlib.resources.files("alignpipe") / "examples" / BUILTIN[name]))
 
 
@@ -69,6 +72,27 @@ def run_stage(uses: str, *, inputs: dict[str, str], params: dict[str, Any], out:
     return execute(manual_task(uses, inputs, params, str(out), seed))
 
 
+def export(platform: str, pipeline: Pipeline | str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
+           alignpipe: str = "alignpipe", workspace: str | os.PathLike | None = None,
+           images: dict[str, str] | None = None) -> list[Path]:
+    """Write `pipeline` as `platform`'s files (kfp, airflow, prefect, metaflow, dvc) into `out`; see
+    alignpipe.export. Validated as `validate` does, except resources against this machine (the platform places
+    stages). `images`: stage -> container image ("*": every stage) for KFP and Airflow's KubernetesPodOperator."""
+    from alignpipe.export import check_platform, render, write
+    from alignpipe.export.ir import build
+    from alignpipe.export.task import load_for_platform
+
+    check_platform(platform, images)
+    if isinstance(pipeline, Pipeline):
+        if not Path(pipeline.source).is_file():
+            raise UserError("export: the pipeline must come from a YAML file (every exported task loads it); "
+                            "save it and pass its path")
+        pipeline = pipeline.source
+    pipe = load_for_platform(pipeline)
+    ir = build(pipe, alignpipe=alignpipe, workspace=str(workspace) if workspace else None, images=images)
+    return write(render(platform, ir), out, force=force)
+
+
 class Workspace:
     """Read side of a workspace: artifacts, tags, lineage, verification, gc, runs, status, logs."""
 
@@ -85,7 +109,7 @@ class Workspace:
 
     def resolve(self, ref: str) -> str:
         """An artifact id from an id/prefix, a tag, or a stage name (`stage` or `stage.output`, latest run)."""
-        stage, _, output = ref.partition(".")
+        stage, output = split_ref(ref)  # a matrix branch's values may hold dots: ppo@lr=0.5.policy
         att = self.journal.last_attempt(stage)
         if att is not None and att.outputs:
             outs = att.outputs

@@ -12,12 +12,15 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alignpipe.distributed.cli import add_commands as add_distributed_commands
+from alignpipe.export.cli import register as register_export
 from alignpipe.integrations.cli import add_commands as add_integration_commands
 from alignpipe.labeling.cli import app as label_app
 from alignpipe.pipeline.errors import UserError
+from alignpipe.report import cli as report_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="alignpipe: RLHF as one managed computation graph.")
@@ -25,6 +28,8 @@ stage_app = typer.Typer(help="Run one stage outside a pipeline (manual mode).", 
 app.add_typer(stage_app, name="stage")
 app.add_typer(label_app, name="label")  # alignpipe.labeling.cli: the human judge's jobs
 out = Console(highlight=False, soft_wrap=True)
+app.command()(report_cli.report)
+app.command()(report_cli.watch)
 
 WS_HELP = "workspace directory (default: $ALIGNPIPE_WORKSPACE or ./workspace)"
 
@@ -68,13 +73,15 @@ def _when(t: float | None) -> str:
 
 @app.command()
 def run(
-    pipeline: str | None = typer.Argument(None, help="pipeline YAML (default: the built-in pipeline)"),
+    pipeline: str | None = typer.Argument(None, help="pipeline YAML (default: the built-in pipeline); with "
+                                          "--example, an example's name: example (default), overoptimization"),
     workspace: str | None = typer.Option(None, "--workspace", "-w", help="overrides the spec's workspace"),
     from_: str | None = typer.Option(None, "--from", help="re-execute STAGE and everything downstream of it"),
     until: str | None = typer.Option(None, "--until", help="run only STAGE and what it depends on"),
     only: str | None = typer.Option(None, "--only", help="run only STAGE (its inputs must be cached)"),
     force: list[str] = typer.Option([], "--force", help="re-execute STAGE even when cached (repeatable)"),
-    example: bool = typer.Option(False, "--example", help="run the engine's tiny example pipeline"),
+    example: bool = typer.Option(False, "--example", help="run a built-in example (PIPELINE names it): the "
+                                 "engine's tiny example, or the overoptimization study"),
     wait: bool = typer.Option(False, "--wait", help="wait for a concurrent run on the workspace to finish"),
     verify: str | None = typer.Option(None, "--verify", help="re-hashing of artifacts: inputs (default: what a "
                                       "running stage reads, and cache hits modified since sealed), always (every "
@@ -96,7 +103,8 @@ def run(
 
     engine = make_executor(executor, ray_address)
     try:
-        pipe = api.load(pipeline, builtin="example" if example else "default", machine=engine.machine())
+        pipe = api.load(None if example else pipeline, builtin=(pipeline or "example") if example else "default",
+                        machine=engine.machine())
         reporter = make_reporter(quiet, as_json)
         try:
             result = api.run(pipe, workspace=workspace, from_=from_, until=until, only=only, force=tuple(force),
@@ -106,6 +114,7 @@ def run(
             reporter.close()
     finally:
         engine.close()
+    report_cli.after_run(result, quiet, as_json)  # before the result, which stays the last JSON line
     _print_result(result, quiet, as_json)
     raise typer.Exit(result.exit_code)
 
@@ -150,7 +159,7 @@ def validate(pipeline: str = typer.Argument(..., help="pipeline YAML")) -> None:
     from alignpipe import api
 
     pipe = api.load(pipeline)
-    out.print(f"[green]ok[/] {pipeline}: {len(pipe.stages)} stages in order {' -> '.join(pipe.order)}")
+    out.print(f"[green]ok[/] {escape(pipeline)}: {len(pipe.stages)} stages in order {' -> '.join(pipe.order)}")
 
 
 @app.command()
@@ -176,7 +185,7 @@ def artifacts(workspace: str | None = typer.Option(None, "--workspace", "-w", he
     out.print(t)
     for a in arts:
         if a.kind == "corrupt":
-            out.print(f"[red]corrupt[/] {a.id[:12]}: {a.manifest['problem']}", markup=True)
+            out.print(f"[red]corrupt[/] {a.id[:12]}: {escape(a.manifest['problem'])}", markup=True)
 
 
 def _size(n: float) -> str:
@@ -201,12 +210,15 @@ def show(ref: str = typer.Argument(..., help="artifact id, id prefix, tag, or st
     p = m.get("producer", {})
     out.print(f"producer: stage {p.get('stage')} ({p.get('uses')} v{p.get('version')}) output {p.get('output')}, "
               f"run {p.get('run_id')}, fingerprint {str(p.get('fingerprint'))[:12]}")
+    if p.get("platform"):  # published by a platform's task (`alignpipe stage exec`)
+        out.print(f"platform: {p['platform']} run {p.get('platform_run_id') or '-'}")
     for name, inp in m.get("inputs", {}).items():
         ext = f" (external {inp['external']})" if inp.get("external") else ""
         out.print(f"input {name}: {inp['id'][:12]}{ext}")
-    out.print(f"params: {json.dumps(m.get('params', {}), sort_keys=True)}")
+    out.print(f"params: {escape(json.dumps(m.get('params', {}), sort_keys=True))}")
     if m.get("summary"):
-        out.print(f"summary: {json.dumps({k: v for k, v in m['summary'].items() if k != 'headline'}, sort_keys=True)}")
+        summary = {k: v for k, v in m["summary"].items() if k != "headline"}
+        out.print(f"summary: {escape(json.dumps(summary, sort_keys=True))}")
     out.print(f"files: {len(m['files'])}, {_size(sum(f['size'] for f in m['files']))}; created {_when(m['created'])}")
 
 
@@ -223,7 +235,7 @@ def lineage(ref: str = typer.Argument(..., help="artifact id, prefix, tag or sta
     def walk(node: dict[str, Any], label: str, depth: int) -> None:
         pad = "  " * depth
         if node.get("external"):
-            out.print(f"{pad}{label}[dim]external[/] {node['external']} ({node['id'][:12]})")
+            out.print(f"{pad}{label}[dim]external[/] {escape(node['external'])} ({node['id'][:12]})")
         elif node.get("missing"):
             out.print(f"{pad}{label}[red]missing[/] {node['id'][:12]}")
         else:
@@ -250,7 +262,7 @@ def verify(ref: str | None = typer.Argument(None, help="one artifact (default: a
     bad = {i: p for i, p in report.items() if p}
     for i, problems in report.items():
         if problems:
-            out.print(f"[red]corrupt[/] {i[:12]}: " + "; ".join(problems))
+            out.print(f"[red]corrupt[/] {i[:12]}: " + escape("; ".join(problems)))
     out.print(f"{len(report) - len(bad)} ok, {len(bad)} corrupt")
     raise typer.Exit(1 if bad else 0)
 
@@ -294,7 +306,7 @@ def status(run_ref: str | None = typer.Argument(None, metavar="RUN", help="run i
     out.print(t)
     for name, s in stages.items():
         if s["state"] in ("failed", "rejected") and s.get("error"):
-            out.print(f"[red]{name}[/]: {s['error']}")
+            out.print(f"[red]{name}[/]: {escape(s['error'])}")
 
 
 @app.command()
@@ -305,10 +317,11 @@ def runs(workspace: str | None = typer.Option(None, "--workspace", "-w", help=WS
     if as_json:
         _dump(rows)
         return
-    t = Table("run", "pipeline", "status", "started", "duration", box=None)
+    t = Table("run", "pipeline", "status", "started", "duration", "platform", box=None)
     for r in rows:
         dur = f"{r['ended'] - r['started']:.1f}s" if r["ended"] else "-"
-        t.add_row(r["id"], r["pipeline"], r["status"], _when(r["started"]), dur)
+        plat = f"{r['platform']} {r['platform_run_id'] or ''}".strip() if r.get("platform") else "-"
+        t.add_row(r["id"], r["pipeline"], r["status"], _when(r["started"]), dur, plat)
     out.print(t)
 
 
@@ -404,6 +417,7 @@ def stage_run(
 
 add_integration_commands(app)  # publish, register, push, pull: alignpipe.integrations.cli
 add_distributed_commands(app)  # plan: alignpipe.distributed.cli
+register_export(app, stage_app)  # `alignpipe export` and `alignpipe stage exec` (alignpipe.export.cli)
 
 
 def main() -> None:

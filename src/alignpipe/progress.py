@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -34,7 +35,8 @@ class QuietReporter:
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("event") == "stage" and event.get("state") in ("failed", "rejected"):
-            self.err.print(f"[red]✘ {event['stage']}[/] {event.get('error', '')}", markup=True, highlight=False)
+            self.err.print(f"[red]✘ {event['stage']}[/] {escape(event.get('error') or '')}", markup=True,
+                           highlight=False)
         elif event.get("event") == "warning":
             warn(self.err, event)
         elif event.get("event") == "notice":  # something to act on (a labeling page waiting for people)
@@ -91,7 +93,8 @@ class LiveReporter:
                 self.console.print(f"[{style}]{mark}[/] {event['stage']} {event['state']}{dur}", highlight=False)
             if event["state"] in ("failed", "rejected", "ready") and event.get("error"):
                 msg = "retrying: " if event["state"] == "ready" else ""
-                self.console.print(f"[red]{event['stage']}: {msg}{event['error']}[/]", highlight=False, markup=True)
+                self.console.print(f"[red]{event['stage']}: {msg}{escape(event['error'])}[/]", highlight=False,
+                                   markup=True)
         elif kind == "warning":
             warn(self.console, event)
         elif kind == "progress":
@@ -118,9 +121,9 @@ def make_reporter(quiet: bool, as_json: bool) -> Any:
 
 def warn(console: Console, event: dict[str, Any]) -> None:
     where = f"{event['stage']}: " if event.get("stage") else ""
-    console.print(f"[yellow]warning:[/] {where}{event['message']}", highlight=False, markup=True)
+    console.print(f"[yellow]warning:[/] {escape(where + event['message'])}", highlight=False, markup=True)
 
 
 def err(msg: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {msg}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(msg)}", highlight=False)
     sys.stderr.flush()

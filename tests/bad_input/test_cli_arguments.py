@@ -28,6 +28,8 @@ CASES = [
          [r"stage 'example.nope': unknown stage type 'example.nope'; expected one of: .*example.corpus"]),
     Case("stage-unknown-param", ["stage", "run", "example.corpus", "-p", "linez=3", "-o", "out"], 2,
          [r"stage 'example.corpus': params.linez: unknown field; remove it or check its spelling"]),
+    Case("message-with-markup-characters", ["stage", "run", "example.corpus", "-p", "lines=x[/red]y", "-o", "out"],
+         2, [r"params.lines: Input should be a valid integer.*\(got 'x\[/red\]y'\)"]),
     Case("stage-bool-param", ["stage", "run", "example.corpus", "-p", "lines=true", "-o", "out"], 2,
          [r"params.lines: expected a number, got the boolean true"]),
     Case("run-unknown-executor", ["run", "--example", "--executor", "slurm", "-w", "ws"], 2,

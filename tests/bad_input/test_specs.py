@@ -41,7 +41,7 @@ CASES = [
     bad("workspace-uri", {"a": OK}, [r"^workspace 's3://bucket/x': the store serves local directories only"],
         workspace="s3://bucket/x"),
     bad("unknown-stage-type", {"a": {"uses": "nosuch"}},
-        [r"stages\.a\.uses: unknown stage type 'nosuch'; expected one of: evaluate, example.corpus"]),
+        [r"stages\.a\.uses: unknown stage type 'nosuch'; expected one of: bon, evaluate, example.corpus"]),
     bad("unknown-param", {"a": {"uses": "example.corpus", "params": {"linez": 3}}},
         [r"stages\.a\.params\.linez: unknown field"]),
     bad("param-wrong-type", {"a": {"uses": "example.corpus", "params": {"lines": "many"}}},

@@ -160,8 +160,10 @@ def test_bad_input_is_one_line_exit_2(server, tracked, args, message):
 
 def test_local_sqlite_uri_tracks_and_registers_without_a_server(tiny_ws, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
     res = cli("run", "--force", "ppo", "--mlflow", uri, "-q", "-w", str(tiny_ws),
-              str(_spec_file(tiny_ws, tmp_path)))
+              str(_spec_file(tiny_ws, tmp_path)), cwd=cwd)
     assert res.returncode == 0, res.stderr
     parents, children = runs_of(uri, "rlhf-default")
     assert len(parents) == 1 and len(children) == len(STAGES)
@@ -169,8 +171,10 @@ def test_local_sqlite_uri_tracks_and_registers_without_a_server(tiny_ws, tmp_pat
     assert [c.data.tags["alignpipe.stage"] for c in trained] == ["ppo"]
     assert client(uri).get_metric_history(trained[0].info.run_id, "kl")
     reg = cli("register", "reward.model", "--name", "rm", "--alias", "candidate", "--mlflow", uri,
-              "-w", str(tiny_ws))
+              "-w", str(tiny_ws), cwd=cwd)
     assert reg.returncode == 0 and "registered: Rφ reward.model" in reg.stdout, reg.stderr
+    assert not any(cwd.iterdir())  # artifacts next to the database, not in MLflow's default ./mlruns of the cwd
+    assert any((tmp_path / "mlartifacts").rglob("ppo-1.log"))
 
 
 def _spec_file(ws: Path, tmp_path: Path) -> Path:

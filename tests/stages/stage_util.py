@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 
 def manifest(out: Path) -> dict:
@@ -34,3 +37,26 @@ def kill_at_first_checkpoint_then_rerun(args: list[str], out: Path, expect_log: 
     assert rerun.returncode == 0, rerun.stderr
     assert expect_log in rerun.stderr
     return manifest(out)["id"]
+
+
+def crash_at_third_sampling_then_resume(monkeypatch: pytest.MonkeyPatch, run: Callable[[Path], dict],
+                                        tmp_path: Path) -> tuple[str, str, int]:
+    """Run a sampling stage (run(out) -> manifest) straight; then again, interrupted at its third sample_responses
+    call, and rerun to the end. Returns (straight id, resumed id, sample_responses calls of the rerun)."""
+    import alignpipe.models.forward as forward
+
+    straight = run(tmp_path / "straight")["id"]
+    real, calls = forward.sample_responses, []
+
+    def crash_on_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forward, "sample_responses", crash_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed")
+    resumed_calls = []
+    monkeypatch.setattr(forward, "sample_responses", lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
+    return straight, run(tmp_path / "resumed")["id"], len(resumed_calls)

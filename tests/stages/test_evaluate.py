@@ -19,16 +19,8 @@ def text_length(responses):
 
 
 @pytest.fixture(scope="module")
-def fx(tiny_model_dirs, tiny_tokenizer, tmp_path_factory) -> dict[str, Path]:
-    from alignpipe.models.build import reward_model_from_causal, save_model
-    from alignpipe.task import make_prompts
-
-    root = tmp_path_factory.mktemp("eval_fx")
-    save_model(reward_model_from_causal(tiny_model_dirs["gpt2"]), tiny_tokenizer, root / "rm")
-    (root / "prompts").mkdir()
-    (root / "prompts" / "data.jsonl").write_text(
-        "".join(json.dumps({"prompt": q}) + "\n" for q in make_prompts(0, 24, "eval")))
-    return {**tiny_model_dirs, "rm": root / "rm", "prompts": root / "prompts"}
+def fx(tiny_model_dirs, tiny_rm_dir, eval_prompts_dir) -> dict[str, Path]:
+    return {**tiny_model_dirs, "rm": tiny_rm_dir, "prompts": eval_prompts_dir}
 
 
 def evaluate(out: Path, models: dict[str, Path], fx, **params) -> dict:
@@ -125,6 +117,33 @@ def test_kl_is_measured_against_the_reference_and_is_deterministic(fx, tmp_path)
     evaluate(tmp_path / "again", models, fx)
     ids = [json.loads((tmp_path / d / "manifest.json").read_text())["id"] for d in ("a", "again")]
     assert ids[0] == ids[1]
+
+
+def test_a_collected_matrix_is_evaluated_branch_by_branch_with_mean_and_sd(fx, tmp_path):
+    """`rlhf: ppo@*.policy` of a 3-seed matrix arrives as inputs rlhf@seed=0..2; params.models names the family."""
+    from alignpipe.stages.evaluate import mean_sd, seed_groups
+
+    branches = {"rlhf@seed=0": fx["gpt2"], "rlhf@seed=1": fx["llama"], "rlhf@seed=2": fx["gpt2"]}
+    inputs = {"sft": str(fx["gpt2"]), **{k: str(v) for k, v in branches.items()}, "prompts": str(fx["prompts"]),
+              "reward_model": str(fx["rm"])}
+    api.run_stage("evaluate", inputs=inputs, params={"models": ["sft", "rlhf"], "max_new_tokens": 8,
+                                                     "batch_size": 12, "gold_function": "test_evaluate:text_length"},
+                  out=tmp_path / "out")
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(m["models"]) == ["rlhf@seed=0", "rlhf@seed=1", "rlhf@seed=2", "sft"] and m["baseline"] == "sft"
+    group = m["groups"]["rlhf"]
+    assert group["branches"] == list(branches)
+    golds = [m["models"][b]["gold"]["mean"] for b in branches]
+    assert group["gold"] == mean_sd(golds) and group["gold"]["sd"] > 0  # the llama branch differs
+    assert group["kl"]["mean"] == pytest.approx(m["models"]["rlhf@seed=1"]["kl"]["mean"] / 3)  # gpt2 ≡ sft: KL 0
+    assert mean_sd([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0} and mean_sd([4.0]) == {"mean": 4.0, "sd": 0.0}
+    families = {"sft": ["sft"], "rlhf": ["rlhf@kl_target=1", "rlhf@kl_target=2,seed=0", "rlhf@kl_target=2,seed=1"]}
+    assert seed_groups(families) == {"rlhf@kl_target=2": ["rlhf@kl_target=2,seed=0", "rlhf@kl_target=2,seed=1"]}
+    headline = json.loads((tmp_path / "out" / "manifest.json").read_text())["summary"]["headline"]
+    assert f"| rlhf | 3 | {group['gold']['mean']:.3f} ± {group['gold']['sd']:.3f} |" in headline
+    from alignpipe.stages.evaluate import STAGE
+
+    assert STAGE.check(STAGE.parse_params({}), {"sft", "rlhf@seed=0", "prompts"}) == []
 
 
 def test_tokenizer_mismatch_is_refused(fx, tmp_path):

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from stage_util import crash_at_third_sampling_then_resume
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignpipe import api
@@ -74,26 +75,11 @@ def test_near_zero_temperature_samples_the_greedy_response(tiny_model_dirs, prom
 
 
 def test_interrupted_generation_resumes_to_the_same_artifact(tiny_model_dirs, prompts, tmp_path, monkeypatch):
-    import alignpipe.models.forward as forward
-
     params = {"n": 2, "max_new_tokens": 6, "batch_size": 2, "checkpoint_every": 2}
-    straight = generate(tiny_model_dirs["gpt2"], prompts, tmp_path / "straight", **params)["id"]
-    real, calls = forward.sample_responses, []
-
-    def crash_on_third_batch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(forward, "sample_responses", crash_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
-        generate(tiny_model_dirs["gpt2"], prompts, tmp_path / "resumed", **params)
-    monkeypatch.setattr(forward, "sample_responses", real)
-    resumed_calls = []
-    monkeypatch.setattr(forward, "sample_responses", lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
-    assert generate(tiny_model_dirs["gpt2"], prompts, tmp_path / "resumed", **params)["id"] == straight
-    assert len(resumed_calls) == 2  # 4 batches of 2 prompts: the first 2 came from the checkpoint
+    straight, resumed, calls = crash_at_third_sampling_then_resume(
+        monkeypatch, lambda out: generate(tiny_model_dirs["gpt2"], prompts, out, **params), tmp_path)
+    assert resumed == straight
+    assert calls == 2  # 4 batches of 2 prompts: the first 2 came from the checkpoint
 
 
 def test_chat_prompts_need_a_chat_template(tiny_model_dirs, tmp_path):

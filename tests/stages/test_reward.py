@@ -1,6 +1,7 @@
 """reward stage: overfits 8 pairs, normalizes πSFT samples to mean 0 / std 1, reports held-out metrics, resumes."""
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -115,6 +116,9 @@ def test_held_out_metrics_and_label_ceiling_are_reported(tiny_model_dirs, tmp_pa
     assert 0 <= ev["accuracy"] <= 1 and ev["loss"] > 0
     assert sum(ev["margin"]["histogram"].values()) == 6
     assert ev["margin"]["mean"] == pytest.approx(ev["mean_chosen"] - ev["mean_rejected"])
+    bins = ev["calibration"]["bins"]
+    assert sum(b["count"] for b in bins) == 6  # every held-out pair in one bin; its accuracy agrees with eval's
+    assert sum(b["accuracy"] * b["count"] for b in bins if b["count"]) / 6 == pytest.approx(ev["accuracy"])
     assert s["label_ceiling_accuracy"] == manifest(prefs)["summary"]["ceiling_accuracy"]
 
 
@@ -188,3 +192,16 @@ def test_bf16_autocast_reward_model_still_separates_pairs(tiny_model_dirs, tmp_p
                    eval_fraction=0, precision="bf16")["summary"]
     assert s["precision"] == "bf16" and s["train_accuracy"] == 1.0
     assert AutoModelForSequenceClassification.from_pretrained(out).dtype == torch.float32
+
+
+def test_calibration_bins_on_literal_margins():
+    from alignpipe.stages.reward import calibration_bins
+
+    # raw margins r_w − r_l: 0 → P ½ (a tie, right ½); ±ln 3 → P ¾ (one right, one wrong); ln 19 → P 0.95, right
+    out = calibration_bins([0.0, math.log(3), -math.log(3), math.log(19)])
+    bins = out["bins"]
+    assert bins[0] == {"p_mean": 0.5, "accuracy": 0.5, "count": 1}
+    assert bins[1]["count"] == bins[3]["count"] == 0 and bins[1]["p_mean"] is None
+    assert bins[2]["count"] == 2 and bins[2]["accuracy"] == 0.5 and bins[2]["p_mean"] == pytest.approx(0.75)
+    assert bins[4]["count"] == 1 and bins[4]["accuracy"] == 1.0 and bins[4]["p_mean"] == pytest.approx(0.95)
+    assert out["ece"] == pytest.approx(2 / 4 * 0.25 + 1 / 4 * 0.05)

@@ -57,6 +57,19 @@ def _mlflow() -> Any:
     return mlflow
 
 
+def experiment_id(client: Any, uri: str, name: str) -> str:
+    """The id of experiment `name`, created if new. With a local database URI (sqlite:///PATH) its artifacts go
+    next to the database (PATH's directory, mlartifacts/), not into MLflow's default ./mlruns of whatever
+    directory the command ran in."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
 def tracking_uri(cli_value: str | None, spec_value: str | None) -> str | None:
     """--mlflow, else $ALIGNPIPE_MLFLOW, else the spec's `tracking.mlflow` (None: no tracking)."""
     return cli_value or os.environ.get(ENV) or spec_value
@@ -205,8 +218,7 @@ class Tracker:
     def _start_parent(self, ev: dict[str, Any]) -> None:
         from alignpipe.pipeline.entry import code_version
 
-        exp = self.client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        exp_id = experiment_id(self.client, self.uri, self.experiment)
         self.exp_id = exp_id
         code = code_version()
         tags = {f"{TAG}run_id": ev["run_id"], f"{TAG}pipeline": self.pipeline.name,
@@ -442,8 +454,7 @@ def _log_and_register(mlflow: Any, client: Any, m: ModelArtifact, name: str, uri
     mlflow.set_tracking_uri(uri)
     if run_id is None:  # `alignpipe register` outside a tracked run: a run of its own, in the pipeline's experiment
         exp_name = str(m.producer.get("pipeline") or "alignpipe")
-        exp = client.get_experiment_by_name(exp_name)
-        exp_id = exp.experiment_id if exp else client.create_experiment(exp_name)
+        exp_id = experiment_id(client, uri, exp_name)
         run_id = client.create_run(exp_id, run_name=f"register {m.ref} {m.id[:12]}",
                                    tags={f"{TAG}artifact_id": m.id}).info.run_id
     with mlflow.start_run(run_id=run_id):  # ends FINISHED, as the run was before

@@ -58,6 +58,8 @@ class Task(BaseModel):
     events: str | None = None
     result: str | None = None
     resources: dict[str, Any] | None = None  # the stage's resources (spec.Resources); world size, placement
+    platform: str | None = None  # the workflow platform whose task runs this stage (`alignpipe stage exec`)
+    platform_run_id: str | None = None
 
 
 def world_size(task: Task) -> int:
@@ -199,6 +201,8 @@ def _publish(task: Task, version: str, ctx: StageContext, params: dict[str, Any]
                          "seed": task.seed},
             "inputs": inputs_meta, "params": params, "code": code, "summary": ctx.summaries.get(name, {}),
         }
+        if task.platform:  # outside the artifact id (a hash of the files): the same id on every platform
+            meta["producer"].update(platform=task.platform, platform_run_id=task.platform_run_id)
         staging = ctx.out_root / name
         if store is not None:
             outputs[name] = store.publish(staging, meta).id

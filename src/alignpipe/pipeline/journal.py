@@ -1,8 +1,11 @@
 """The journal: SQLite in the workspace, recording what ran (the spec says what should run).
 
 Tables: runs, attempts (one row per stage per try, and one per cache hit), metrics (series logged by stages),
-external (hash cache of external inputs keyed by path, size and mtime). During a run only the runner writes;
-a workspace lock (flock on .alignpipe/run.lock) keeps a second run out.
+plans (the stages a run set out to run, in order: what `alignpipe watch` shows as pending), external (hash cache
+of external inputs keyed by path, size and mtime), platform_runs (which workflow platform and platform run
+started a run: `alignpipe stage exec`). During a run only the runner writes; a workspace lock (flock on
+.alignpipe/run.lock) keeps a second run out. Platform tasks share that lock with each other (each runs one stage;
+the stage's work-dir lock keeps two attempts of one stage apart), never with a run or gc.
 """
 
 from __future__ import annotations
@@ -34,8 +37,14 @@ CREATE TABLE IF NOT EXISTS metrics (
   run_id TEXT, stage TEXT, fingerprint TEXT, step INTEGER, name TEXT, value REAL, t REAL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_stage ON metrics (fingerprint, name, step);
+CREATE TABLE IF NOT EXISTS plans (
+  run_id TEXT PRIMARY KEY, stages TEXT
+);
 CREATE TABLE IF NOT EXISTS external (
   path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, id TEXT
+);
+CREATE TABLE IF NOT EXISTS platform_runs (
+  run_id TEXT PRIMARY KEY, platform TEXT, platform_run_id TEXT
 );
 """
 
@@ -106,12 +115,18 @@ class Journal:
         self.db.close()
 
     # -- runs --------------------------------------------------------------------------------------------------
-    def start_run(self, pipeline: str, source: str, argv: list[str]) -> str:
+    def start_run(self, pipeline: str, source: str, argv: list[str], platform: str | None = None,
+                  platform_run_id: str | None = None) -> str:
+        """A new run. An exclusive run marks every still-'running' run abandoned (it holds the workspace alone, so
+        they are dead); a platform task's run (`platform` set) shares the workspace with live ones and does not."""
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self.db.execute("UPDATE runs SET status='abandoned', ended=? WHERE status='running'", (time.time(),))
+        if platform is None:
+            self.db.execute("UPDATE runs SET status='abandoned', ended=? WHERE status='running'", (time.time(),))
         self.db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)",
                         (run_id, pipeline, source, time.time(), None, "running", os.getpid(), socket.gethostname(),
                          json.dumps(argv)))
+        if platform is not None:
+            self.db.execute("INSERT INTO platform_runs VALUES (?,?,?)", (run_id, platform, platform_run_id))
         return run_id
 
     def end_run(self, run_id: str, status: str) -> None:
@@ -120,7 +135,29 @@ class Journal:
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT id, pipeline, source, started, ended, status FROM runs "
                               "ORDER BY started DESC LIMIT ?", (limit,))
-        return [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r, strict=True)) for r in cur]
+        rows = [dict(zip(("id", "pipeline", "source", "started", "ended", "status"), r, strict=True)) for r in cur]
+        platforms = self.platform_runs()
+        for r in rows:
+            r["platform"], r["platform_run_id"] = platforms.get(r["id"], (None, None))
+        return rows
+
+    def platform_runs(self) -> dict[str, tuple[str, str | None]]:
+        """run id -> (platform, platform run id) of the runs a workflow platform's task started."""
+        try:
+            rows = self.db.execute("SELECT run_id, platform, platform_run_id FROM platform_runs").fetchall()
+        except sqlite3.OperationalError:  # a journal from before the table, opened read-only (not migrated)
+            return {}
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def run_info(self, run_id: str) -> dict[str, Any] | None:
+        """One run's row: id, pipeline, source, started, ended, status, pid, host, argv (a list)."""
+        row = self.db.execute("SELECT id, pipeline, source, started, ended, status, pid, host, argv FROM runs "
+                              "WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        info = dict(zip(("id", "pipeline", "source", "started", "ended", "status", "pid", "host", "argv"), row,
+                        strict=True))
+        return {**info, "argv": json.loads(info["argv"] or "[]")}
 
     def latest_run(self) -> str | None:
         row = self.db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
@@ -136,6 +173,17 @@ class Journal:
         if len(rows) != 1:
             raise UserError(f"{'no' if not rows else 'more than one'} run matches {ref!r}; see `alignpipe runs`")
         return rows[0][0]
+
+    def record_plan(self, run_id: str, stages: list[str]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO plans VALUES (?,?)", (run_id, json.dumps(stages)))
+
+    def plan(self, run_id: str) -> list[str] | None:
+        """The stages run `run_id` planned, in order (None for runs recorded before plans were)."""
+        try:
+            row = self.db.execute("SELECT stages FROM plans WHERE run_id=?", (run_id,)).fetchone()
+        except sqlite3.OperationalError:  # a journal written before the plans table existed, opened read-only
+            return None
+        return json.loads(row[0]) if row else None
 
     # -- attempts ----------------------------------------------------------------------------------------------
     def record_attempt(self, a: Attempt) -> None:
@@ -191,18 +239,21 @@ class Journal:
 
 
 class WorkspaceLock:
-    """An exclusive flock on .alignpipe/run.lock; the OS releases it when the holder dies, even by kill -9."""
+    """A flock on .alignpipe/run.lock; the OS releases it when the holder dies, even by kill -9. Exclusive for a
+    run or gc; `shared` for platform tasks, which run one stage each and may run side by side."""
 
     def __init__(self, workspace: str | os.PathLike):
         self.path = Path(workspace) / ".alignpipe" / "run.lock"
         self.fd: int | None = None
+        self.shared = False
 
-    def acquire(self, wait: bool = False, poll: float = 0.5) -> WorkspaceLock:
+    def acquire(self, wait: bool = False, poll: float = 0.5, shared: bool = False) -> WorkspaceLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.shared = shared
         while True:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if not wait:
@@ -212,13 +263,15 @@ class WorkspaceLock:
                     raise UserError(f"{self.path.parent.parent}: workspace is in use by {holder}; wait for it to "
                                     "finish, pass --wait to queue behind it, or use another --workspace") from None
                 time.sleep(poll)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"run pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        if not shared:  # the holder's name is only written by an exclusive holder (shared ones are many)
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"run pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         return self
 
     def release(self) -> None:
         if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+            if not self.shared:
+                os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None

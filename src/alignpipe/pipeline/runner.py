@@ -48,6 +48,8 @@ class RunOptions:
     wait: bool = False  # wait for the workspace lock instead of refusing
     verify: str | None = None  # overrides the spec's `verify` (always, inputs, never)
     new_journal: bool = False  # move a damaged journal aside and start a new one
+    platform: str | None = None  # a workflow platform's task (`alignpipe stage exec`): shares the workspace lock
+    platform_run_id: str | None = None
     retry_base_delay: float = field(default_factory=lambda: float(os.environ.get("ALIGNPIPE_RETRY_BASE_DELAY", "1.0")))
     kill_grace: float = 5.0
 
@@ -148,7 +150,7 @@ class Runner:
     def run(self) -> RunResult:
         check_workspace_writable(self.ws)
         self.store.ensure()
-        lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait)
+        lock = WorkspaceLock(self.ws).acquire(wait=self.o.wait, shared=self.o.platform is not None)
         try:
             journal = Journal(self.ws, new_if_damaged=self.o.new_journal, report=self.report)
         except BaseException:
@@ -156,7 +158,7 @@ class Runner:
             raise
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            run_id = journal.start_run(self.p.name, self.p.source, sys.argv)
+            run_id = journal.start_run(self.p.name, self.p.source, sys.argv, self.o.platform, self.o.platform_run_id)
             result = self._loop(journal, run_id)
             journal.end_run(run_id, result.status)
             return result
@@ -170,6 +172,7 @@ class Runner:
         ext = {s.uri: self._external(journal, s.uri) for n in plan for s in self.p.stages[n].inputs.values()
                if isinstance(s, External)}
         states = {n: StageState(n) for n in plan}
+        journal.record_plan(run_id, plan)
         running: dict[str, _Running] = {}
         free_cpus = float(self.machine.cpus)
         free_mem = float(self.machine.memory or math.inf)
@@ -226,9 +229,10 @@ class Runner:
                 self.report({"event": "stage", "stage": name, "state": s.state, "outputs": hit,
                              "fingerprint": s.fingerprint, **({"error": s.error} if s.error else {})})
             elif name not in runnable:
+                hint = (f"run stage {name!r} first (its {self.o.platform} task)" if self.o.platform
+                        else "run without --only first")
                 raise UserError(f"{self.p.source}: stage {name!r} has no cached output for its current inputs and "
-                                "params, and the selection (--only/--until) does not allow running it; run without "
-                                "--only first")
+                                f"params, and the selection (--only/--until) does not allow running it; {hint}")
             else:
                 s.state = "ready"
 
@@ -275,7 +279,7 @@ class Runner:
         s.attempts += 1
         s.state, started = "running", time.time()
         work = self.store.work_root / s.fingerprint
-        attempt_dir = work / "attempts" / f"{run_id}-{s.attempts}"
+        attempt_dir = attempt_path(self.store, s.fingerprint, run_id, s.attempts)
         attempt_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.store.logs_root / run_id / f"{st.name}-{s.attempts}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,7 +287,8 @@ class Runner:
                     inputs=s.inputs, work_dir=str(work), store=str(self.ws), verify=self.verify,
                     fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
                     events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"),
-                    resources=st.resources.model_dump(mode="json"))
+                    resources=st.resources.model_dump(mode="json"),
+                    platform=self.o.platform, platform_run_id=self.o.platform_run_id)
         task_path = attempt_dir / "task.json"
         task_path.write_text(task.model_dump_json(indent=1))
         threads = str(max(1, math.ceil(st.resources.cpus)))
@@ -390,6 +395,11 @@ class Runner:
             if s.state not in TERMINAL:  # pending or waiting to retry: never started this time
                 s.state = "skipped"
         self.report({"event": "interrupted", "run_id": run_id})
+
+
+def attempt_path(store: Store, fingerprint: str, run_id: str, attempt: int) -> Path:
+    """An attempt's directory: its task.json, result.json and events.jsonl (progress and metrics, JSON lines)."""
+    return store.work_root / fingerprint / "attempts" / f"{run_id}-{attempt}"
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

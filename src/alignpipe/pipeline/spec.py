@@ -21,12 +21,14 @@ from alignpipe.pipeline.errors import UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import derive_seed
 from alignpipe.pipeline.gates import parse_gate
 from alignpipe.pipeline.graph import find_cycle, topo_order
+from alignpipe.pipeline.matrix import BRANCH_SUFFIX, expand_matrix
 from alignpipe.pipeline.stagedef import StageDef, StageLookupError, StrictParams, resolve_stage
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+BRANCH_RE = re.compile(rf"^[A-Za-z_][A-Za-z0-9_-]*{BRANCH_SUFFIX}$")  # a matrix branch: name@key=value,...
 MAX_NAME = 100  # stage names become file names (logs, work dirs) with room to spare under the usual 255 bytes
 MAX_SEED = 2**63 - 1  # seeds reach numpy and torch, which take 0 .. 2**63 - 1
-REF_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+REF_RE = re.compile(rf"^([A-Za-z_][A-Za-z0-9_-]*{BRANCH_SUFFIX})\.([A-Za-z_][A-Za-z0-9_]*)$")
 PLACEMENTS = ("auto", "colocated", "split", "separate", "offload")  # alignpipe.distributed.placement's layouts
 _MEM_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,
               "t": 1024**4, "tb": 1024**4}
@@ -105,6 +107,7 @@ class StageSpec(StrictParams):
     cache: bool = True
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED,
                              description="overrides the seed derived from the pipeline seed")
+    matrix: dict[str, list[Any]] | None = Field(default=None, description="fan out: param -> values (see matrix.py)")
     gates: dict[str, str] = Field(default_factory=dict, description=(
         "metric -> condition ('>= 0.7') on the stage's output summaries; a failed gate rejects the stage "
         "(see alignpipe.pipeline.gates)"))
@@ -257,6 +260,7 @@ def pipeline_from_dict(data: dict[str, Any] | PipelineSpec, base_dir: str | os.P
 
 
 def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine | None = None) -> Pipeline:
+    raw = expand_matrix(raw, source)  # sweeps become plain stages before anything else looks at them
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as e:
@@ -266,7 +270,7 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
     stages: dict[str, Stage] = {}
     for name, s in spec.stages.items():
         where = f"{source}: stages.{name}"
-        if not NAME_RE.match(name):
+        if not (NAME_RE.match(name) or BRANCH_RE.match(name)):
             problems.append(f"{where}: stage name must match {NAME_RE.pattern} (letters, digits, _ and -)")
             continue
         if len(name) > MAX_NAME:

@@ -15,4 +15,5 @@ BUILTINS: dict[str, str] = {
     "task.reviews": "alignpipe.stages.reviews",
     "ppo": "alignpipe.stages.ppo",
     "evaluate": "alignpipe.stages.evaluate",
+    "bon": "alignpipe.stages.bon",
 }

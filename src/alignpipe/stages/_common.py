@@ -8,6 +8,7 @@ Every check raises StageFailed (exit 2, no traceback, no retry) with a message n
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from alignpipe.pipeline.store import MANIFEST
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
 CANDIDATES_FILE = "candidates.jsonl"  # generate -> label, reward calibration
 PREFERENCES_FILE = "preferences.jsonl"  # label -> reward
+RECORDS_FILE = "records.jsonl"  # finished records inside a sampling stage's checkpoint
 
 
 def describe(ctx: StageContext, name: str) -> str:
@@ -262,3 +264,32 @@ def position_limit(ctx: StageContext, names: list[str]) -> int | None:
 
     limits = [max_positions(AutoConfig.from_pretrained(str(model_dir(ctx, n)))) for n in names]
     return min((x for x in limits if x), default=None)
+
+
+# -- resumable sampling -----------------------------------------------------------------------------------------
+def resumable_records(ctx: StageContext, batches: int, produce: Callable[[int], list[dict[str, Any]]], *,
+                      every: int, total: int, desc: str) -> list[dict[str, Any]]:
+    """The records of `batches` batches, batch b's made by produce(b), checkpointed (the records so far) once
+    `every` new records have accumulated; a restart continues after the newest checkpoint's batch. produce(b)
+    must depend on b alone (its own seed), so a resumed stage writes what an uninterrupted one would
+    (generate, bon)."""
+    from alignpipe.train import Checkpointer, run_key
+
+    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), log=ctx.log)
+    resumed = ckpt.restore()
+    records: list[dict[str, Any]] = []
+    if resumed:
+        text = (resumed.path / RECORDS_FILE).read_text(encoding="utf-8")
+        records = [json.loads(line) for line in text.splitlines()]
+    since = 0
+    for b in range(resumed.state["batches_done"] if resumed else 0, batches):
+        new = produce(b)
+        records += new
+        since += len(new)
+        ctx.progress(len(records), total, desc)
+        if since >= every and b + 1 < batches:
+            since = 0
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            ckpt.save(len(records), {"batches_done": b + 1},
+                      files=lambda d, lines=lines: (d / RECORDS_FILE).write_text(lines, encoding="utf-8"))
+    return records

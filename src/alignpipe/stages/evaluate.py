@@ -1,7 +1,10 @@
 """evaluate — compare models on held-out prompts: RM score, gold score, KL to the reference, gold win rate.
 
 Consumes (input names are the model names, params.models, default ["sft", "rlhf"]; the first is the baseline)
-  `<model>`       each a HF causal LM directory (e.g. `sft: sft.model`, `rlhf: ppo.policy`).
+  `<model>`       each a HF causal LM directory (e.g. `sft: sft.model`, `rlhf: ppo.policy`). A models entry may
+                  also name a collected matrix (`rlhf: ppo@*.policy` gives inputs `rlhf@seed=0`, `rlhf@seed=1`, ...):
+                  each branch is evaluated as a model; branches that differ in their seed only (a seed matrix)
+                  get a group row: mean ± sd over the replicates.
   `prompts`       held-out {"prompt": str | conversation} records (task.reviews' eval_prompts).
   `reward_model`  optional Rφ: normalized RM scores (the reward PPO optimized).
   `reference`     optional π_ref for the KL column; default: the baseline model.
@@ -41,6 +44,7 @@ from pydantic import Field
 
 from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
+from alignpipe.pipeline.matrix import split_name
 from alignpipe.pipeline.stagedef import StageDef, StrictParams
 from alignpipe.stages import _common
 
@@ -67,20 +71,27 @@ class Params(StrictParams):
     """fail if more prompt records are invalid or too long for prompt + max_new_tokens"""
 
 
+def model_inputs(models: list[str], inputs: list[str] | set[str]) -> dict[str, list[str]]:
+    """Each params.models entry -> the inputs it names: itself, or the branches of a collected matrix
+    (`rlhf` -> `rlhf@seed=0`, `rlhf@seed=1`, ... in input order); [] when neither is given."""
+    return {m: [m] if m in inputs else [i for i in inputs if "@" in i and split_name(i)[0] == m] for m in models}
+
+
 def check(p: Params, inputs: set[str]) -> list[str]:
     problems = []
+    families = model_inputs(p.models, sorted(inputs))
     if len(set(p.models)) != len(p.models):
         problems.append(f"params.models: names repeat in {p.models}; name each model once")
     for name in p.models:
         if name in RESERVED:
             problems.append(f"params.models: {name!r} is reserved for another input ({', '.join(RESERVED)}); "
                             "rename the model input")
-        elif name not in inputs:
+        elif not families[name]:
             problems.append(f"inputs.{name}: params.models names {name!r} but no input {name!r} is given; add "
                             f"`{name}: <stage>.<model output>` or change params.models")
     if "prompts" not in inputs:
         problems.append("inputs.prompts: missing required input 'prompts' (held-out {\"prompt\"} records)")
-    for name in sorted(inputs - set(p.models) - set(RESERVED)):
+    for name in sorted(inputs - {n for f in families.values() for n in f} - set(RESERVED)):
         problems.append(f"inputs.{name}: not a model in params.models {p.models} nor one of {', '.join(RESERVED)}")
     return problems
 
@@ -200,6 +211,40 @@ def _model_metrics(r: Responses, base: Responses | None, artifact: str) -> dict[
     return metrics
 
 
+def mean_sd(xs: list[float]) -> dict[str, float]:
+    """{"mean", "sd"}: mean and sample standard deviation (n − 1; 0 for one value) across matrix branches."""
+    mean = sum(xs) / len(xs)
+    return {"mean": mean, "sd": math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0}
+
+
+def seed_groups(families: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Replicates: the branches of a family that differ in their seed only ('rlhf@seed=0', 'rlhf@seed=1' ->
+    'rlhf'; 'rlhf@kl_target=2,seed=0', ... -> 'rlhf@kl_target=2'); groups of two or more."""
+    groups: dict[str, list[str]] = {}
+    for family, members in families.items():
+        for m in members:
+            keys = split_name(m)[1]
+            if "seed" in keys:
+                rest = ",".join(f"{k}={v}" for k, v in keys.items() if k != "seed")
+                groups.setdefault(f"{family}@{rest}" if rest else family, []).append(m)
+    return {g: ms for g, ms in groups.items() if len(ms) > 1}
+
+
+def group_metrics(models: dict[str, Any], families: dict[str, list[str]]) -> dict[str, Any]:
+    """Per group of seed replicates: each measure's branch means summarized as mean ± sd."""
+    groups = {}
+    for name, members in seed_groups(families).items():
+        g: dict[str, Any] = {"branches": members}
+        for key in ("gold", "rm_score", "kl"):
+            if all(key in models[m] for m in members):
+                g[key] = mean_sd([models[m][key]["mean"] for m in members])
+        for key in ("gold_win_rate", "rm_win_rate"):
+            if all(key in models[m] for m in members):
+                g[key] = mean_sd([models[m][key]["rate"] for m in members])
+        groups[name] = g
+    return groups
+
+
 def _pm(stat: dict[str, float] | None, digits: int = 3) -> str:
     return "–" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['stderr']:.{digits}f}"
 
@@ -219,10 +264,22 @@ def _headline(metrics: dict[str, Any]) -> str:
                      f"| {m['fraction_finished']:.0%} |")
     notes = [f"{metrics['prompts']} held-out prompts, τ = {metrics['temperature']:g}; mean ± standard error; "
              "win rate: ties count ½, Wilson interval.", *_facts_lines(metrics)]
-    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
+    return "\n".join(lines) + _groups_table(metrics.get("groups") or {}) + "\n\n" + "\n\n".join(notes)
 
 
-def _training_facts(ctx: StageContext, p: Params) -> dict[str, Any]:
+def _groups_table(groups: dict[str, Any]) -> str:
+    if not groups:
+        return ""
+    def sd(g: dict[str, Any], key: str, digits: int = 3) -> str:
+        return "–" if key not in g else f"{g[key]['mean']:.{digits}f} ± {g[key]['sd']:.{digits}f}"
+
+    rows = ["| group | branches | gold | RM score | KL (nats) |", "|---|---|---|---|---|"]
+    rows += [f"| {name} | {len(g['branches'])} | {sd(g, 'gold')} | {sd(g, 'rm_score')} | {sd(g, 'kl', 2)} |"
+             for name, g in groups.items()]
+    return "\n\n" + "\n".join(rows) + "\n\ngroups: seed replicates, mean ± standard deviation across them."
+
+
+def _training_facts(ctx: StageContext, names: list[str]) -> dict[str, Any]:
     """What the inputs' manifests say about how they were trained: the RM's held-out accuracy and the ceiling its
     label noise allows, and each PPO-trained model's KL target, so the report can hold them against the results."""
     facts: dict[str, Any] = {}
@@ -230,7 +287,7 @@ def _training_facts(ctx: StageContext, p: Params) -> dict[str, Any]:
     if rm is not None and "eval_accuracy" in rm.summary:
         facts["reward_model"] = {"accuracy": rm.summary["eval_accuracy"], "pairs": rm.summary.get("eval", {}).get(
             "pairs"), "ceiling": rm.summary.get("label_ceiling_accuracy")}
-    for name in p.models:
+    for name in names:
         manifest = ctx.inputs[name].manifest or {}
         trained = manifest.get("params", {})
         if manifest.get("producer", {}).get("uses") == "ppo" and trained.get("kl_control") == "adaptive":
@@ -271,9 +328,9 @@ def _summary_md(metrics: dict[str, Any], prompts: list[Any], results: dict[str, 
             + "\n".join(rows) + "\n")
 
 
-def _warn_on_mismatch(ctx: StageContext, p: Params) -> None:
+def _warn_on_mismatch(ctx: StageContext, p: Params, names: list[str]) -> None:
     """Say so when a PPO-trained model is evaluated at another temperature or length than it was trained at."""
-    for name in p.models:
+    for name in names:
         manifest = ctx.inputs[name].manifest or {}
         if manifest.get("producer", {}).get("uses") != "ppo":
             continue
@@ -299,18 +356,20 @@ def run(ctx: StageContext) -> None:
     # -- seed
     seed_everything(ctx.seed)
 
-    # -- inputs: models, reference and Rφ share one tokenizer, checked before any compute
-    ref_name = "reference" if "reference" in ctx.inputs else p.models[0]
+    # -- inputs: models (a collected matrix: each branch), reference and Rφ share one tokenizer, checked first
+    families = model_inputs(p.models, list(ctx.inputs))
+    names = [n for members in families.values() for n in members]
+    ref_name = "reference" if "reference" in ctx.inputs else names[0]
     extra = [n for n in ("reference", "reward_model") if n in ctx.inputs]
-    tokenizer = _load_tokenizers(ctx, [*p.models, *extra])
+    tokenizer = _load_tokenizers(ctx, [*names, *extra])
     gold = _common.score_function(ctx, "gold_function")
-    _warn_on_mismatch(ctx, p)
+    _warn_on_mismatch(ctx, p, names)
 
     # -- data: held-out prompts that fit prompt + max_new_tokens into every model
     prompts, parse_skips, source = _common.read_dataset(ctx, "prompts", parse_prompts,
                                                         max_skip_fraction=p.max_skip_fraction)
-    _common.require_chat_template(ctx, tokenizer, p.models[0], "prompts", prompts)
-    limit = _common.position_limit(ctx, [*p.models, *extra])
+    _common.require_chat_template(ctx, tokenizer, names[0], "prompts", prompts)
+    limit = _common.position_limit(ctx, [*names, *extra])
     kept, len_skips = _common.fitting_prompts(ctx, tokenizer, prompts, limit=limit, max_new_tokens=p.max_new_tokens,
                                               source=str(source), max_skip_fraction=p.max_skip_fraction)
     kept = kept[:p.max_prompts] if p.max_prompts else kept
@@ -323,24 +382,27 @@ def run(ctx: StageContext) -> None:
 
     # -- loop: each model samples (same seeds for all) and is measured
     results: dict[str, Responses] = {}
-    for k, name in enumerate(p.models):
+    for k, name in enumerate(names):
         model = reference if name == ref_name else use_fused_kernels(
             load_causal_lm(_common.model_dir(ctx, name))).requires_grad_(False)
         results[name] = _sample_and_measure(model, reference, scorer, gold, tokenizer, kept, p, ctx.seed)
-        ctx.progress(k + 1, len(p.models), "models")
+        ctx.progress(k + 1, len(names), "models")
         ctx.log(f"{name}: KL {mean_stderr(results[name].kl)['mean']:.3f} nats"
                 + (f", gold {mean_stderr(results[name].gold)['mean']:.3f}" if gold else "")
                 + (f", RM {mean_stderr(results[name].rm_score)['mean']:.3f}" if scorer else ""))
 
     # -- eval: per-model statistics and win rates over the baseline
-    base = results[p.models[0]]
-    metrics = {"baseline": p.models[0], "reference": ref_name, "prompts": len(kept), "temperature": p.temperature,
+    base = results[names[0]]
+    metrics = {"baseline": names[0], "reference": ref_name, "prompts": len(kept), "temperature": p.temperature,
                "max_new_tokens": p.max_new_tokens, "seed": ctx.seed, "gold_function": p.gold_function,
                "reward_model": ctx.inputs["reward_model"].id if scorer else None,
                "skipped": _common.skip_summary(parse_skips, len_skips),
-               "models": {n: _model_metrics(r, None if n == p.models[0] else base, ctx.inputs[n].id)
+               "models": {n: _model_metrics(r, None if n == names[0] else base, ctx.inputs[n].id)
                           for n, r in results.items()},
-               "trained": _training_facts(ctx, p)}
+               "trained": _training_facts(ctx, names)}
+    groups = group_metrics(metrics["models"], families)
+    if groups:  # only then: metrics.json of evaluations without a collected matrix stays byte-identical
+        metrics["groups"] = groups
 
     # -- save
     from alignpipe.data.io import write_jsonl
@@ -354,7 +416,7 @@ def run(ctx: StageContext) -> None:
                              **({"rm_score": r.rm_score[i]} if r.rm_score else {}),
                              **({"gold": r.gold[i]} if r.gold else {})} for n, r in results.items()}}
         for i, q in enumerate(prompt_list)])
-    ctx.annotate(headline=_headline(metrics), baseline=p.models[0], prompts=len(kept),
+    ctx.annotate(headline=_headline(metrics), baseline=names[0], prompts=len(kept),
                  models={n: {k: v for k, v in m.items() if k != "artifact"} for n, m in metrics["models"].items()})
 
 

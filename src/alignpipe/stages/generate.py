@@ -25,8 +25,6 @@ Departures: none for sampling; InstructGPT's labelers ranked K = 4..9 responses,
 
 from __future__ import annotations
 
-import json
-
 from pydantic import Field
 
 from alignpipe.models import max_positions
@@ -34,8 +32,6 @@ from alignpipe.pipeline.context import StageContext
 from alignpipe.pipeline.errors import StageFailed
 from alignpipe.pipeline.stagedef import InputDef, StageDef, StrictParams
 from alignpipe.stages import _common
-
-RECORDS = "records.jsonl"  # finished records inside a checkpoint
 
 
 class Params(StrictParams):
@@ -66,7 +62,7 @@ def run(ctx: StageContext) -> None:
     from alignpipe.data import parse_prompts
     from alignpipe.models.build import load_causal_lm
     from alignpipe.models.forward import sample_responses, use_fused_kernels
-    from alignpipe.train import Checkpointer, run_key, seed_everything, sub_seed
+    from alignpipe.train import seed_everything, sub_seed
 
     p: Params = ctx.params
 
@@ -92,22 +88,14 @@ def run(ctx: StageContext) -> None:
         raise StageFailed(f"stage {ctx.stage!r} {_common.describe(ctx, 'prompts')}: no prompt fits the model")
     starts = list(range(0, len(kept), p.batch_size))
 
-    # -- resume: records of finished batches survive restarts
-    ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), log=ctx.log)
-    resumed = ckpt.restore()
-    records: list[dict] = []
-    if resumed:
-        records = [json.loads(line) for line in (resumed.path / RECORDS).read_text(encoding="utf-8").splitlines()]
-    first_batch = resumed.state["batches_done"] if resumed else 0
-
-    # -- loop: sample batch by batch, each with its own seed
-    since_ckpt = 0
-    for b in range(first_batch, len(starts)):
+    # -- loop: sample batch by batch, each with its own seed; finished batches survive restarts (checkpoints)
+    def sample_batch(b: int) -> list[dict]:
         chunk = kept[starts[b]:starts[b] + p.batch_size]
         out = sample_responses(model, tokenizer, [ids for _, ids in chunk], n=p.n, temperature=p.temperature,
                                top_p=p.top_p, max_new_tokens=p.max_new_tokens, seed=sub_seed(ctx.seed, "batch", b))
         finished = out.ended(tokenizer.eos_token_id).tolist()
         tokens = out.responses()
+        records = []
         for i, (prompt, _) in enumerate(chunk):
             rows = range(i * p.n, (i + 1) * p.n)
             records.append({
@@ -116,13 +104,10 @@ def run(ctx: StageContext) -> None:
                 "finished": [bool(finished[r]) for r in rows],
                 "num_tokens": [len(tokens[r]) for r in rows],
             })
-        since_ckpt += len(chunk)
-        ctx.progress(len(records), len(kept), "prompts")
-        if since_ckpt >= p.checkpoint_every and b + 1 < len(starts):
-            since_ckpt = 0
-            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-            ckpt.save(len(records), {"batches_done": b + 1},
-                      files=lambda d, lines=lines: (d / RECORDS).write_text(lines, encoding="utf-8"))
+        return records
+
+    records = _common.resumable_records(ctx, len(starts), sample_batch, every=p.checkpoint_every, total=len(kept),
+                                        desc="prompts")
 
     # -- eval: what was sampled
     lengths = [n for r in records for n in r["num_tokens"]]

@@ -11,8 +11,8 @@ final norm's bias for the offset where there is one: GPT-2), so `AutoModelForSeq
 any consumer — outputs S itself; whatever could not be folded (Llama's offset: RMSNorm has no bias) stays in
 config.json `alignpipe_reward_normalization` (S = raw + bias; alignpipe.models.scoring.RewardScorer applies it).
 Summary: held-out pairwise accuracy (ties count ½), loss, mean chosen/rejected score, margin statistics and
-histogram (normalized units), the label noise ceiling when the preference artifact records one, the
-normalization and the calibration set it came from.
+histogram (normalized units), calibration bins (the Bradley-Terry probability vs how often the RM was right), the
+label noise ceiling when the preference artifact records one, the normalization and the calibration set it came from.
 
 Run alone:
     alignpipe stage run reward -i model=sft/ -i data=prefs/ -i calibration=candidates/ -o rm/
@@ -137,6 +137,26 @@ def _margin_stats(margins: list[float]) -> dict:
             "histogram": {f"[{edges[i]}, {edges[i + 1]})": c for i, c in enumerate(counts)}}
 
 
+def calibration_bins(raw_margins: list[float], bins: int = 5) -> dict:
+    """Reliability of the Bradley-Terry probabilities: each pair's P = sigmoid(|r_w − r_l|) (raw units) that the
+    RM's preferred response is the labelled one, binned over [0.5, 1]; per bin the mean P, the fraction the RM got
+    right (a tie counts ½) and the count; ECE = Σ count/N·|accuracy − mean P|."""
+    import math
+
+    acc = [[0.0, 0.0, 0] for _ in range(bins)]  # Σ P, Σ right, count
+    for m in raw_margins:
+        prob = 1 / (1 + math.exp(-abs(m)))
+        b = acc[min(bins - 1, int((prob - 0.5) * 2 * bins))]
+        b[0] += prob
+        b[1] += 1.0 if m > 0 else 0.5 if m == 0 else 0.0
+        b[2] += 1
+    out = [{"p_mean": s / n, "accuracy": r / n, "count": n} if n else {"p_mean": None, "accuracy": None, "count": 0}
+           for s, r, n in acc]
+    total = sum(b["count"] for b in out) or 1
+    ece = sum(b["count"] / total * abs(b["accuracy"] - b["p_mean"]) for b in out if b["count"])
+    return {"bins": out, "ece": ece}
+
+
 def _evaluate(scorer, samples: list, batch_size: int, loss_fn) -> dict:
     """Held-out pairwise accuracy, loss and score statistics (scores in normalized units, loss on raw ones)."""
     import statistics
@@ -158,7 +178,8 @@ def _evaluate(scorer, samples: list, batch_size: int, loss_fn) -> dict:
     acc = pairwise_accuracy(torch.tensor(chosen), torch.tensor(rejected))
     return {"pairs": len(samples), "accuracy": acc.accuracy, "ties": acc.ties, "loss": float(loss_fn(raw_c, raw_r)),
             "mean_chosen": statistics.fmean(chosen), "mean_rejected": statistics.fmean(rejected),
-            "margin": _margin_stats([c - r for c, r in zip(chosen, rejected, strict=True)])}
+            "margin": _margin_stats([c - r for c, r in zip(chosen, rejected, strict=True)]),
+            "calibration": calibration_bins((raw_c - raw_r).tolist())}
 
 
 # ---------------------------------------------------------------------------------------------------------------
