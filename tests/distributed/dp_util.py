@@ -46,6 +46,12 @@ def curve(ws: Path, run_id: str, stage: str, name: str = "loss") -> dict[int, fl
                                (run_id, stage, name)).fetchall())
 
 
+def curve_gap(one: dict[int, float], two: dict[int, float]) -> float:
+    """The largest per-step difference of two curves, relative to the value where it exceeds 1: fp32 holds ~7
+    digits, so a gradient norm of 15 summed in another order differs by ~1e-5 (the reward stage's do: 1.3e-5)."""
+    return max(abs(one[s] - two[s]) / max(1.0, abs(one[s])) for s in one)
+
+
 def stage_log(ws: Path, run_id: str, stage: str) -> str:
     return next((ws / "logs" / run_id).glob(f"{stage}-*.log")).read_text()
 
