@@ -48,6 +48,11 @@ def test_two_processes_follow_the_one_process_loss_curve(one_proc, two_procs, st
     art1 = store1.get(res1["stages"][stage]["outputs"]["model"])
     art2 = store2.get(runs[stage]["stages"][stage]["outputs"]["model"])
     assert art1.manifest["summary"]["world_size"] == 1 and art2.manifest["summary"]["world_size"] == 2
+    # the same artifact shape: files, summary (reward: normalization folded, calibration bins) and config
+    assert [(f["path"], f["size"]) for f in art1.manifest["files"]] == [(f["path"], f["size"])
+                                                                          for f in art2.manifest["files"]]
+    assert art1.manifest["summary"].keys() == art2.manifest["summary"].keys()
+    assert (art1.path / "config.json").read_text() == (art2.path / "config.json").read_text()
 
 
 @pytest.mark.parametrize("stage,rank", [("sft", 1), ("reward", 0)])
