@@ -1,6 +1,7 @@
 """Worker: alignpipe's `ppo` stage on explicit paths, timed per full update from its own metrics.
 
     python ours_rl.py SFT_DIR RM_DIR PROMPTS_DIR OUT_DIR --rollouts N --warmup W [--batch 64] [--params JSON]
+        [--resources JSON]   # e.g. {"procs_per_node": 2, "cpus": 1, "placement": "split"}
 
 Each rollout (the stage's loop iteration) logs rollout_seconds (sampling `batch` responses of at most
 max_new_tokens, the forwards of policy, critic, reference and Rφ — in a single pass the policy's and critic's is
@@ -21,7 +22,7 @@ from _ours_stage import run_stage
 
 def main() -> None:
     a = parse_rl_args(("--rollouts", {"type": int, "default": 4}), ("--batch", {"type": int, "default": 64}),
-                      ("--params", {"default": "{}"}),
+                      ("--params", {"default": "{}"}), ("--resources", {"default": "{}"}),
                       ("--curve", {"action": "store_true",
                                    "help": "also return per-rollout gold and KL (quality benchmark)"}))
     if a.warmup < 1:
@@ -29,7 +30,7 @@ def main() -> None:
 
     params = {"rollouts": a.rollouts, "batch_size": a.batch, "max_new_tokens": a.new_tokens, **json.loads(a.params)}
     rows, total_s = run_stage("ppo", {"policy": a.model, "reward_model": a.rm, "prompts": a.prompts}, params, a.out,
-                              "rollout_seconds")
+                              "rollout_seconds", json.loads(a.resources) or None)
     timed = [e["values"] for e in rows[a.warmup:]]
     curve = [{"kl": e["values"].get("kl"), "gold": e["values"].get("gold"), "score": e["values"].get("score")}
              for e in rows] if a.curve else None

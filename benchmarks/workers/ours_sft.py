@@ -1,6 +1,7 @@
 """Worker: alignpipe's `sft` stage on explicit paths, timed from its own per-step metric events.
 
     python ours_sft.py MODEL_DIR DEMOS_FILE OUT_DIR --steps N --batch-size B --warmup W [--params JSON]
+        [--resources JSON]   # e.g. {"procs_per_node": 2, "cpus": 1}: data parallel, this process the launcher
 
 The stage runs as `alignpipe stage run` would (alignpipe.pipeline.entry.execute of a manual task) with an events
 file; every optimizer step writes a metrics event stamped after the step, carrying the step's non-pad tokens.
@@ -18,12 +19,13 @@ from _ours_stage import run_stage
 
 
 def main() -> None:
-    a = parse_loop_args(("--params", {"default": "{}"}))
+    a = parse_loop_args(("--params", {"default": "{}"}), ("--resources", {"default": "{}"}))
 
     from alignpipe.models.build import count_parameters, load_causal_lm
 
     steps, total_s = run_stage("sft", {"model": a.model, "data": a.data},
-                               {"steps": a.steps, "batch_size": a.batch_size, **json.loads(a.params)}, a.out, "tokens")
+                               {"steps": a.steps, "batch_size": a.batch_size, **json.loads(a.params)}, a.out, "tokens",
+                               json.loads(a.resources) or None)
     stamps = [e["t"] for e in steps]
     seconds, tokens, n = timed_window(stamps, [e["values"]["tokens"] for e in steps], a.warmup)
     _, labels, _ = timed_window(stamps, [e["values"]["label_tokens"] for e in steps], a.warmup)

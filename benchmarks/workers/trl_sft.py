@@ -1,6 +1,7 @@
 """Worker (runs in the TRL venv): TRL `SFTTrainer` on alignpipe's own tokenization of the same demonstrations.
 
     python trl_sft.py MODEL_DIR TOKENIZED_JSONL OUT_DIR --steps N --batch-size B --warmup W [--group-by-length]
+        [--bf16]   # mixed precision (autocast to bf16 on CPU): the scaling benchmark's bf16 rows
 
 TOKENIZED_JSONL holds {"input_ids", "completion_mask"} records: exactly the token ids alignpipe's sft trains on
 (prompt with BOS, completion, one EOS), its training split; TRL recognizes a pre-tokenized dataset and builds
@@ -23,7 +24,7 @@ from _trl_clock import StepClock
 
 
 def main() -> None:
-    a = parse_loop_args(("--group-by-length", {"action": "store_true"}))
+    a = parse_loop_args(("--group-by-length", {"action": "store_true"}), ("--bf16", {"action": "store_true"}))
 
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,7 +37,7 @@ def main() -> None:
     clock = StepClock()
     cfg = SFTConfig(
         output_dir=a.out, per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=5e-4,
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, bf16=False, fp16=False,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, bf16=a.bf16, fp16=False,
         gradient_checkpointing=False, report_to="none", save_strategy="no", eval_strategy="no", max_length=128,
         packing=False, completion_only_loss=True, use_cpu=True, dataloader_num_workers=0, seed=0,
         disable_tqdm=True, logging_steps=10,

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alignpipe.distributed.cli import add_commands as add_distributed_commands
 from alignpipe.export.cli import register as register_export
 from alignpipe.integrations.cli import add_commands as add_integration_commands
 from alignpipe.labeling.cli import app as label_app
@@ -495,6 +496,7 @@ def stage_run(
 
 
 add_integration_commands(app)  # publish, register, push, pull: alignpipe.integrations.cli
+add_distributed_commands(app)  # plan: alignpipe.distributed.cli
 register_export(app, stage_app)  # `alignpipe export` and `alignpipe stage exec` (alignpipe.export.cli)
 
 

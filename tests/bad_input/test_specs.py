@@ -93,6 +93,37 @@ CASES = [
         [r"stages form a cycle: a -> b -> a"]),
     bad("cross-field-check", {"a": {"uses": "ppo", "inputs": {"policy": "x.txt", "prompts": "x.txt"}}},
         [r"stages\.a\.inputs\.reward_model: give exactly one reward"]),
+    # scaling out (alignpipe.distributed): the world must fit the machine, and a placement names the stage's models
+    bad("world-larger-than-machine", {"a": {"uses": "sft", "inputs": {"model": "x.txt", "data": "x.txt"},
+                                            "resources": {"procs_per_node": 64, "cpus": 1}}},
+        [r"stages\.a\.resources\.procs_per_node: 64 processes × 1 CPUs need 64 CPUs on a node, which has \d+; lower "
+         r"procs_per_node or cpus"]),
+    bad("nodes-on-one-machine", {"a": {"uses": "sft", "inputs": {"model": "x.txt", "data": "x.txt"},
+                                       "resources": {"nodes": 2}}},
+        [r"stages\.a\.resources\.nodes: asks for 2 nodes but this machine is one node; lower nodes \(a Ray cluster "
+         r"with more nodes runs it with --executor ray\)"]),
+    bad("gpus-on-a-cpu-machine", {"a": {"uses": "sft", "inputs": {"model": "x.txt", "data": "x.txt"},
+                                        "resources": {"procs_per_node": 2, "gpus": 1}}},
+        [r"stages\.a\.resources\.gpus: asks for 1 GPU\(s\) but this machine has no GPU; set gpus: 0"]),
+    bad("placement-names-a-missing-model",
+        {"a": {"uses": "ppo", "inputs": {"policy": "x.txt", "prompts": "x.txt"},
+               "params": {"reward_function": "alignpipe.task:gold_score"},
+               "resources": {"procs_per_node": 2, "placement": [["actor", "critic"], ["reference", "reward_model"]]}}},
+        [r"stages\.a\.resources\.placement: names 'reward_model', a model this stage does not have; it has: actor, "
+         r"critic, reference"]),
+    bad("placement-on-sft", {"a": {"uses": "sft", "inputs": {"model": "x.txt", "data": "x.txt"},
+                                   "resources": {"placement": "split"}}},
+        [r"stages\.a\.resources\.placement: stage type 'sft' places no models"]),
+    bad("placement-unknown-layout", {"a": {"uses": "sft", "inputs": {"model": "x.txt", "data": "x.txt"},
+                                           "resources": {"placement": "diagonal"}}},
+        [r"stages\.a\.resources\.placement: placement 'diagonal': expected one of auto, colocated, "
+         r"split, separate, offload"]),
+    bad("fsdp-on-one-process", {"a": {"uses": "sft", "inputs": {"model": "x.txt", "data": "x.txt"},
+                                      "resources": {"sharding": "fsdp"}}},
+        [r"stages\.a\.resources\.sharding: fsdp shards the model over the stage's processes and it has one"]),
+    bad("multi-process-generate", {"a": {"uses": "generate", "inputs": {"model": "x.txt", "prompts": "x.txt"},
+                                         "resources": {"procs_per_node": 2}}},
+        [r"stages\.a\.resources\.procs_per_node: stage type 'generate' runs in one process; set nodes: 1"]),
     Case("user-module-raises-at-import", ["run", "p.yaml"], 2,
          [r"stages\.a\.uses: module 'boom' \(stage type 'boom:f'\) raised ZeroDivisionError: division by zero "
           r"while importing, at .*boom\.py:1; fix the module"],

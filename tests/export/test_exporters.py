@@ -89,6 +89,19 @@ def test_two_stages_with_one_task_name_are_refused(example_spec):
         _ir(example_spec)
 
 
+def test_a_multi_process_stage_asks_for_all_its_ranks_and_one_spanning_nodes_is_refused(tmp_path):
+    spec = tmp_path / "rlhf.yaml"
+    two = RLHF.read_text().replace("params: {epochs: 1}\n    resources: {cpus: 1}",
+                                   "params: {epochs: 1}\n    resources: {cpus: 1, procs_per_node: 2, memory: 1GB}")
+    spec.write_text(two)
+    sft = _ir(spec).stage("sft")
+    assert (sft.cpus, sft.gpus, sft.memory) == (2, 0, 2 * 2**30)
+    spec.write_text(two.replace("procs_per_node: 2,", "nodes: 2,"))
+    with pytest.raises(UserError, match=r"stages\.sft\.resources\.nodes: asks for 2 nodes but this machine is one "
+                                        r"node; lower nodes \(a Ray cluster with more nodes runs it with --executor"):
+        _ir(spec)
+
+
 @pytest.mark.parametrize(("platform", "what"), [("prefect", "Prefect 3"), ("metaflow", "Metaflow"),
                                                 ("kfp", "the Kubeflow Pipelines SDK (kfp 2)")])
 def test_a_generated_file_run_without_its_platform_names_the_install_command(example_spec, tmp_path, platform, what):

@@ -4,8 +4,10 @@ tasks and closed to runs, upstream from the cache, the platform recorded, the sa
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 from platform_util import final_ids, platform_runs
@@ -136,3 +138,21 @@ def test_export_never_overwrites_a_directory_without_force_and_keeps_foreign_fil
     p = subprocess.run([alignpipe_exe, "export", "argo", str(example_spec), "-o", str(tmp_path / "x")],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "unknown platform 'argo'; expected one of: kfp, airflow" in p.stderr
+
+
+def test_a_multi_process_stage_runs_its_ranks_inside_the_task(alignpipe_exe, tmp_path):
+    """The task's machine holds both ranks (before: the runner waited forever for a 2-CPU slot on 1 CPU)."""
+    shutil.copy(Path(__file__).with_name("platform_stages.py"), tmp_path)
+    spec = tmp_path / "ranks.yaml"
+    spec.write_text(f"""name: ranks
+stages:
+  r:
+    uses: platform_stages:ranks
+    params: {{trace: {tmp_path / 'trace'}}}
+    resources: {{cpus: 1, procs_per_node: 2}}
+""")
+    p = _exec(alignpipe_exe, spec, "r", tmp_path / "ws")
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in tmp_path.glob("rank-*")) == ["rank-0", "rank-1"]
+    art = Workspace(tmp_path / "ws").show("r")
+    assert (art.path / "world.txt").read_text() == "2" and art.manifest["summary"]["world_size"] == 2

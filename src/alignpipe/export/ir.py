@@ -27,7 +27,7 @@ class StageIR:
     uses: str
     deps: tuple[str, ...]  # upstream stages, in pipeline order
     params: dict  # resolved params (JSON-safe): what DVC tracks in params.yaml
-    cpus: float
+    cpus: float  # cpus, gpus, memory: of all the stage's processes (procs_per_node ranks share the task's machine)
     gpus: int
     memory: int | None  # bytes
     retries: int
@@ -116,9 +116,9 @@ def build(pipe: Pipeline, *, alignpipe: str = "alignpipe", workspace: str | None
                                 if isinstance(i, External) and Path(i.uri).is_absolute()))
         stages.append(StageIR(
             name=name, uses=st.spec.uses, deps=tuple(d for d in pipe.order if d in st.deps),
-            params=st.params.model_dump(mode="json"), cpus=st.resources.cpus, gpus=st.resources.gpus,
-            memory=st.resources.memory, retries=st.spec.retries, timeout=st.spec.timeout, cache=st.spec.cache,
-            external=external, image=images.get(name, images.get("*"))))
+            params=st.params.model_dump(mode="json"), cpus=st.resources.total_cpus, gpus=st.resources.total_gpus,
+            memory=st.resources.total_memory or None, retries=st.spec.retries, timeout=st.spec.timeout,
+            cache=st.spec.cache, external=external, image=images.get(name, images.get("*"))))
     _check_idents(stages, pipe.source)
     src = Path(pipe.source)
     return PipelineIR(name=pipe.name, seed=pipe.spec.seed, spec_path=str(src.resolve()),

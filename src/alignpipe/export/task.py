@@ -26,9 +26,10 @@ from alignpipe.pipeline.spec import Machine, Pipeline, validate
 
 
 def platform_machine(pipe: Pipeline) -> Machine:
-    """The platform placed the task on what the spec asked for: a machine as big as the largest stage."""
-    cpus = max(math.ceil(s.resources.cpus) for s in pipe.stages.values())
-    gpus = max(s.resources.gpus for s in pipe.stages.values())
+    """The platform placed the task on what the spec asked for: a machine as big as the largest stage (all of a
+    multi-process stage's processes: they run in the task's machine)."""
+    cpus = max(math.ceil(s.resources.total_cpus) for s in pipe.stages.values())
+    gpus = max(s.resources.total_gpus for s in pipe.stages.values())
     return Machine(cpus=cpus, gpus=gpus, memory=None)
 
 

@@ -156,6 +156,11 @@ class PackedPairs:
     chosen_last: Tensor
     rejected_last: Tensor
 
+    def to(self, device: torch.device) -> PackedPairs:
+        """The same pairs on `device`."""
+        return PackedPairs(*(t.to(device) for t in (self.input_ids, self.positions, self.segments, self.chosen_last,
+                                                     self.rejected_last)))
+
     @property
     def tokens(self) -> int:
         """Real tokens in the batch (each prompt once)."""

@@ -120,10 +120,11 @@ def preference_scores(rm: nn.Module, samples: Sequence[PreferenceSample], pad_id
     GPT-2/Llama (`lean.supports`): one row per pair, the prompt computed once (`lean.pair_scores`). Otherwise 2B
     right-padded prompt + response rows through transformers (`score_sequences(right_padded=True)`). Both equal
     scoring each response after its prompt alone."""
+    device = next(rm.parameters()).device
     if lean.supports(rm):
-        pairs = lean.pack_pairs(list(samples), pad_id)
+        pairs = lean.pack_pairs(list(samples), pad_id).to(device)
         chosen, rejected = lean.pair_scores(rm, pairs)
         return chosen, rejected, pairs.tokens
-    ids, mask = preference_rows(samples, pad_id)  # (2B, L)
+    ids, mask = (t.to(device) for t in preference_rows(samples, pad_id))  # (2B, L)
     chosen, rejected = score_sequences(rm, ids, mask, right_padded=True).chunk(2)
     return chosen, rejected, int(mask.sum())

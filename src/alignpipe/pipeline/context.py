@@ -145,6 +145,8 @@ class StageContext:
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     ckpt_mirror: CheckpointMirror | None = None  # a bucket workspace's copy of the checkpoints (entry sets it)
     _last_progress: float = 0.0
+    resources: dict[str, Any] = field(default_factory=dict)  # the stage's resources (world size, placement)
+    rank: int = 0  # this process's rank in a multi-process stage (alignpipe.distributed); rank 0 publishes
 
     # -- inputs and outputs -------------------------------------------------------------------------------
     def input_path(self, name: str) -> Path:
@@ -178,7 +180,8 @@ class StageContext:
             f.write(json.dumps(event) + "\n")
 
     def log(self, msg: str) -> None:
-        print(f"[{self.stage}] {msg}", file=sys.stderr, flush=True)
+        who = f"{self.stage} rank {self.rank}" if self.rank else self.stage
+        print(f"[{who}] {msg}", file=sys.stderr, flush=True)
 
     def log_metrics(self, step: int, **values: float) -> None:
         clean = {k: float(v) for k, v in values.items()}

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from alignpipe.pipeline.context import CheckpointMirror, InputArtifact, StageContext
+from alignpipe.pipeline.context import CheckpointMirror, Checkpoints, InputArtifact, StageContext
 from alignpipe.pipeline.cpu import LoadProbe, configure_openmp
 from alignpipe.pipeline.errors import StageFailed, UserError, pydantic_problems
 from alignpipe.pipeline.fingerprint import fingerprint
@@ -59,8 +59,20 @@ class Task(BaseModel):
     attempt: int = 1
     events: str | None = None
     result: str | None = None
+    resources: dict[str, Any] | None = None  # the stage's resources (spec.Resources); world size, placement
     platform: str | None = None  # the workflow platform whose task runs this stage (`alignpipe stage exec`)
     platform_run_id: str | None = None
+
+
+def world_size(task: Task) -> int:
+    """Processes the task runs as (resources nodes × procs_per_node; 1 without resources)."""
+    r = task.resources or {}
+    return int(r.get("nodes", 1)) * int(r.get("procs_per_node", 1))
+
+
+def rank() -> int:
+    """This process's rank in a multi-process stage (alignpipe.distributed.launch sets RANK), else 0."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 def code_version() -> dict[str, Any]:
@@ -93,7 +105,7 @@ def _lock_work_dir(work_dir: Path, wait_s: float = 60.0) -> int:
             time.sleep(0.2)
 
 
-def _open_inputs(task: Task, store: Store | None) -> dict[str, InputArtifact]:
+def _open_inputs(task: Task, store: Store | None, level: str = "full") -> dict[str, InputArtifact]:
     """The stage's inputs as local directories, checked: an artifact of a workspace in a bucket comes from this
     machine's cache (fetched and re-hashed on first use)."""
     out = {}
@@ -109,7 +121,7 @@ def _open_inputs(task: Task, store: Store | None) -> dict[str, InputArtifact]:
             except CorruptArtifact as e:
                 raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: {e}") from None
             # re-hashed before use: a stage never trains on corrupt bytes (unless the pipeline says verify: never)
-            problems = check_files(path, manifest, level="size" if task.verify == "never" else "full", art_id=ti.id)
+            problems = check_files(path, manifest, level="size" if task.verify == "never" else level, art_id=ti.id)
             if problems:
                 raise StageFailed(f"stage {task.stage!r} refuses input {name!r}: artifact {ti.id[:12]} is corrupt: "
                                   f"{'; '.join(problems)}. Run `alignpipe verify`, then rerun its producer with "
@@ -134,36 +146,55 @@ def execute(task: Task) -> dict[str, str]:
         if problems:
             raise UserError([f"stage {task.stage!r} ({task.uses}): {p}" for p in problems])
     store = Store(task.store).ensure() if task.store else None
-    # a bucket workspace's stage keeps its work dir in the state of the machine it runs on (its ALIGNPIPE_CACHE)
-    work_dir = Path(task.work_dir) if task.work_dir else store.work_root / task.fingerprint
-    lock_fd = _lock_work_dir(work_dir)
+    work_dir = _work_dir(task, store)
+    me = rank()  # a rank of a multi-process stage: rank 0 publishes, the others only train (distributed.launch)
+    lock_fd = None if os.environ.get("ALIGNPIPE_WORK_LOCKED") or me else _lock_work_dir(work_dir)
     try:
-        inputs = _open_inputs(task, store)
-        staging = work_dir / "out"
+        inputs = _open_inputs(task, store, "full" if me == 0 else "size")  # rank 0 re-hashes them for every rank
+        staging = work_dir / ("out" if me == 0 else f"out-rank{me}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         ctx = StageContext(stage=task.stage, uses=task.uses, params=params, seed=task.seed, inputs=inputs,
                            out_root=staging, work_dir=work_dir, output_kinds=dict(sdef.outputs),
-                           events_path=Path(task.events) if task.events else None, attempt=task.attempt,
-                           run_id=task.run_id, ckpt_mirror=_checkpoint_mirror(task, store))
-        if ctx.ckpt_mirror is not None and ctx.checkpoints.latest() is None:  # killed on another machine?
-            restored = ctx.ckpt_mirror.restore(work_dir / "ckpt")
-            if restored is not None:
-                print(f"[{task.stage}] restored checkpoint step {restored.step} from the workspace", flush=True)
+                           events_path=Path(task.events) if task.events and me == 0 else None, attempt=task.attempt,
+                           run_id=task.run_id, resources=dict(task.resources or {}), rank=me,
+                           ckpt_mirror=_checkpoint_mirror(task, store) if me == 0 else None)
+        if world_size(task) == 1:  # (a multi-process stage's launcher restores it before starting the ranks)
+            _restore_from_workspace(task, ctx.ckpt_mirror, ctx.checkpoints)
         chose, policy = configure_openmp(probe)  # before the stage imports torch (pipeline.cpu)
         if chose:
             print(f"[{task.stage}] {policy}", flush=True)
         with store.cache.using([i.id for i in inputs.values()]) if store and store.cache else nullcontext():
             sdef.run(ctx)  # (the cached copies of its inputs are held: eviction skips them meanwhile)
+        if me:
+            shutil.rmtree(staging, ignore_errors=True)
+            return {}
+        if sdef.distributed:  # the artifact records how many processes made it (not part of the fingerprint)
+            for name in ctx.output_kinds:
+                ctx.annotate(name, world_size=world_size(task))
         outputs = _publish(task, sdef.version, ctx, params.model_dump(mode="json"), store)
         ctx.checkpoints.clear()  # published: the checkpoints (and their copy in a bucket) have done their job
         return outputs
     except BaseException:
-        if task.out and not any((work_dir / "ckpt").glob("step-*")):  # manual mode: leave no trace of a failure
-            _remove_work_dir(work_dir)                                 # that has nothing to resume from
+        if task.out and me == 0 and not any((work_dir / "ckpt").glob("step-*")):  # manual mode: leave no trace
+            _remove_work_dir(work_dir)                                      # of a failure with nothing to resume
         raise
     finally:
-        os.close(lock_fd)
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+def _work_dir(task: Task, store: Store | None) -> Path:
+    """A bucket workspace's stage keeps its work dir in the state of the machine it runs on (its cache dir)."""
+    return Path(task.work_dir) if task.work_dir else store.work_root / task.fingerprint
+
+
+def _restore_from_workspace(task: Task, mirror: CheckpointMirror | None, checkpoints: Checkpoints) -> None:
+    """A stage killed on another machine resumes here: its newest checkpoint comes back from the bucket."""
+    if mirror is not None and checkpoints.latest() is None:
+        restored = mirror.restore(checkpoints.root)
+        if restored is not None:
+            print(f"[{task.stage}] restored checkpoint step {restored.step} from the workspace", flush=True)
 
 
 def _checkpoint_mirror(task: Task, store: Store | None) -> CheckpointMirror | None:
@@ -308,9 +339,12 @@ def read_task(path: str) -> Task:
 
 
 def run_task_file(path: str) -> int:
-    """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else."""
+    """Entry of a stage process. Exit 0 done, 2 user/data error (not retried), 1 anything else. A task of several
+    processes makes this process their launcher (alignpipe.distributed.launch); each rank enters here again."""
     task = read_task(path)
-    result_path = Path(task.result) if task.result else None
+    if world_size(task) > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _launch(path, task)
+    result_path = Path(task.result) if task.result and rank() == 0 else None
     try:
         outputs = execute(task)
     except (UserError, StageFailed) as e:
@@ -321,6 +355,26 @@ def run_task_file(path: str) -> int:
         return 130
     _write_result(result_path, {"status": "done", "outputs": outputs})
     return 0
+
+
+def _launch(path: str, task: Task) -> int:
+    """This process starts the task's ranks here and holds its work dir for them."""
+    from alignpipe.distributed.launch import launch_local
+
+    if int((task.resources or {}).get("nodes", 1)) > 1:
+        print(f"error: stage {task.stage!r} spans {task.resources['nodes']} nodes: run it with --executor ray",
+              file=sys.stderr, flush=True)
+        return 2
+    store = Store(task.store).ensure() if task.store else None
+    work_dir = _work_dir(task, store)
+    lock_fd = _lock_work_dir(work_dir)
+    try:
+        if store is not None and store.remote:  # once here, not by every rank at once
+            _open_inputs(task, store)
+            _restore_from_workspace(task, _checkpoint_mirror(task, store), Checkpoints(work_dir / "ckpt"))
+        return launch_local(path, world_size(task), log=lambda msg: print(f"[{task.stage}] {msg}", flush=True))
+    finally:
+        os.close(lock_fd)
 
 
 def _write_result(path: Path | None, data: dict[str, Any]) -> None:

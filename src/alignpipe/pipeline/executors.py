@@ -111,7 +111,11 @@ def _node_env(env: dict[str, str]) -> dict[str, str]:
 
 def _run_in_ray(cmd: list[str], env: dict[str, str], cwd: str, log_path: str, grace: float) -> int:
     """The Ray task: the same stage process, on this node, with the GPUs Ray gave this task."""
-    env = _node_env(env)
+    return _run_in_ray_process(cmd, _node_env(env), cwd, log_path, grace)
+
+
+def _run_in_ray_process(cmd: list[str], env: dict[str, str], cwd: str, log_path: str, grace: float) -> int:
+    """Run the stage command here until it exits, or the stop file next to its log asks it to stop."""
     proc = _spawn(cmd, env, cwd, log_path)
     stop = Path(log_path + ".stop")
     while proc.poll() is None:
@@ -275,8 +279,11 @@ class RayExecutor:
         import ray
 
         res = ray.cluster_resources()
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         return Machine(cpus=int(res.get("CPU", 0)), gpus=int(res.get("GPU", 0)), memory=int(res.get("memory", 0))
-                       or None)
+                       or None, nodes=max(1, len(nodes)), node_cpus=int(max((n.get("CPU", 0) for n in nodes),
+                                                                               default=res.get("CPU", 0))),
+                       node_gpus=int(max((n.get("GPU", 0) for n in nodes), default=res.get("GPU", 0))))
 
     def prepare(self, store: Any) -> None:
         """A workspace in a bucket needs no disk shared with the nodes: stages then run from a copy of their task
@@ -288,6 +295,14 @@ class RayExecutor:
             self._relay_task = ray.remote(max_retries=0)(_run_in_ray_relayed)
 
     def start(self, cmd: list[str], env: dict[str, str], cwd: str, log_path: str, resources: Resources) -> Handle:
+        if resources.world_size > 1:  # one actor per rank in a placement group (alignpipe.distributed.launch)
+            from alignpipe.distributed.launch import start_ray_ranks
+
+            if self._relay is not None:
+                raise UserError("a stage of several processes under --executor ray needs a workspace on a disk "
+                                "every node sees (its ranks share the work dir); with a workspace in a bucket, run "
+                                "it as one process or with the local executor")
+            return start_ray_ranks(cmd, shipped_env(env), cwd, log_path, resources, self.kill_grace)
         opts: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
         if resources.memory:
             opts["memory"] = resources.memory

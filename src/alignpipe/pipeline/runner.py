@@ -198,11 +198,11 @@ class Runner:
                     s, st = states[name], self.p.stages[name]
                     if s.state != "ready" or time.time() < s.not_before:
                         continue
-                    mem = st.resources.memory or 0
-                    if st.resources.cpus > free_cpus + 1e-9 or st.resources.gpus > len(free_gpus) or mem > free_mem:
-                        continue
-                    gpus, free_gpus = free_gpus[: st.resources.gpus], free_gpus[st.resources.gpus:]
-                    free_cpus -= st.resources.cpus
+                    mem, cpus, ngpus = st.resources.total_memory, st.resources.total_cpus, st.resources.total_gpus
+                    if cpus > free_cpus + 1e-9 or ngpus > len(free_gpus) or mem > free_mem:
+                        continue  # a stage of several processes takes the slots of all of them
+                    gpus, free_gpus = free_gpus[:ngpus], free_gpus[ngpus:]
+                    free_cpus -= cpus
                     free_mem -= mem
                     running[name] = self._launch(journal, run_id, st, s, gpus)
                 for name in list(running):
@@ -210,7 +210,7 @@ class Runner:
                     self._pump_events(journal, run_id, states[name], r)
                     if self._check(journal, run_id, states[name], r):
                         free_cpus += r.cpus
-                        free_mem += self.p.stages[name].resources.memory or 0
+                        free_mem += self.p.stages[name].resources.total_memory
                         free_gpus = sorted(free_gpus + r.gpus)
                         del running[name]
                 self._skip_blocked(plan, states)
@@ -304,6 +304,7 @@ class Runner:
                     verify=self.verify,
                     fingerprint=s.fingerprint, run_id=run_id, pipeline=self.p.name, attempt=s.attempts,
                     events=str(attempt_dir / "events.jsonl"), result=str(attempt_dir / "result.json"),
+                    resources=st.resources.model_dump(mode="json"),
                     platform=self.o.platform, platform_run_id=self.o.platform_run_id)
         task_path = attempt_dir / "task.json"
         task_path.write_text(task.model_dump_json(indent=1))
@@ -319,7 +320,7 @@ class Runner:
                                        s.fingerprint, {}, socket.gethostname(), str(log_path)))
         self.report({"event": "stage", "stage": st.name, "state": "running", "attempt": s.attempts,
                      "fingerprint": s.fingerprint})
-        return _Running(handle, attempt_dir, log_path, started, gpus, st.resources.cpus)
+        return _Running(handle, attempt_dir, log_path, started, gpus, st.resources.total_cpus)
 
     def _mirror_log(self, r: _Running, final: bool = False) -> None:
         """A bucket workspace gets the stage's log as it grows (every LOG_MIRROR_S at most, and when it ends), so

@@ -29,6 +29,7 @@ BRANCH_RE = re.compile(rf"^[A-Za-z_][A-Za-z0-9_-]*{BRANCH_SUFFIX}$")  # a matrix
 MAX_NAME = 100  # stage names become file names (logs, work dirs) with room to spare under the usual 255 bytes
 MAX_SEED = 2**63 - 1  # seeds reach numpy and torch, which take 0 .. 2**63 - 1
 REF_RE = re.compile(rf"^([A-Za-z_][A-Za-z0-9_-]*{BRANCH_SUFFIX})\.([A-Za-z_][A-Za-z0-9_]*)$")
+PLACEMENTS = ("auto", "colocated", "split", "separate", "offload")  # alignpipe.distributed.placement's layouts
 _MEM_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3,
               "t": 1024**4, "tb": 1024**4}
 
@@ -43,9 +44,47 @@ def parse_memory(value: str | int | float | None) -> int | None:
 
 
 class Resources(StrictParams):
-    cpus: float = Field(default=1.0, gt=0, description="CPU slots the stage occupies (also its thread count)")
-    gpus: int = Field(default=0, ge=0, description="GPUs pinned to the stage with CUDA_VISIBLE_DEVICES")
-    memory: int | None = Field(default=None, description="bytes (accepts '4GB'); refused if above the machine's")
+    cpus: float = Field(default=1.0, gt=0, description="CPU slots each of the stage's processes occupies (also "
+                        "its thread count)")
+    gpus: int = Field(default=0, ge=0, description="GPUs pinned to each process with CUDA_VISIBLE_DEVICES")
+    memory: int | None = Field(default=None, description="bytes per process (accepts '4GB'); refused if above the "
+                               "machine's")
+    nodes: int = Field(default=1, ge=1, description="nodes the stage's processes span (more than 1: --executor ray)")
+    procs_per_node: int = Field(default=1, ge=1, description="processes per node; world size = nodes × "
+                                "procs_per_node (torch.distributed ranks, alignpipe.distributed)")
+    sharding: Literal["auto", "ddp", "fsdp"] = Field(default="auto", description=(
+        "how a multi-process training stage holds the model: ddp (a replica per process), fsdp (sharded), auto "
+        "(the planner's choice: ddp unless a replica does not fit `memory` or the GPU)"))
+    placement: str | list[list[str]] | None = Field(default=None, description=(
+        "ppo: where actor, critic, reference and reward_model run — auto, colocated, split (actor+critic | "
+        "reference+reward_model), separate, offload (reference and reward model in host memory), or explicit "
+        "groups [[actor, critic], [reference, reward_model]]; default auto (alignpipe.distributed.placement)"))
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def total_cpus(self) -> float:
+        return self.cpus * self.world_size
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus * self.world_size
+
+    @property
+    def total_memory(self) -> int:
+        return (self.memory or 0) * self.world_size
+
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, v: str | list[list[str]] | None) -> str | list[list[str]] | None:
+        if isinstance(v, str) and v not in PLACEMENTS:
+            raise ValueError(f"placement {v!r}: expected one of {', '.join(PLACEMENTS)}, or a list of model groups")
+        if isinstance(v, list) and (not v or not all(v)):
+            raise ValueError("placement groups must be non-empty lists of model names, e.g. [[actor, critic], "
+                             "[reference, reward_model]]")
+        return v
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -266,6 +305,8 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
             params = None
         resources = s.resources or Resources(cpus=sdef.default_cpus)
         problems.extend(machine.check(resources, f"{where}.resources"))
+        if params is not None:
+            problems.extend(_check_scale(sdef, params, set(s.inputs), resources, f"{where}.resources"))
         seed = s.seed if s.seed is not None else derive_seed(spec.seed, name)
         stages[name] = Stage(name, s, sdef, params, {}, seed, resources)
 
@@ -281,6 +322,42 @@ def validate(raw: dict[str, Any], source: str, base_dir: Path, machine: Machine 
         raise UserError(f"{source}: stages form a cycle: {' -> '.join(cycle)}; a stage cannot consume its own "
                         "output, directly or through others")
     return Pipeline(spec, source, base_dir, stages, topo_order(deps))
+
+
+def _check_scale(sdef: StageDef, params: BaseModel, inputs: set[str], r: Resources, where: str) -> list[str]:
+    """More than one process only for stage types that run as ranks; a placement only names models the stage has."""
+    out = []
+    if r.world_size > 1 and not sdef.distributed:
+        out.append(f"{where}.procs_per_node: stage type {sdef.name!r} runs in one process; set nodes: 1 and "
+                   "procs_per_node: 1 (pretrain, sft, reward and ppo run as several)")
+    if r.sharding == "fsdp" and r.world_size == 1:
+        out.append(f"{where}.sharding: fsdp shards the model over the stage's processes and it has one; set "
+                   "procs_per_node (× nodes) to 2 or more, or sharding: auto")
+    if r.world_size > 1 and r.gpus > 1:
+        out.append(f"{where}.gpus: each process of a multi-process stage drives one GPU; for {r.gpus} GPUs per "
+                   f"process set gpus: 1 and procs_per_node: {r.procs_per_node * r.gpus}")
+    if r.placement is None:
+        return out
+    models = sdef.models(params, inputs) if sdef.models else ()
+    if len(models) < 2:
+        return [*out, f"{where}.placement: stage type {sdef.name!r} places no models; a placement maps ppo's actor, "
+                      "critic, reference and reward_model to devices — remove it"]
+    named = [m for group in r.placement for m in group] if isinstance(r.placement, list) else []
+    for m in named:
+        if m not in models:
+            out.append(f"{where}.placement: names {m!r}, a model this stage does not have; it has: "
+                       f"{', '.join(models)}")
+    groups = {"split": 2, "separate": len(models)}.get(r.placement, 0) if isinstance(r.placement, str) \
+        else len(r.placement)
+    if groups > r.world_size:
+        out.append(f"{where}.placement: {groups} model groups run in a process each at least, and the stage has "
+                   f"{r.world_size}; set procs_per_node (× nodes) to {groups} or more")
+    missing, twice = [m for m in models if m not in named], {m for m in named if named.count(m) > 1}
+    if named and (missing or twice):
+        out.append(f"{where}.placement: every model in exactly one group; "
+                   + "; ".join(filter(None, [f"missing {', '.join(missing)}" if missing else "",
+                                             f"repeated {', '.join(sorted(twice))}" if twice else ""])))
+    return out
 
 
 def _resolve_inputs(st: Stage, spec: PipelineSpec, stages: dict[str, Stage], source: str, base_dir: Path) -> list:
@@ -325,6 +402,9 @@ class Machine:
     cpus: int
     gpus: int
     memory: int | None
+    nodes: int = 1  # a Ray (or planned) cluster's nodes; their largest one's CPUs and GPUs (None: the totals)
+    node_cpus: int | None = None
+    node_gpus: int | None = None
 
     @classmethod
     def detect(cls) -> Machine:
@@ -342,6 +422,24 @@ class Machine:
         if r.memory and self.memory and r.memory > self.memory:
             out.append(f"{where}.memory: asks for {r.memory / 1024**3:.1f} GB but this machine has "
                        f"{self.memory / 1024**3:.1f} GB; lower it")
+        return out + self._check_world(r, where)
+
+    def _check_world(self, r: Resources, where: str) -> list[str]:
+        """A multi-process stage: its nodes exist, and a node holds procs_per_node processes' CPUs and GPUs."""
+        out = []
+        cluster = "this machine is one node" if self.nodes == 1 else f"the cluster has {self.nodes}"
+        if r.nodes > self.nodes:
+            out.append(f"{where}.nodes: asks for {r.nodes} nodes but {cluster}; lower nodes (a Ray cluster with "
+                       "more nodes runs it with --executor ray)")
+        node_cpus, node_gpus = self.node_cpus or self.cpus, self.node_gpus if self.node_gpus is not None else self.gpus
+        if r.procs_per_node > 1 and r.procs_per_node * r.cpus > node_cpus:
+            out.append(f"{where}.procs_per_node: {r.procs_per_node} processes × {r.cpus:g} CPUs need "
+                       f"{r.procs_per_node * r.cpus:g} CPUs on a node, which has {node_cpus}; lower procs_per_node "
+                       "or cpus")
+        if r.procs_per_node > 1 and r.gpus and self.gpus and r.procs_per_node * r.gpus > node_gpus:
+            out.append(f"{where}.procs_per_node: {r.procs_per_node} processes × {r.gpus} GPUs need "
+                       f"{r.procs_per_node * r.gpus} GPUs on a node, which has {node_gpus}; lower procs_per_node "
+                       "or gpus")
         return out
 
 

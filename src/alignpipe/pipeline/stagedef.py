@@ -82,6 +82,10 @@ class StageDef:
     default_cpus: float = 1.0
     # cross-field validation at spec time: (params, names of the inputs given) -> problems ("field: message")
     check: Callable[[BaseModel, set[str]], list[str]] | None = None
+    # runs as torch.distributed ranks when its resources ask for more than one process (alignpipe.distributed)
+    distributed: bool = False
+    # the models a run holds, for resources.placement: (params, names of the inputs given) -> names
+    models: Callable[[BaseModel, set[str]], tuple[str, ...]] | None = None
 
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
         return self.params.model_validate(raw or {})
@@ -94,8 +98,10 @@ def stage(
     params: type[BaseModel] | None = None,
     version: str | None = None,
     cpus: float = 1.0,
+    distributed: bool = False,
 ) -> Callable[[Callable], Callable]:
-    """Decorator declaring a user function as a stage type (`uses: mypkg.mod:func`)."""
+    """Decorator declaring a user function as a stage type (`uses: mypkg.mod:func`). `distributed`: it may run as
+    several processes (resources procs_per_node, nodes), each with the torchrun environment; rank 0 publishes."""
 
     def wrap(fn: Callable) -> Callable:
         fn.__alignpipe_stage__ = {  # type: ignore[attr-defined]
@@ -104,6 +110,7 @@ def stage(
             "params": params or FreeParams,
             "version": version,
             "cpus": cpus,
+            "distributed": distributed,
         }
         return fn
 
@@ -133,6 +140,7 @@ def stage_from_function(uses: str, fn: Callable) -> StageDef:
         outputs=meta.get("outputs", {"out": "artifact"}),
         doc=(fn.__doc__ or "").strip(),
         default_cpus=meta.get("cpus", 1.0),
+        distributed=meta.get("distributed", False),
     )
 
 

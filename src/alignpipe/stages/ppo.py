@@ -137,6 +137,13 @@ def check(p: Params, inputs: set[str]) -> list[str]:
     return problems
 
 
+def models(p: Params, inputs: set[str]) -> tuple[str, ...]:
+    """The models a run holds (resources.placement names them): a separate critic unless critic is shared (a value
+    head on the actor), a reward model unless params.reward_function scores."""
+    return ("actor", *(("critic",) if p.critic == "separate" else ()), "reference",
+            *(("reward_model",) if "reward_model" in inputs else ()))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -253,21 +260,85 @@ def _load_critic(ctx: StageContext, policy: Any, tokenizer: Any) -> tuple[Any | 
     return critic, None, source
 
 
-def _load_models(ctx: StageContext, tokenizer: Any) -> PPOModels:
-    """Policy, frozen reference (a copy of πSFT taken before any checkpoint is restored), critic or value head."""
+def _load_models(ctx: StageContext, tokenizer: Any, reference: bool = True) -> PPOModels:
+    """Policy, frozen reference (a copy of πSFT taken before any checkpoint is restored; None when another process
+    holds it), critic or value head."""
     import copy
 
-    from alignpipe.models.build import apply_lora, load_causal_lm
-    from alignpipe.models.forward import use_fused_kernels
+    from alignpipe.models.build import apply_lora
 
     p: Params = ctx.params
-    policy = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, "policy")))
-    _common.fix_pad_token(ctx, "policy", tokenizer, policy)  # grows the embeddings if the pad token is new
-    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    policy = _load_policy(ctx, tokenizer)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False) if reference else None
     critic, head, source = _load_critic(ctx, policy, tokenizer)
     if p.lora:
         policy = apply_lora(policy, r=p.lora_r, alpha=p.lora_alpha)
-    return PPOModels(tokenizer, policy, reference, critic, head, source)
+    return PPOModels(tokenizer, policy, ref, critic, head, source)
+
+
+def _load_policy(ctx: StageContext, tokenizer: Any) -> Any:
+    """πSFT from the `policy` input, its pad token fixed as the tokenizer's (the same in every process)."""
+    from alignpipe.models.build import load_causal_lm
+    from alignpipe.models.forward import use_fused_kernels
+
+    policy = use_fused_kernels(load_causal_lm(_common.model_dir(ctx, "policy")))
+    _common.fix_pad_token(ctx, "policy", tokenizer, policy)  # grows the embeddings if the pad token is new
+    return policy
+
+
+def _frozen(ctx: StageContext, tokenizer: Any, names: tuple[str, ...], reference: Any = None) -> Any:
+    """What the frozen models this process holds compute for a rollout batch, {name: f(batch, texts, prompts)}:
+    'reference' the log π_ref of the response tokens (B, T); 'reward' the scores S (B,), from Rφ or the reward
+    function (the trainer's, when there is no reward model)."""
+    from alignpipe.models.forward import response_logprobs
+
+    p: Params = ctx.params
+    frozen = {}
+    if "reference" in names:
+        ref = reference if reference is not None else _load_policy(ctx, tokenizer).eval().requires_grad_(False)
+
+        def logprobs(sub: Any) -> tuple[Any]:  # rows of similar length, only the columns they use
+            return response_logprobs(ref, sub.input_ids, sub.attention_mask, sub.prompt_len, p.temperature,
+                                     entropy=False)[:1]  # (b, t)
+
+        frozen["reference"] = lambda batch, texts, prompts: batch.map_by_length(logprobs)[0]  # (B, T)
+    if "reward_model" in names or ("actor" in names and p.reward_function is not None):
+        frozen["reward"] = _reward(ctx)
+    return frozen
+
+
+def _placement(ctx: StageContext, world: Any) -> Any:
+    """Where actor, critic, reference and reward model run (alignpipe.distributed.placement, .groups): the plan for
+    this stage's processes and the models' sizes, and the rank of each model. Refusals fail the stage (exit 2)."""
+    from alignpipe.distributed.groups import local_devices, roles
+    from alignpipe.distributed.memory import FP32, shape_from_dir
+    from alignpipe.distributed.placement import Model, PlanRefused, Workload, plan_ppo
+
+    p: Params = ctx.params
+    names = models(p, set(ctx.inputs))
+    source = {"actor": "policy", "reference": "policy", "reward_model": "reward_model",
+              "critic": next(n for n in ("critic_init", "reward_model", "policy") if n in ctx.inputs)}
+    held = [Model(n, shape_from_dir(_common.model_dir(ctx, source[n])), "lm" if n in ("actor", "reference")
+                  else "scalar", n in ("actor", "critic")) for n in names]
+    work = Workload(p.batch_size, p.micro_batch_size or p.minibatch_size or p.batch_size,
+                    held[0].shape.max_positions, generate=True)
+    try:
+        plan = plan_ppo(ctx.stage, held, local_devices(ctx.resources, world.size), work, FP32,
+                        ctx.resources.get("placement"), ctx.resources.get("sharding", "auto"))
+    except PlanRefused as e:
+        raise StageFailed(str(e)) from None
+    return plan, roles(plan, world.size, ctx.stage)
+
+
+def _serve(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None:
+    """A process of frozen models: it loads them and scores the trainer's rollouts until the trainer is done."""
+    from alignpipe.distributed.groups import serve
+
+    tokenizer = _common.load_tokenizer(ctx, "policy")
+    _common.fix_pad_token(ctx, "policy", tokenizer)
+    served = serve(world, _frozen(ctx, tokenizer, names))
+    ctx.log(f"scored {served} rollout batches with {', '.join(names)}")
+    world.close()
 
 
 def _reward(ctx: StageContext) -> Callable[[Any, list[str], list[Any]], Any]:
@@ -318,16 +389,17 @@ def _log_rollout(ctx: StageContext, r: int, p: Params, stats: dict[str, float]) 
 
 
 def rollout(
-    m: PPOModels, chosen: list[tuple[Any, list[int]]], reward: Callable, gold: ScoreFn | None, p: Params, seed: int
+    m: PPOModels, chosen: list[tuple[Any, list[int]]], scoring: Any, gold: ScoreFn | None, p: Params, seed: int
 ) -> Sampled:
     """Sample one response per prompt, then recompute logprobs, values, reference logprobs and scores (no_grad).
 
-    In a single pass (rl.ppo.single_pass: one optimizer step per rollout) log π_old and V_old come, detached,
-    from the update's own forward, run here over every row with grad and kept for forward_fn: the same weights
-    and the same forward, one pass fewer."""
+    The frozen models (reference, reward) score through `scoring` (distributed.groups.Scoring): here, or in
+    processes of their own while this one recomputes. In a single pass (rl.ppo.single_pass: one optimizer step
+    per rollout) log π_old and V_old come, detached, from the update's own forward, run here over every row with
+    grad and kept for forward_fn: the same weights and the same forward, one pass fewer."""
     import torch
 
-    from alignpipe.models.forward import response_logprobs, sample_responses
+    from alignpipe.models.forward import sample_responses
     from alignpipe.rl.ppo import Rollout, single_pass
 
     prompts = [prompt for prompt, _ in chosen]
@@ -337,16 +409,13 @@ def rollout(
     mask = batch.response_mask.bool()  # (B, T) through the first EOS, by position
     one_pass = single_pass(p, len(chosen))
 
-    def reference(sub: Any) -> tuple[Any]:  # rows of similar length, only the columns they use
-        return response_logprobs(m.reference, sub.input_ids, sub.attention_mask, sub.prompt_len, p.temperature,
-                                 entropy=False)[:1]  # (b, t)
-
     m.train(False)
+    scoring.submit(batch, texts, prompts)
     with torch.no_grad():
-        (ref_logprobs,) = batch.map_by_length(reference)  # (B, T)
-        scores = reward(batch, texts, prompts).float()  # (B,)
         if not one_pass:
             logprobs_old, values_old = forward_by_length(m, batch, p.temperature, entropy=False)  # (B, T) each
+    frozen = scoring.results()
+    ref_logprobs, scores = frozen["reference"], frozen["reward"].float()  # (B, T), (B,)
     if tuple(scores.shape) != (len(chosen),):
         raise StageFailed(f"the reward returned {tuple(scores.shape)} scores for {len(chosen)} responses")
     current = None
@@ -438,6 +507,8 @@ def _summary(p: Params, history: list[dict], elapsed: float, m: PPOModels, rewar
 def run(ctx: StageContext) -> None:
     import torch
 
+    from alignpipe.distributed.groups import Scoring
+    from alignpipe.distributed.world import World
     from alignpipe.models.build import save_model
     from alignpipe.rl.ppo import NonFiniteGradient, compute_advantages, ppo_update
     from alignpipe.train import Checkpointer, EpochBatches, run_key, seed_everything, sub_seed
@@ -448,6 +519,13 @@ def run(ctx: StageContext) -> None:
 
     # -- seed
     seed_everything(ctx.seed)
+
+    # -- placement: which of actor, critic, reference and reward model this process holds
+    world = World.from_env()
+    plan, roles = _placement(ctx, world)
+    if world.rank:  # a process of frozen models: it scores the trainer's rollouts
+        return _serve(ctx, world, roles.held_by(world.rank))
+    ctx.log(f"placement {plan.describe()}: {plan.reason}")
 
     # -- inputs: one tokenizer for policy, reference, reward model and critic, checked before any compute
     _common.require_inputs(ctx, "policy", "prompts")
@@ -461,9 +539,9 @@ def run(ctx: StageContext) -> None:
     kept, skipped = _prompt_ids(ctx, tokenizer, limit)
     order = EpochBatches(len(kept), p.batch_size, sub_seed(ctx.seed, "order"), drop_last=True)
 
-    # -- model: policy, frozen reference, critic, reward
-    models = _load_models(ctx, tokenizer)
-    reward = _reward(ctx)
+    # -- model: policy, frozen reference, critic, reward (the frozen ones here or in their own processes)
+    models = _load_models(ctx, tokenizer, reference=roles.ranks["reference"] == 0)
+    scoring = Scoring(_frozen(ctx, tokenizer, roles.held_by(0), models.reference), roles.serving, world)
     ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
 
     # -- optimizer, schedules, KL controller, minibatch order, resume
@@ -483,7 +561,7 @@ def run(ctx: StageContext) -> None:
     # -- loop: rollout → advantages → PPO epochs → KL control → log → checkpoint
     for r in range(resumed.step if resumed else 0, p.rollouts):
         t0 = time.perf_counter()
-        sampled = rollout(models, [kept[i] for i in order.next().indices], reward, gold, p,
+        sampled = rollout(models, [kept[i] for i in order.next().indices], scoring, gold, p,
                           seed=sub_seed(ctx.seed, "rollout", r))
         adv = compute_advantages(sampled.rollout, kl_ctl.beta, cfg)
         _check_finite(ctx, r + 1, adv.stats, ("score", "kl", "reward_total"))  # before any weight moves
@@ -512,6 +590,8 @@ def run(ctx: StageContext) -> None:
             ckpt.save(r + 1, {**state, "kl": kl_ctl.state_dict(),
                               "elapsed": state["elapsed"] + time.monotonic() - started})
 
+    scoring.close()
+
     # -- eval: the curves and the final rollout's statistics
     elapsed = state["elapsed"] + time.monotonic() - started
     reward_desc = p.reward_function or f"reward_model {ctx.inputs['reward_model'].id[:12]}"
@@ -523,14 +603,16 @@ def run(ctx: StageContext) -> None:
     with torch.no_grad():
         save_model(models.policy, tokenizer, ctx.output_dir("policy"))
         _save_value(models, ctx.output_dir("value"), ctx.work_dir / "value-export")
-    ctx.annotate("policy", **summary, reference=ctx.inputs["policy"].id, skipped=skipped, lora=p.lora)
+    ctx.annotate("policy", **summary, reference=ctx.inputs["policy"].id, skipped=skipped, lora=p.lora,
+                 placement=plan.as_dict())
     last = state["history"][-1]
     ctx.annotate("value", critic=p.critic, critic_init=models.critic_source, value_loss=last["value_loss"],
                  explained_variance=last["explained_variance"], policy=ctx.inputs["policy"].id)
+    world.close()
 
 
 STAGE = StageDef(
-    name="ppo", version="2", params=Params, run=run, check=check,
+    name="ppo", version="2", params=Params, run=run, check=check, distributed=True, models=models,
     inputs={"policy": InputDef("model", doc="πSFT: the initial policy and the frozen reference"),
             "reward_model": InputDef("model", required=False, doc="Rφ (or params.reward_function)"),
             "prompts": InputDef("dataset", doc='{"prompt"} records: a file or a dataset dir'),

@@ -128,28 +128,34 @@ def run(ctx: StageContext) -> None:
 
     # -- optimizer, schedule, data order, resume
     order = EpochBatches(len(train), p.batch_size, sub_seed(ctx.seed, "order"))
-    training = setup_training(ctx, model, order, p)
+    training = setup_training(ctx, model, order, p)  # data parallel over the stage's processes, if several
     total, opt, sched, ckpt, resumed = (training.total, training.optimizer, training.scheduler,
                                         training.checkpointer, training.resumed)
+    world, forward = training.world, training.forward
     state = resumed.state if resumed else {"tokens": 0, "recent": [], "tokenizer": _tokenizer_hash(tokenizer)}
     if state["tokenizer"] != _tokenizer_hash(tokenizer):
         raise StageFailed(f"stage {ctx.stage!r}: the retrained tokenizer differs from the checkpoint's; delete "
                           f"{ctx.checkpoints.root} and rerun")
 
-    # -- loop
+    # -- loop: each rank takes its share of the global batch; the loss is the global token mean
     for step in range(resumed.step if resumed else 0, total):
-        batch = collate_lm([train[i] for i in order.next().indices], pad)
-        loss, n_tokens = lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched,
+        shard = world.shard(order.next().indices)
+        batch = collate_lm([train[i] for i in shard.indices], pad)
+        loss, n_tokens = forward(lm_loss, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        step_loss = world.global_mean(loss, shard.count(n_tokens))
+        grad_norm = optimizer_step(step_loss.loss, step=step + 1, optimizer=opt, scheduler=sched,
                                    parameters=model.parameters(), max_grad_norm=p.max_grad_norm,
-                                   checkpoints=ctx.checkpoints)
-        loss_value = float(loss.detach())
-        state["tokens"] += n_tokens
-        state["recent"] = [*state["recent"], loss_value][-20:]
-        ctx.log_metrics(step + 1, loss=loss_value, lr=sched.get_last_lr()[0], grad_norm=grad_norm)
+                                   checkpoints=ctx.checkpoints, global_loss=step_loss.mean)
+        state["tokens"] += step_loss.count
+        state["recent"] = [*state["recent"], step_loss.mean][-20:]
+        ctx.log_metrics(step + 1, loss=step_loss.mean, lr=sched.get_last_lr()[0], grad_norm=grad_norm)
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
+    model = training.trained_model()  # rank 0: all the trained weights in one model (FSDP gathers its shards)
+    if model is None:  # the other ranks are done: rank 0 evaluates and publishes
+        world.close()
+        return
 
     # -- eval
     eval_batches = [collate_lm(held_out[i:i + p.batch_size], pad) for i in range(0, len(held_out), p.batch_size)]
@@ -168,10 +174,11 @@ def run(ctx: StageContext) -> None:
                  eval_loss=eval_loss, documents={"train": len(train_idx), "eval": len(eval_idx)},
                  skipped=_common.skip_summary(skips), pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
                  chat_template=p.chat_template)
+    world.close()
 
 
 STAGE = StageDef(
-    name="pretrain", version="2", params=Params, run=run,
+    name="pretrain", version="2", params=Params, run=run, distributed=True,
     inputs={"corpus": InputDef("dataset", doc='{"text"} records: a .jsonl file or a dataset dir')},
     outputs={"model": "model"}, check=check, doc=__doc__ or "",
 )

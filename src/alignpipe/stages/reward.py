@@ -257,30 +257,39 @@ def run(ctx: StageContext) -> None:
     order = (LengthGroupedBatches([preference_length(s, packed) for s in train], p.batch_size, seed)
              if p.group_by_length
              else EpochBatches(len(train), p.batch_size, seed))
-    training = setup_training(ctx, model, order, p)
+    training = setup_training(ctx, model, order, p)  # data parallel over the stage's processes, if several
     total, opt, sched, ckpt, resumed = (training.total, training.optimizer, training.scheduler,
                                         training.checkpointer, training.resumed)
+    world, forward = training.world, training.forward
     state = resumed.state if resumed else {"recent_loss": [], "recent_acc": []}
 
     def loss_fn(chosen, rejected):
         return reward_model_loss(chosen, rejected, margin=p.margin, center_coef=p.center_coef)
 
-    # -- loop: Bradley-Terry on (chosen, rejected) scores at the last non-pad token
+    # -- loop: Bradley-Terry on (chosen, rejected) scores at the last non-pad token; each rank takes its share of
+    # the global batch, the loss is the global mean over pairs
     for step in range(resumed.step if resumed else 0, total):
-        indices = order.next().indices
+        shard = world.shard(order.next().indices)
         with autocast(p.precision, model):
-            chosen, rejected, tokens = preference_scores(model, [train[i] for i in indices], tokenizer.pad_token_id)
-        loss = loss_fn(chosen, rejected)
-        grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched, parameters=trainable,
-                                   max_grad_norm=p.max_grad_norm, checkpoints=ctx.checkpoints)
-        loss_value, acc = float(loss.detach()), float((chosen > rejected).float().mean())
-        state["recent_loss"] = [*state["recent_loss"], loss_value][-20:]
+            chosen, rejected, tokens = forward(preference_scores, [train[i] for i in shard.indices],
+                                               tokenizer.pad_token_id)
+        step_loss = world.global_mean(loss_fn(chosen, rejected), shard.count(len(shard.indices)),
+                                      correct=shard.count(int((chosen > rejected).sum())), tokens=shard.count(tokens))
+        grad_norm = optimizer_step(step_loss.loss, step=step + 1, optimizer=opt, scheduler=sched,
+                                   parameters=training.parameters, max_grad_norm=p.max_grad_norm,
+                                   checkpoints=ctx.checkpoints, global_loss=step_loss.mean)
+        acc = step_loss.sums["correct"] / step_loss.count
+        state["recent_loss"] = [*state["recent_loss"], step_loss.mean][-20:]
         state["recent_acc"] = [*state["recent_acc"], acc][-20:]
-        ctx.log_metrics(step + 1, loss=loss_value, accuracy=acc, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
-                        pairs=len(indices), tokens=tokens)
+        ctx.log_metrics(step + 1, loss=step_loss.mean, accuracy=acc, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
+                        pairs=step_loss.count, tokens=int(step_loss.sums["tokens"]))
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
+    model = training.trained_model()  # rank 0: all the trained weights in one model (FSDP gathers its shards)
+    if model is None:  # the other ranks are done: rank 0 normalizes, evaluates and publishes
+        world.close()
+        return
 
     # -- normalization: πSFT samples score mean 0 (std 1)
     model.eval()
@@ -317,10 +326,11 @@ def run(ctx: StageContext) -> None:
                  skipped=_common.skip_summary(parse_skips, token_skips), pad_token_added=pad_added,
                  margin=p.margin, center_coef=p.center_coef, lora=p.lora, precision=p.precision, max_len=max_len,
                  base_model=ctx.inputs["model"].id)
+    world.close()
 
 
 STAGE = StageDef(
-    name="reward", version="3", params=Params, run=run,
+    name="reward", version="3", params=Params, run=run, distributed=True,
     inputs={"model": InputDef("model", doc="πSFT: a HF causal LM directory whose backbone initializes the RM"),
             "data": InputDef("dataset", doc="preference pairs (label's output or a prompt/chosen/rejected file)"),
             "calibration": InputDef("dataset", required=False,

@@ -138,30 +138,39 @@ def run(ctx: StageContext) -> None:
     seed = sub_seed(ctx.seed, "order")
     order = (LengthGroupedBatches([len(s.input_ids) for s in train], p.batch_size, seed) if p.group_by_length
              else EpochBatches(len(train), p.batch_size, seed))
-    training = setup_training(ctx, model, order, p)
+    training = setup_training(ctx, model, order, p)  # data parallel over the stage's processes, if several
     total, opt, sched, ckpt, resumed = (training.total, training.optimizer, training.scheduler,
                                         training.checkpointer, training.resumed)
+    world, forward = training.world, training.forward
     eval_batches = _batches(held_out, p.batch_size, pad)
     if resumed:
         state = resumed.state
     else:
-        state = {"tokens": 0, "recent": [], "eval_loss_init": evaluate_lm(model, eval_batches) if held_out else None}
+        state = {"tokens": 0, "recent": [],
+                 "eval_loss_init": evaluate_lm(training.local, eval_batches) if held_out and world.is_main else None}
 
-    # -- loop
+    # -- loop: each rank takes its share of the global batch; the loss is the global token mean
     for step in range(resumed.step if resumed else 0, total):
-        batch = collate_lm([train[i] for i in order.next().indices], pad)
+        shard = world.shard(order.next().indices)
+        batch = collate_lm([train[i] for i in shard.indices], pad)
         with autocast(p.precision, model):
-            loss, n_tokens = lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        grad_norm = optimizer_step(loss, step=step + 1, optimizer=opt, scheduler=sched, parameters=trainable,
-                                   max_grad_norm=p.max_grad_norm, checkpoints=ctx.checkpoints)
-        loss_value = float(loss.detach())
-        state["tokens"] += n_tokens
-        state["recent"] = [*state["recent"], loss_value][-20:]
-        ctx.log_metrics(step + 1, loss=loss_value, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
-                        tokens=int(batch["attention_mask"].sum()), label_tokens=n_tokens)
+            loss, n_tokens = forward(lm_loss, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        tokens = int(batch["attention_mask"].sum())
+        step_loss = world.global_mean(loss, shard.count(n_tokens), tokens=shard.count(tokens))
+        grad_norm = optimizer_step(step_loss.loss, step=step + 1, optimizer=opt, scheduler=sched,
+                                   parameters=training.parameters, max_grad_norm=p.max_grad_norm,
+                                   checkpoints=ctx.checkpoints, global_loss=step_loss.mean)
+        state["tokens"] += step_loss.count
+        state["recent"] = [*state["recent"], step_loss.mean][-20:]
+        ctx.log_metrics(step + 1, loss=step_loss.mean, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
+                        tokens=int(step_loss.sums["tokens"]), label_tokens=step_loss.count)
         ctx.progress(step + 1, total, "steps")
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < total:
             ckpt.save(step + 1, state)
+    model = training.trained_model()  # rank 0: all the trained weights in one model (FSDP gathers its shards)
+    if model is None:  # the other ranks are done: rank 0 evaluates and publishes
+        world.close()
+        return
 
     # -- eval
     eval_loss = evaluate_lm(model, eval_batches) if held_out else None
@@ -181,10 +190,11 @@ def run(ctx: StageContext) -> None:
                  skipped=_common.skip_summary(parse_skips, token_skips), pad_token_added=pad_added,
                  completion_only=not p.include_prompt, lora=p.lora, precision=p.precision, max_len=max_len,
                  base_model=ctx.inputs["model"].id)
+    world.close()
 
 
 STAGE = StageDef(
-    name="sft", version="2", params=Params, run=run,
+    name="sft", version="2", params=Params, run=run, distributed=True,
     inputs={"model": InputDef("model", doc="a HF causal LM directory (pretrain output or any checkpoint)"),
             "data": InputDef("dataset", doc="demonstrations: prompt/completion or chat messages")},
     outputs={"model": "model"}, doc=__doc__ or "",

@@ -39,17 +39,22 @@ def optimizer_step(  # noqa: PLR0913 — one guarded step needs each of these
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     max_grad_norm: float | None = None,
     checkpoints: Checkpoints | None = None,
+    global_loss: float | None = None,
 ) -> float:
     """zero_grad → check loss → backward → clip (if max_grad_norm) → check grad norm → step → scheduler.step.
 
-    `step` is the 1-based number of this optimizer step (used in error messages). Returns the gradient norm
-    before clipping. A NaN/inf loss or gradient raises StageFailed before the weights change.
+    `step` is the 1-based number of this optimizer step (used in error messages). `parameters` is iterated after the
+    backward (a generator such as model.parameters() sees FSDP's shards, which hold the gradients). Returns the
+    gradient norm before clipping. A NaN/inf loss or gradient raises StageFailed before the weights change.
+    `global_loss`: the value checked instead of `loss` — a data-parallel step's global mean, so that every rank
+    stops together.
     """
-    check_finite(loss, step=step, what="loss", checkpoints=checkpoints)
+    check_finite(loss if global_loss is None else global_loss, step=step, what="loss", checkpoints=checkpoints)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for p in parameters if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf"))
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor over the shards
     check_finite(norm, step=step, what="gradient norm", checkpoints=checkpoints)
     optimizer.step()
     if scheduler is not None:
