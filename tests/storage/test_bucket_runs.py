@@ -4,11 +4,13 @@ one machine resumed on another from the checkpoint in the bucket."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -150,3 +152,19 @@ def test_the_shortened_rlhf_pipeline_on_a_bucket_equals_a_local_run(s3, tmp_path
     assert local.status == remote.status == "done" and outputs(remote) == outputs(local)
     evaluate = Store(s3 + "/rlhf").local_dir(remote.stages["evaluate"].outputs["out"])
     assert (evaluate / "metrics.json").is_file()  # fetched into this machine's cache, verified
+
+
+def test_a_stage_of_two_processes_on_a_bucket_publishes_once_from_rank_0(s3, tmp_path, monkeypatch):
+    ranks = Path(__file__).resolve().parent.parent / "distributed"  # rankstages: torch-free multi-process stages
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ranks), os.environ["PYTHONPATH"]]))
+    monkeypatch.syspath_prepend(str(ranks))
+    spec = {"name": "ranks", "workspace": s3 + "/ws", "stages": {"r": {
+        "uses": "rankstages:ranks", "params": {"trace": str(tmp_path / "trace"), "seconds": 0.1},
+        "resources": {"procs_per_node": 2, "cpus": 1}}}}
+    first = run(spec)
+    assert first.status == "done"
+    assert sorted(json.loads(line)["rank"] for line in (tmp_path / "trace").read_text().splitlines()) == [0, 1]
+    store = Store(s3 + "/ws")
+    art = first.stages["r"].outputs["out"]
+    assert store.ids() == [art] and store.get(art).manifest["summary"]["world_size"] == 2 and store.verify(art) == []
+    assert run(spec).stages["r"].state == "cached"
