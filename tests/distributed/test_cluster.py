@@ -55,3 +55,16 @@ def test_bad_descriptions(tmp_path, text, content, match):
         text = str(tmp_path / text)
     with pytest.raises(UserError, match=match):
         parse_cluster(text)
+
+
+def test_a_process_must_fit_one_node_of_a_cluster():
+    from alignpipe.pipeline.spec import Machine, Resources
+
+    two_small = Machine(cpus=2, gpus=2, memory=None, nodes=2, node_cpus=1, node_gpus=1)
+    assert two_small.check(Resources(cpus=2), "s.resources") == ["s.resources.cpus: asks for 2 CPUs but the cluster's "
+                                                                 "largest node has 1 (a process runs on one node); "
+                                                                 "lower it"]
+    assert "s.resources.gpus: asks for 2 GPU(s) but the cluster's largest node has 1" in two_small.check(
+        Resources(cpus=1, gpus=2), "s.resources")[0]
+    assert two_small.check(Resources(cpus=1, gpus=1), "s.resources") == []
+    assert Machine(cpus=2, gpus=0, memory=None).check(Resources(cpus=2), "s") == []  # one machine: its own check

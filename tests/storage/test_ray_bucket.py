@@ -1,6 +1,7 @@
 """The Ray executor with a workspace in a bucket and no disk shared with the nodes: a two-node local Ray cluster
 (two `ray start` processes, each node with its own ALIGNPIPE_CACHE: its own artifact cache and work dirs) runs
-the example pipeline to the artifacts of a local run; stages' events and logs reach the runner through Ray."""
+the example pipeline and the shortened RLHF pipeline to the artifacts of a local run; stages' events and logs reach
+the runner through Ray."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +70,40 @@ def test_two_nodes_without_a_shared_disk_run_the_example_to_the_local_ids(two_no
     words = journal.last_attempt("words", executed=True)
     assert journal.metrics(words.fingerprint)["distinct"]  # the stage's events came back through the relay
     assert "[words] 3200 words in 400 lines" in Path(words.log).read_text()  # and its log
+
+
+def _write(path: Path, spec: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _ray_run(address: str, args: list[str], ws: str, driver: Path, expect: int = 0) -> Any:
+    """`alignpipe run ARGS --executor ray` on the cluster: its JSON result, or (expect=2) its error output."""
+    import json
+
+    env = {**os.environ, "ALIGNPIPE_CACHE": str(driver), "RAY_AUTH_MODE": "disabled"}
+    r = subprocess.run([sys.executable, "-m", "alignpipe", "run", *args, "--executor", "ray", "--ray-address",
+                        address, "-w", ws, "--json"], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == expect, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1]) if expect == 0 else r.stderr
+
+
+@pytest.mark.slow
+def test_the_shortened_rlhf_pipeline_on_two_nodes_and_a_bucket_equals_a_local_run(two_nodes, s3, tmp_path):
+
+    from pipelines import MINI, rlhf_spec
+
+    address, _ = two_nodes
+    local = api.run(api.from_dict(rlhf_spec(tmp_path / "local", MINI)))
+    spec = tmp_path / "rlhf.yaml"
+    pipeline = rlhf_spec(s3 + "/rlhf", MINI)
+    refused = _ray_run(address, [str(_write(spec, pipeline))], s3 + "/rlhf", tmp_path / "driver", expect=2)
+    assert "base.resources.cpus: asks for 2 CPUs but the cluster's largest node has 1" in refused
+    for stage in pipeline["stages"].values():  # nodes of one CPU each: not part of the artifacts' identity
+        stage["resources"] = {**(stage.get("resources") or {}), "cpus": 1}
+    result = _ray_run(address, [str(_write(spec, pipeline))], s3 + "/rlhf", tmp_path / "driver")
+    assert {n: s["outputs"] for n, s in result["stages"].items()} == {n: s.outputs for n, s in local.stages.items()}
+    again = api.run(api.from_dict(rlhf_spec(s3 + "/rlhf", MINI)))  # the local executor, on another machine's cache
+    assert {s.state for s in again.stages.values()} == {"cached"}

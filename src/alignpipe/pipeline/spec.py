@@ -432,6 +432,12 @@ class Machine:
             out.append(f"{where}.nodes: asks for {r.nodes} nodes but {cluster}; lower nodes (a Ray cluster with "
                        "more nodes runs it with --executor ray)")
         node_cpus, node_gpus = self.node_cpus or self.cpus, self.node_gpus if self.node_gpus is not None else self.gpus
+        if r.procs_per_node == 1 and self.nodes > 1 and r.cpus > node_cpus:  # Ray would keep it pending forever
+            out.append(f"{where}.cpus: asks for {r.cpus:g} CPUs but the cluster's largest node has {node_cpus} (a "
+                       "process runs on one node); lower it")
+        if r.procs_per_node == 1 and self.nodes > 1 and r.gpus > node_gpus:
+            out.append(f"{where}.gpus: asks for {r.gpus} GPU(s) but the cluster's largest node has {node_gpus} (a "
+                       "process runs on one node); lower it")
         if r.procs_per_node > 1 and r.procs_per_node * r.cpus > node_cpus:
             out.append(f"{where}.procs_per_node: {r.procs_per_node} processes × {r.cpus:g} CPUs need "
                        f"{r.procs_per_node * r.cpus:g} CPUs on a node, which has {node_cpus}; lower procs_per_node "
