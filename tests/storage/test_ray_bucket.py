@@ -79,6 +79,14 @@ def _write(path: Path, spec: dict) -> Path:
     return path
 
 
+def _one_cpu(spec: dict) -> dict:
+    """Every stage on 1 CPU, what a node of the test cluster has. A stage's CPUs are its thread count, which decides
+    the order of float sums: the runs compared use the same."""
+    for stage in spec["stages"].values():
+        stage["resources"] = {**(stage.get("resources") or {}), "cpus": 1}
+    return spec
+
+
 def _ray_run(address: str, args: list[str], ws: str, driver: Path, expect: int = 0) -> Any:
     """`alignpipe run ARGS --executor ray` on the cluster: its JSON result, or (expect=2) its error output."""
     import json
@@ -96,14 +104,13 @@ def test_the_shortened_rlhf_pipeline_on_two_nodes_and_a_bucket_equals_a_local_ru
     from pipelines import MINI, rlhf_spec
 
     address, _ = two_nodes
-    local = api.run(api.from_dict(rlhf_spec(tmp_path / "local", MINI)))
     spec = tmp_path / "rlhf.yaml"
-    pipeline = rlhf_spec(s3 + "/rlhf", MINI)
-    refused = _ray_run(address, [str(_write(spec, pipeline))], s3 + "/rlhf", tmp_path / "driver", expect=2)
+    refused = _ray_run(address, [str(_write(spec, rlhf_spec(s3 + "/rlhf", MINI)))], s3 + "/rlhf", tmp_path / "d",
+                       expect=2)
     assert "base.resources.cpus: asks for 2 CPUs but the cluster's largest node has 1" in refused
-    for stage in pipeline["stages"].values():  # nodes of one CPU each: not part of the artifacts' identity
-        stage["resources"] = {**(stage.get("resources") or {}), "cpus": 1}
-    result = _ray_run(address, [str(_write(spec, pipeline))], s3 + "/rlhf", tmp_path / "driver")
+    local = api.run(api.from_dict(_one_cpu(rlhf_spec(tmp_path / "local", MINI))))
+    result = _ray_run(address, [str(_write(spec, _one_cpu(rlhf_spec(s3 + "/rlhf", MINI))))], s3 + "/rlhf",
+                      tmp_path / "d")
     assert {n: s["outputs"] for n, s in result["stages"].items()} == {n: s.outputs for n, s in local.stages.items()}
-    again = api.run(api.from_dict(rlhf_spec(s3 + "/rlhf", MINI)))  # the local executor, on another machine's cache
+    again = api.run(api.from_dict(_one_cpu(rlhf_spec(s3 + "/rlhf", MINI))))  # the local executor, its own cache
     assert {s.state for s in again.stages.values()} == {"cached"}
