@@ -268,15 +268,18 @@ def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(outside.scatter(1, order, outside), float("-inf"))
 
 
-def _sample_step(logits: Tensor, u: Tensor, temperature: float, top_p: float, logprobs: bool = False
+def _sample_step(logits: Tensor, temperature: float, top_p: float, logprobs: bool = False, u: Tensor | None = None
                  ) -> tuple[Tensor, Tensor | None]:
-    """(B, V) logits, (B, 1) uniforms -> (B,) tokens ~ softmax(logits/τ) (nucleus-filtered if top_p < 1) and, if
-    asked, the (B, V) log-probs they were drawn from. Inverse-CDF sampling, one uniform per row: the same
-    distribution as torch.multinomial, which draws V exponentials per row (~10 % of generation time at V = 1024)."""
+    """(B, V) logits -> (B,) tokens ~ softmax(logits/τ) (nucleus-filtered if top_p < 1) and, if asked, the (B, V)
+    log-probs they were drawn from. Inverse-CDF sampling, one uniform per row (`u` (B, 1), else drawn from the
+    global RNG): the same distribution as torch.multinomial, which draws V exponentials per row (~10 % of
+    generation time at V = 1024)."""
     scaled = logits.float() / temperature
     if top_p < 1.0:
         scaled = _filter_top_p(scaled, top_p)
     weights = (scaled - scaled.max(dim=-1, keepdim=True).values).exp()  # (B, V) unnormalized probabilities
+    if u is None:
+        u = torch.rand(weights.shape[0], 1, device=weights.device, dtype=torch.float64)
     return inverse_cdf_sample(weights, u), F.log_softmax(scaled, dim=-1) if logprobs else None
 
 
@@ -307,6 +310,7 @@ ALONE = BatchShare(0, lambda active, ended: [(active, ended)])  # the whole batc
 def _decode(  # noqa: PLR0913 — the sampler's knobs
     model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int, temperature: float,
     top_p: float, eos_id: int, pad_id: int, logprobs: bool, share: BatchShare = ALONE,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The sampling loop: prefill the left-padded prompts, then one token per step for every row (models.kv: the
     KV cache in preallocated buffers). A row that emitted EOS gets pad from then on (its mask stays 1, as in
@@ -331,8 +335,9 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
     steps = 0
     for t in range(max_new_tokens):
         offset = sum(n for n, _ in counts[:share.rank])  # this share's rows within the batch's rows computed
-        u = torch.rand(sum(n for n, _ in counts), 1, device=device, dtype=torch.float64)[offset:offset + len(active)]
-        step, logp = _sample_step(logits, u, temperature, top_p, logprobs)  # (b_active,)
+        u = torch.rand(sum(n for n, _ in counts), 1, device=device, dtype=torch.float64,
+                       generator=generator)[offset:offset + len(active)]
+        step, logp = _sample_step(logits, temperature, top_p, logprobs, u)  # (b_active,)
         steps = t + 1
         step.masked_fill_(ended, pad_id)
         tokens[active, t] = step
@@ -374,8 +379,9 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     top_p < 1 samples from the nucleus only; the training forward's logprobs then differ from the sampler's,
     so PPO rollouts must keep top_p = 1 (PPO.md item 5); evaluation may use it.
 
-    Rows are prompt-major: row i·n + j is sample j of prompt i. With `seed`, sampling uses a forked RNG seeded
-    with it and the caller's global RNG is untouched; without, it draws from the global RNG.
+    Rows are prompt-major: row i·n + j is sample j of prompt i. With `seed`, sampling draws from a generator of its
+    own seeded with it (the stream torch.manual_seed(seed) gives) and the global RNG is untouched; without, it
+    draws from the global RNG.
     `return_logprobs` also returns the sampler's own logprobs of the sampled tokens (for diagnostics; PPO
     recomputes them with the training forward, item 7). `share`: these prompts are one data-parallel replica's
     share of a batch the replicas sample together (BatchShare): each row then gets the tokens it gets when one
@@ -400,13 +406,11 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            response_ids, logp = _decode(model, prompt_ids.to(device), prompt_mask.to(device),
-                                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                         eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                                         logprobs=return_logprobs, share=share)
+        generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+        response_ids, logp = _decode(model, prompt_ids.to(device), prompt_mask.to(device),
+                                     max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                                     logprobs=return_logprobs, share=share, generator=generator)
     finally:
         model.train(was_training)
     response_ids = response_ids.cpu()  # (B, T), pad after the first EOS

@@ -568,7 +568,8 @@ def run(ctx: StageContext) -> None:
     models = _load_models(ctx, tokenizer, reference=roles.ranks["reference"] == 0)
     scoring = Scoring(_frozen(ctx, tokenizer, roles.held_by(0), models.reference), roles.serving, world)
     replicas = _replicas(ctx, world, roles, models)  # or None: this process is the only trainer
-    ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
+    if world.is_main:
+        ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
 
     # -- optimizer, schedules, KL controller, minibatch order, resume
     cfg = p  # Params is a PPOConfig (plus the stage's own fields)
@@ -613,7 +614,8 @@ def run(ctx: StageContext) -> None:
         ctx.log_metrics(r + 1, **stats)
         ctx.progress(r + 1, p.rollouts, "rollouts")
         state["history"].append({k: stats.get(k) for k in CURVE_KEYS})
-        _log_rollout(ctx, r, p, stats)
+        if world.is_main:  # replicas compute the same statistics
+            _log_rollout(ctx, r, p, stats)
         if (r + 1) % p.checkpoint_every == 0 and r + 1 < p.rollouts:
             ckpt.save(r + 1, {**state, "kl": kl_ctl.state_dict(),
                               "elapsed": state["elapsed"] + time.monotonic() - started})
