@@ -1,6 +1,7 @@
 """PPO's four models placed apart make the same policy as colocated: split (actor+critic | reference+reward model)
 as two processes, explicit groups as three, offload in one — bit for bit on CPU, on the shortened built-in
-pipeline. The plan is in the manifest; a layout the run time cannot run is refused before any compute."""
+pipeline. The plan is in the manifest; a layout the run time cannot run (split over 3 processes: a replicated
+group beside another) is refused before any compute. Replicas of all four models: test_ppo_replicas.py."""
 
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ def test_placed_apart_equals_colocated(upstream, colocated_ppo, tmp_path, case):
     assert plan["layout"] == layout and len(plan["groups"]) == 1 + len(served) + (layout == "offload")
 
 
-def test_two_processes_with_nothing_to_split_are_refused_before_compute(upstream, tmp_path):
+def test_replicas_of_one_group_beside_another_are_refused_before_compute(upstream, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(upstream.ws, ws)
-    path = spec_file(tmp_path, ws, {"ppo": {"cpus": 1, "procs_per_node": 2}})
+    path = spec_file(tmp_path, ws, {"ppo": {"cpus": 0.5, "procs_per_node": 3, "placement": "split"}})
     spec = yaml.safe_load(path.read_text())
     spec["stages"]["ppo"]["retries"] = 2
     path.write_text(yaml.safe_dump(spec))
@@ -50,4 +51,5 @@ def test_two_processes_with_nothing_to_split_are_refused_before_compute(upstream
     assert r.returncode == 1
     ppo = json.loads(r.stdout.splitlines()[-1])["stages"]["ppo"]
     assert ppo["attempts"] == 1  # exit 2: bad input, not retried
-    assert "needs data-parallel or sharded groups, which PPO does not run yet" in ppo["error"]
+    assert "needs sharded groups or data-parallel replicas of a group beside other groups, which PPO does not " \
+           "run yet" in ppo["error"]

@@ -408,3 +408,47 @@ def test_right_padded_rows_score_as_the_prompt_response_layout(arch, models, tin
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="real tokens first"):
         score_sequences(rm, batch.input_ids, batch.attention_mask, right_padded=True)  # left-padded prompts
+
+
+def test_shares_sampled_together_draw_the_whole_batchs_tokens(tiny_model_dirs, tiny_tokenizer):
+    """Three shares of one batch (data-parallel actor replicas, here threads exchanging their counts through a
+    barrier) get the tokens of one process sampling the whole batch from the same seed: the same uniforms per row,
+    ended rows dropped at the same steps, one stopping step — also for a share whose rows all end early."""
+    import threading
+
+    from alignpipe.models.forward import BatchShare
+
+    lm = load_causal_lm(tiny_model_dirs["llama"])
+    eos_bias = torch.zeros(len(tiny_tokenizer))
+    eos_bias[tiny_tokenizer.eos_token_id] = 3.0  # rows end at different steps
+    lm.lm_head.register_forward_hook(lambda module, args, out: out + eos_bias)
+    prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS] * 6  # 18 rows
+    whole = sample_responses(lm, tiny_tokenizer, prompts, temperature=1.0, max_new_tokens=16, seed=5)
+    bounds = [(0, 4), (4, 5), (5, 18)]  # the one-row share runs out of rows while the others go on
+    counts: list = [None] * len(bounds)
+    barrier = threading.Barrier(len(bounds))
+
+    def gather(rank: int, active: int, ended: int) -> list[tuple[int, int]]:
+        counts[rank] = (active, ended)
+        barrier.wait()
+        out = list(counts)
+        barrier.wait()  # every share has read this step's counts before any writes the next
+        return out
+
+    shares: list = [None] * len(bounds)
+
+    def sample(rank: int) -> None:
+        start, stop = bounds[rank]
+        share = BatchShare(rank, lambda a, e: gather(rank, a, e))
+        shares[rank] = sample_responses(lm, tiny_tokenizer, prompts[start:stop], temperature=1.0,
+                                        max_new_tokens=16, seed=5, share=share)
+
+    threads = [threading.Thread(target=sample, args=(r,)) for r in range(len(bounds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    lengths = whole.response_mask.sum(1)
+    assert lengths[4] < lengths.max() // 2  # the one-row share ended long before the batch
+    assert all(s.response_ids.shape[1] == whole.response_ids.shape[1] for s in shares)
+    assert torch.equal(torch.cat([s.response_ids for s in shares]), whole.response_ids)

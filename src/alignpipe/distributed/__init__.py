@@ -13,4 +13,6 @@
 - `launch`: the local launcher (one process per rank, torchrun-style environment, a rank's death fails the stage)
   and the Ray launcher (one actor per rank in a placement group).
 - `groups`: PPO's model groups as Ray actors (or in-process), for the split placements.
+- `replicas`: PPO's data-parallel actor replicas (imports torch): each rank's share of the rollout batch, sampled
+  as one process samples it, the rollouts gathered, minibatch gradients summed over the ranks.
 """

@@ -11,8 +11,11 @@ compute exactly what they compute in the trainer's process, so a split placement
 the colocated one. An `offload` group runs in the trainer's process, on the CPU.
 
 What runs today: one process per group (colocated in one process; split: 2; explicit groups: one process each,
-the actor and critic together). Data-parallel replicas within a group and FSDP-sharded groups are planned
-(alignpipe.distributed.placement) but refused at run time with a message; see docs/scaling.md.
+the actor and critic together), and data-parallel replicas of the whole trainer when its one group holds every
+model on every process (colocated over N processes, or offload: the frozen models in each replica's process; see
+alignpipe.distributed.replicas). Replicas of a group beside other groups (split over 4 processes) and
+FSDP-sharded groups are planned (alignpipe.distributed.placement) but refused at run time with a message; see
+docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Roles:
 
     ranks: dict[str, int]
     offloaded: tuple[str, ...] = ()
+    replicas: int = 1  # > 1: every rank is a data-parallel replica of the trainer, holding every model (rank 0's)
 
     def held_by(self, rank: int) -> tuple[str, ...]:
         return tuple(m for m, r in self.ranks.items() if r == rank)
@@ -70,14 +74,18 @@ def roles(plan: PPOPlan, world_size: int, stage: str) -> Roles:
     if trainer is None or ("critic" in plan.sizes and "critic" not in trainer.models):
         raise StageFailed(f"stage {stage!r}: placement {plan.describe()} puts the critic apart from the actor; the "
                           "critic trains with the actor in one process today — group them (e.g. placement: split)")
+    offloaded = tuple(m for g in plan.groups if not g.devices for m in g.models)
+    if on_devices == [trainer] and trainer.devices == world_size > 1 and trainer.shard == 1:
+        return Roles({m: 0 for g in plan.groups for m in g.models}, offloaded, replicas=world_size)
     too_wide = [g for g in on_devices if g.devices > 1 or g.shard > 1]
     if too_wide or len(on_devices) != world_size:
-        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} needs data-parallel or sharded groups, which "
-                          f"PPO does not run yet: give each group one process (procs_per_node × nodes = number of "
-                          f"groups, here {len(on_devices)}), e.g. placement: split with 2 processes, or 1 process")
+        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} needs sharded groups or data-parallel "
+                          f"replicas of a group beside other groups, which PPO does not run yet: give each group "
+                          f"one process (procs_per_node × nodes = number of groups, here {len(on_devices)}), e.g. "
+                          "placement: split with 2 processes, or replicate all four models on every process "
+                          "(placement: colocated or offload, any number of processes, sharding not fsdp)")
     order = [trainer, *(g for g in on_devices if g is not trainer)]
     ranks = {m: r for r, g in enumerate(order) for m in g.models}
-    offloaded = tuple(m for g in plan.groups if not g.devices for m in g.models)
     return Roles({**ranks, **dict.fromkeys(offloaded, 0)}, offloaded)
 
 

@@ -108,6 +108,16 @@ class World:
         dist.all_reduce(t)
         return t.tolist()
 
+    def gather(self, *values: float) -> list[list[float]]:
+        """Every rank's `values`, in rank order (one all-reduce: each rank fills its own slots of a zero vector)."""
+        if self.size == 1:
+            return [[float(v) for v in values]]
+        n = len(values)
+        slots = [0.0] * (n * self.size)
+        slots[self.rank * n:(self.rank + 1) * n] = values
+        out = self.sum(*slots)
+        return [out[r * n:(r + 1) * n] for r in range(self.size)]
+
     def global_mean(self, local_mean: Tensor, count: int, **sums: float) -> GlobalLoss:
         """The global mean of a loss whose local mean on this rank is over `count` samples or tokens (0 for an
         empty shard), and the loss to back-propagate so that the data-parallel gradient is the global mean's.

@@ -268,17 +268,19 @@ def _filter_top_p(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(outside.scatter(1, order, outside), float("-inf"))
 
 
-def _sample_step(logits: Tensor, temperature: float, top_p: float, logprobs: bool = False
+def _sample_step(logits: Tensor, temperature: float, top_p: float, logprobs: bool = False, u: Tensor | None = None
                  ) -> tuple[Tensor, Tensor | None]:
     """(B, V) logits -> (B,) tokens ~ softmax(logits/τ) (nucleus-filtered if top_p < 1) and, if asked, the (B, V)
-    log-probs they were drawn from. Inverse-CDF sampling, one uniform per row: the same distribution as
-    torch.multinomial, which draws V exponentials per row (~10 % of generation time at V = 1024)."""
+    log-probs they were drawn from. Inverse-CDF sampling, one uniform per row (`u` (B, 1), else drawn from the
+    global RNG): the same distribution as torch.multinomial, which draws V exponentials per row (~10 % of
+    generation time at V = 1024)."""
     scaled = logits.float() / temperature
     if top_p < 1.0:
         scaled = _filter_top_p(scaled, top_p)
     weights = (scaled - scaled.max(dim=-1, keepdim=True).values).exp()  # (B, V) unnormalized probabilities
-    tokens = inverse_cdf_sample(weights, torch.rand(weights.shape[0], 1, device=weights.device, dtype=torch.float64))
-    return tokens, F.log_softmax(scaled, dim=-1) if logprobs else None
+    if u is None:
+        u = torch.rand(weights.shape[0], 1, device=weights.device, dtype=torch.float64)
+    return inverse_cdf_sample(weights, u), F.log_softmax(scaled, dim=-1) if logprobs else None
 
 
 def inverse_cdf_sample(weights: Tensor, u: Tensor) -> Tensor:
@@ -289,9 +291,26 @@ def inverse_cdf_sample(weights: Tensor, u: Tensor) -> Tensor:
     return torch.searchsorted(cdf, u.double() * cdf[:, -1:], right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """This process samples the rows of rank `rank`: a contiguous share, in rank order, of a batch that other
+    processes (data-parallel actor replicas) sample at the same time from the same seed. `gather(active, ended)`
+    is a collective every rank calls once per decoding step: this rank's counts of rows still computed and of
+    those that have ended -> every rank's, in rank order. The share's rows then draw exactly the uniforms they
+    draw when one process samples the whole batch (one stream, consumed row by row over the rows still computed),
+    drop ended rows at the same steps, and every share stops at the same step (T is the batch's)."""
+
+    rank: int
+    gather: Callable[[int, int], list[tuple[int, int]]]
+
+
+ALONE = BatchShare(0, lambda active, ended: [(active, ended)])  # the whole batch in this process
+
+
 def _decode(  # noqa: PLR0913 — the sampler's knobs
     model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, *, max_new_tokens: int, temperature: float,
-    top_p: float, eos_id: int, pad_id: int, logprobs: bool,
+    top_p: float, eos_id: int, pad_id: int, logprobs: bool, share: BatchShare = ALONE,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The sampling loop: prefill the left-padded prompts, then one token per step for every row (models.kv: the
     KV cache in preallocated buffers). A row that emitted EOS gets pad from then on (its mask stays 1, as in
@@ -299,7 +318,8 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
     are dropped from the batch the model runs (a step costs about linearly in rows: on the default task ~40 % of
     the row-steps are past EOS). Stops when every row has ended or after max_new_tokens
     (T = the steps taken). position_ids continue each row's own count of real tokens (item 3), so the
-    sampler's logits are the training forward's. Returns (B, T) tokens and, if asked, (B, T) the sampler's
+    sampler's logits are the training forward's. Rows, drops and the stop are counted over the whole batch when
+    this process samples a share of it (`share`). Returns (B, T) tokens and, if asked, (B, T) the sampler's
     log-probs of them."""
     b, p = prompt_ids.shape
     device = prompt_ids.device
@@ -311,22 +331,31 @@ def _decode(  # noqa: PLR0913 — the sampler's knobs
     active = torch.arange(b, device=device)  # the rows the model still runs; ended rows leave it in bulk
     ended = torch.zeros(b, dtype=torch.bool, device=device)  # (b_active,)
     logits = step_fn(prompt_ids, positions)  # (B, V)
+    counts = share.gather(b, 0)  # every share's (rows computed, rows ended), in rank order
     steps = 0
     for t in range(max_new_tokens):
-        step, logp = _sample_step(logits, temperature, top_p, logprobs)  # (b_active,)
+        offset = sum(n for n, _ in counts[:share.rank])  # this share's rows within the batch's rows computed
+        u = torch.rand(sum(n for n, _ in counts), 1, device=device, dtype=torch.float64,
+                       generator=generator)[offset:offset + len(active)]
+        step, logp = _sample_step(logits, temperature, top_p, logprobs, u)  # (b_active,)
         steps = t + 1
         step.masked_fill_(ended, pad_id)
         tokens[active, t] = step
         if token_logp is not None and logp is not None:
             token_logp[active, t] = logp.gather(1, step[:, None]).squeeze(1)
         ended |= step == eos_id
-        if t == max_new_tokens - 1 or bool(ended.all()):
+        counts = share.gather(len(active), int(ended.sum()))
+        computed, done = sum(n for n, _ in counts), sum(e for _, e in counts)
+        if t == max_new_tokens - 1 or done == computed:
             break
-        if 4 * int(ended.sum()) >= len(active):  # a quarter has ended: stop computing those rows
+        if 4 * done >= computed:  # a quarter has ended: stop computing those rows
             keep = (~ended).nonzero().squeeze(1)
-            step_fn.keep(keep)
+            if len(keep):
+                step_fn.keep(keep)
             active, step, ended, first = active[keep], step[keep], ended[keep], first[keep]
-        logits = step_fn(step[:, None], (first + t)[:, None])
+            counts = [(n - e, 0) for n, e in counts]
+        # a share whose rows have all ended samples no row while the others go on
+        logits = step_fn(step[:, None], (first + t)[:, None]) if len(active) else logits[:0]
     return tokens[:, :steps], token_logp[:, :steps] if token_logp is not None else None
 
 
@@ -342,6 +371,7 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     max_new_tokens: int = 32,
     seed: int | None = None,
     return_logprobs: bool = False,
+    share: BatchShare = ALONE,
 ) -> PromptResponseBatch:
     """Sample n responses per prompt from softmax(logits/τ): exactly that distribution (item 5: no top-k, no
     repetition penalty, no minimum length; the model's generation_config.json is never read).
@@ -349,10 +379,13 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     top_p < 1 samples from the nucleus only; the training forward's logprobs then differ from the sampler's,
     so PPO rollouts must keep top_p = 1 (PPO.md item 5); evaluation may use it.
 
-    Rows are prompt-major: row i·n + j is sample j of prompt i. With `seed`, sampling uses a forked RNG seeded
-    with it and the caller's global RNG is untouched; without, it draws from the global RNG.
+    Rows are prompt-major: row i·n + j is sample j of prompt i. With `seed`, sampling draws from a generator of its
+    own seeded with it (the stream torch.manual_seed(seed) gives) and the global RNG is untouched; without, it
+    draws from the global RNG.
     `return_logprobs` also returns the sampler's own logprobs of the sampled tokens (for diagnostics; PPO
-    recomputes them with the training forward, item 7).
+    recomputes them with the training forward, item 7). `share`: these prompts are one data-parallel replica's
+    share of a batch the replicas sample together (BatchShare): each row then gets the tokens it gets when one
+    process samples the whole batch (up to the floating-point noise of another batch composition).
 
     Our own loop rather than `model.generate`: 2.2× its tokens/s on the default model on CPU (inverse-CDF
     sampling, lean decoding steps on a preallocated KV cache (models.kv), ended rows dropped in bulk, no logits
@@ -373,13 +406,11 @@ def sample_responses(  # noqa: PLR0913 — the sampler's knobs are the API
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            response_ids, logp = _decode(model, prompt_ids.to(device), prompt_mask.to(device),
-                                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                         eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                                         logprobs=return_logprobs)
+        generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+        response_ids, logp = _decode(model, prompt_ids.to(device), prompt_mask.to(device),
+                                     max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                                     logprobs=return_logprobs, share=share, generator=generator)
     finally:
         model.train(was_training)
     response_ids = response_ids.cpu()  # (B, T), pad after the first EOS

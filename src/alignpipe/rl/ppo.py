@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -63,6 +64,18 @@ from alignpipe.rl.rewards import apply_no_eos_penalty, end_index, per_token_rewa
 
 ForwardFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 """forward_fn(indices (b,) long) -> (new_logprobs (b, T), new_values (b, T), entropy (b, T)), with grad."""
+
+
+class Replicated(Protocol):
+    """Data-parallel replicas of the update (alignpipe.distributed.replicas): every replica holds the global rollout
+    and draws the same minibatch order, runs forward_fn on the rows it `owns` only, then the gradients are summed
+    over the replicas before clipping and the step, and each minibatch's statistics reduced."""
+
+    def owned(self, indices: torch.Tensor) -> torch.Tensor: ...
+
+    def sync_gradients(self, params: list[torch.Tensor]) -> None: ...
+
+    def reduce_stats(self, stats: dict[str, float]) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -245,8 +258,10 @@ def _minibatch_step(
     indices: torch.Tensor,
     micro: int,
     cfg: PPOConfig,
+    replicas: Replicated | None = None,
 ) -> dict[str, float]:
-    """Forward/backward over one minibatch (in micro-batches); gradients accumulate, no optimizer step."""
+    """Forward/backward over one minibatch (in micro-batches); gradients accumulate, no optimizer step. With
+    replicas, over the rows this replica owns, weighted by the whole minibatch's token count."""
     mask = rollout.response_mask
     num_tokens = mask[indices.to(mask.device)].sum().item()
     stats = {
@@ -260,7 +275,8 @@ def _minibatch_step(
         "ratio_min": float("inf"),
         "ratio_max": float("-inf"),
     }
-    for idx_cpu in indices.split(micro):
+    mine = indices if replicas is None else replicas.owned(indices)
+    for idx_cpu in mine.split(micro) if len(mine) else ():
         idx = idx_cpu.to(mask.device)
         new_logprobs, new_values, entropy = forward_fn(idx_cpu)  # (b, T) each
         _check_forward((new_logprobs, new_values, entropy), (len(idx), mask.shape[1]))
@@ -285,7 +301,7 @@ def _minibatch_step(
             stats[key] += share * value.item()
         stats["ratio_min"] = min(stats["ratio_min"], pg.ratio_min.item())
         stats["ratio_max"] = max(stats["ratio_max"], pg.ratio_max.item())
-    return stats
+    return stats if replicas is None else replicas.reduce_stats(stats)
 
 
 class NonFiniteGradient(FloatingPointError):
@@ -309,7 +325,7 @@ def _clip_and_step(optimizers: dict[str, torch.optim.Optimizer], max_grad_norm: 
     return {f"{name}_grad_norm": norm for name, norm in norms.items()}
 
 
-def ppo_update(
+def ppo_update(  # noqa: PLR0913 — the rollout, its targets, the forward, two optimizers, config, order, replicas
     rollout: Rollout,
     advantages: torch.Tensor,
     returns: torch.Tensor,
@@ -318,6 +334,7 @@ def ppo_update(
     value_optimizer: torch.optim.Optimizer | None,
     cfg: PPOConfig,
     generator: torch.Generator,
+    replicas: Replicated | None = None,
 ) -> PPOUpdateResult:
     """`cfg.ppo_epochs` epochs of shuffled minibatches over one rollout batch (items 17, 18, 20).
 
@@ -325,6 +342,8 @@ def ppo_update(
     policy/critic on those rollout rows. Each epoch draws one permutation of the B rows from `generator`
     (a CPU torch.Generator), so the order is deterministic and resumable; every row is used once per epoch.
     Raises ValueError when the batch sizes do not divide or the optimizers do not match cfg.critic.
+    `replicas`: the update is one of several data-parallel replicas' (Replicated); each minibatch's gradient is then
+    the global minibatch's.
     """
     batch_size = rollout.batch_size
     minibatch, micro = _check_setup(batch_size, cfg, policy_optimizer, value_optimizer)
@@ -336,8 +355,10 @@ def ppo_update(
             policy_optimizer.zero_grad(set_to_none=True)
             if value_optimizer is not None:
                 value_optimizer.zero_grad(set_to_none=True)
-            stats = _minibatch_step(rollout, advantages, returns, forward_fn, indices, micro, cfg)
+            stats = _minibatch_step(rollout, advantages, returns, forward_fn, indices, micro, cfg, replicas)
             optimizers = {"policy": policy_optimizer, **({"value": value_optimizer} if value_optimizer else {})}
+            if replicas is not None:
+                replicas.sync_gradients([p for opt in optimizers.values() for p in _params(opt)])
             stats.update(_clip_and_step(optimizers, cfg.max_grad_norm))  # a NaN never reaches any weight
             result.steps.append({"epoch": epoch, "minibatch": number, **stats})
     return result

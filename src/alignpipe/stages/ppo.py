@@ -330,6 +330,23 @@ def _placement(ctx: StageContext, world: Any) -> Any:
     return plan, roles(plan, world.size, ctx.stage)
 
 
+def _replicas(ctx: StageContext, world: Any, roles: Any, models_: PPOModels) -> Any:
+    """Data-parallel replicas of the trainer (distributed.replicas) when every rank holds every model, else None;
+    every replica starts from rank 0's weights."""
+    from alignpipe.distributed.replicas import Replicas
+
+    p: Params = ctx.params
+    if roles.replicas == 1:
+        return None
+    if p.batch_size < world.size:
+        raise StageFailed(f"stage {ctx.stage!r}: params.batch_size {p.batch_size} gives some of the "
+                          f"{world.size} actor replicas no prompt; raise batch_size to {world.size} or more, or run "
+                          "fewer processes")
+    replicas = Replicas.of(world, p.batch_size)
+    replicas.replicate([x for x in (models_.policy, models_.critic, models_.value_head) if x is not None])
+    return replicas
+
+
 def _serve(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None:
     """A process of frozen models: it loads them and scores the trainer's rollouts until the trainer is done."""
     from alignpipe.distributed.groups import serve
@@ -388,26 +405,30 @@ def _log_rollout(ctx: StageContext, r: int, p: Params, stats: dict[str, float]) 
             f"{gold} ({stats['rollout_seconds']:.2f} s rollout, {stats['update_seconds']:.2f} s update)")
 
 
-def rollout(
-    m: PPOModels, chosen: list[tuple[Any, list[int]]], scoring: Any, gold: ScoreFn | None, p: Params, seed: int
+def rollout(  # noqa: PLR0913 — a rollout's models, prompts, scorers, params, seed and replicas
+    m: PPOModels, chosen: list[tuple[Any, list[int]]], scoring: Any, gold: ScoreFn | None, p: Params, seed: int,
+    replicas: Any = None,
 ) -> Sampled:
     """Sample one response per prompt, then recompute logprobs, values, reference logprobs and scores (no_grad).
 
     The frozen models (reference, reward) score through `scoring` (distributed.groups.Scoring): here, or in
     processes of their own while this one recomputes. In a single pass (rl.ppo.single_pass: one optimizer step
     per rollout) log π_old and V_old come, detached, from the update's own forward, run here over every row with
-    grad and kept for forward_fn: the same weights and the same forward, one pass fewer."""
+    grad and kept for forward_fn: the same weights and the same forward, one pass fewer. With data-parallel
+    `replicas` (distributed.replicas) `chosen` is this rank's share of the batch: it is sampled as part of the
+    global batch, and the Rollout and the gold mean returned are the global batch's."""
     import torch
 
-    from alignpipe.models.forward import sample_responses
+    from alignpipe.models.forward import ALONE, sample_responses
     from alignpipe.rl.ppo import Rollout, single_pass
 
     prompts = [prompt for prompt, _ in chosen]
     batch = sample_responses(m.policy, m.tokenizer, [ids for _, ids in chosen], temperature=p.temperature,
-                             top_p=1.0, max_new_tokens=p.max_new_tokens, seed=seed)
+                             top_p=1.0, max_new_tokens=p.max_new_tokens, seed=seed,
+                             share=ALONE if replicas is None else replicas.share())
     texts = m.tokenizer.batch_decode(batch.responses(), skip_special_tokens=True)
     mask = batch.response_mask.bool()  # (B, T) through the first EOS, by position
-    one_pass = single_pass(p, len(chosen))
+    one_pass = single_pass(p, p.batch_size)
 
     m.train(False)
     scoring.submit(batch, texts, prompts)
@@ -427,6 +448,9 @@ def rollout(
                        response_mask=mask, scores=scores,
                        eos_emitted=batch.ended(m.tokenizer.eos_token_id))
     gold_mean = None if gold is None else sum(gold(texts, prompts)) / len(texts)
+    if replicas is not None:  # every batch statistic is the global batch's
+        rollout_ = replicas.gather_rollout(rollout_)
+        gold_mean = None if gold is None else replicas.mean(gold_mean * len(texts), len(texts))
     return Sampled(batch, texts, rollout_, gold_mean, current)
 
 
@@ -523,9 +547,10 @@ def run(ctx: StageContext) -> None:
     # -- placement: which of actor, critic, reference and reward model this process holds
     world = World.from_env()
     plan, roles = _placement(ctx, world)
-    if world.rank:  # a process of frozen models: it scores the trainer's rollouts
+    if world.rank and roles.replicas == 1:  # a process of frozen models: it scores the trainer's rollouts
         return _serve(ctx, world, roles.held_by(world.rank))
-    ctx.log(f"placement {plan.describe()}: {plan.reason}")
+    if world.is_main:
+        ctx.log(f"placement {plan.describe()}: {plan.reason}")
 
     # -- inputs: one tokenizer for policy, reference, reward model and critic, checked before any compute
     _common.require_inputs(ctx, "policy", "prompts")
@@ -542,7 +567,9 @@ def run(ctx: StageContext) -> None:
     # -- model: policy, frozen reference, critic, reward (the frozen ones here or in their own processes)
     models = _load_models(ctx, tokenizer, reference=roles.ranks["reference"] == 0)
     scoring = Scoring(_frozen(ctx, tokenizer, roles.held_by(0), models.reference), roles.serving, world)
-    ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
+    replicas = _replicas(ctx, world, roles, models)  # or None: this process is the only trainer
+    if world.is_main:
+        ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
 
     # -- optimizer, schedules, KL controller, minibatch order, resume
     cfg = p  # Params is a PPOConfig (plus the stage's own fields)
@@ -552,7 +579,7 @@ def run(ctx: StageContext) -> None:
     trained = {"policy": models.policy, "critic": models.critic, "value_head": models.value_head}
     ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={k: v for k, v in trained.items() if v is not None},
                         optimizers=optimizers, schedulers=schedulers, generators={"minibatches": generator},
-                        batches={"prompts": order}, log=ctx.log)
+                        batches={"prompts": order}, log=ctx.log, world=world)
     resumed = ckpt.restore()
     state = resumed.state if resumed else {"history": [], "elapsed": 0.0}
     if resumed:
@@ -561,16 +588,18 @@ def run(ctx: StageContext) -> None:
     # -- loop: rollout → advantages → PPO epochs → KL control → log → checkpoint
     for r in range(resumed.step if resumed else 0, p.rollouts):
         t0 = time.perf_counter()
-        sampled = rollout(models, [kept[i] for i in order.next().indices], scoring, gold, p,
-                          seed=sub_seed(ctx.seed, "rollout", r))
+        indices = order.next().indices
+        sampled = rollout(models, [kept[i] for i in (indices if replicas is None else replicas.rows(indices))],
+                          scoring, gold, p, seed=sub_seed(ctx.seed, "rollout", r), replicas=replicas)
         adv = compute_advantages(sampled.rollout, kl_ctl.beta, cfg)
         _check_finite(ctx, r + 1, adv.stats, ("score", "kl", "reward_total"))  # before any weight moves
         t1 = time.perf_counter()
         models.train()
         try:
+            forward = sampled.forward_fn(models, p.temperature)
             result = ppo_update(sampled.rollout, adv.advantages, adv.returns,
-                                sampled.forward_fn(models, p.temperature), optimizers["policy"],
-                                optimizers.get("critic"), cfg, generator)
+                                forward if replicas is None else replicas.local(forward), optimizers["policy"],
+                                optimizers.get("critic"), cfg, generator, replicas)
         except NonFiniteGradient as e:  # raised before the optimizer stepped: no NaN reaches a weight
             name, norm = next(iter(e.norms.items()))
             raise non_finite(f"rollout {r + 1} {name} gradient norm", norm, step=r + 1, checkpoints=ctx.checkpoints,
@@ -585,12 +614,16 @@ def run(ctx: StageContext) -> None:
         ctx.log_metrics(r + 1, **stats)
         ctx.progress(r + 1, p.rollouts, "rollouts")
         state["history"].append({k: stats.get(k) for k in CURVE_KEYS})
-        _log_rollout(ctx, r, p, stats)
+        if world.is_main:  # replicas compute the same statistics
+            _log_rollout(ctx, r, p, stats)
         if (r + 1) % p.checkpoint_every == 0 and r + 1 < p.rollouts:
             ckpt.save(r + 1, {**state, "kl": kl_ctl.state_dict(),
                               "elapsed": state["elapsed"] + time.monotonic() - started})
 
     scoring.close()
+    if world.rank:  # a replica: rank 0 holds the same weights and publishes them
+        world.close()
+        return
 
     # -- eval: the curves and the final rollout's statistics
     elapsed = state["elapsed"] + time.monotonic() - started

@@ -1,0 +1,65 @@
+"""PPO with data-parallel actor replicas (gloo, 2 processes, all four models on each) on the shortened built-in
+pipeline: the 2-process run follows the 1-process run's curves (each prompt's sample drawn as one process draws it,
+advantages, KL and statistics over the global batch, minibatch gradients summed over the ranks), records its world
+size and replicas, and a kill -9 of a rank followed by a rerun publishes the uninterrupted 2-process artifact."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from dp_util import alignpipe, curve, curve_gap, kill_rank_at_first_checkpoint, result, spec_file, stage_log
+
+from alignpipe.pipeline.store import Store
+
+pytestmark = pytest.mark.slow
+TWO = {"cpus": 1, "procs_per_node": 2}
+# minibatches of 4 of the 8 rollout rows: a rank holds 0 to 4 rows of each; a checkpoint after rollout 2 of 4
+PPO = {"minibatch_size": 4, "checkpoint_every": 2}
+
+
+def _spec(root, ws, resources: dict | None, name: str):
+    path = spec_file(root, ws, {"ppo": resources} if resources else None, name=name)
+    spec = yaml.safe_load(path.read_text())
+    spec["stages"]["ppo"]["params"].update(PPO)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(upstream):
+    """ppo as 1 process and as 2 replicas, each on its own copy of the upstream workspace."""
+    out = {}
+    for name, resources in (("one", None), ("two", TWO)):
+        ws = upstream.root / f"ppo-replicas-{name}"
+        shutil.copytree(upstream.ws, ws)
+        out[name] = ws, result(alignpipe("run", _spec(upstream.root, ws, resources, name), "--only", "ppo", "--json"))
+    return out
+
+
+def test_two_replicas_follow_the_one_process_curves(runs):
+    (ws1, res1), (ws2, res2) = runs["one"], runs["two"]
+    for metric in ("score", "kl", "policy_loss", "value_loss", "policy_grad_norm", "value_grad_norm", "beta"):
+        one, two = curve(ws1, res1["run_id"], "ppo", metric), curve(ws2, res2["run_id"], "ppo", metric)
+        assert len(one) == 4 and one.keys() == two.keys()
+        assert curve_gap(one, two) < 1e-5, metric
+    # the same samples: equal lengths per rollout
+    assert curve(ws1, res1["run_id"], "ppo", "response_length") == curve(ws2, res2["run_id"], "ppo", "response_length")
+    policy = Store(ws2).get(res2["stages"]["ppo"]["outputs"]["policy"]).manifest["summary"]
+    assert policy["world_size"] == 2 and policy["placement"]["replicas"] == 2
+    assert policy["placement"]["layout"] == "colocated"
+    assert Store(ws1).get(res1["stages"]["ppo"]["outputs"]["policy"]).manifest["summary"]["world_size"] == 1
+
+
+def test_kill_a_replica_then_rerun_resumes_to_the_uninterrupted_artifact(upstream, runs, tmp_path):
+    ws2, res2 = runs["two"]
+    ws = tmp_path / "ws"
+    shutil.copytree(upstream.ws, ws)
+    path = _spec(tmp_path, ws, TWO, "kill")
+    fp = Store(ws2).get(res2["stages"]["ppo"]["outputs"]["policy"]).manifest["producer"]["fingerprint"]
+    failed = kill_rank_at_first_checkpoint(path, ws, "ppo", fp, rank=1)["stages"]["ppo"]
+    assert failed["state"] == "failed" and "rank 1 killed by SIGKILL" in failed["error"]
+    rerun = result(alignpipe("run", path, "--only", "ppo", "--json"))
+    assert "resuming from checkpoint step 2" in stage_log(ws, rerun["run_id"], "ppo")
+    assert rerun["stages"]["ppo"]["outputs"] == res2["stages"]["ppo"]["outputs"]
