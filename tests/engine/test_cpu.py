@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from alignpipe.pipeline.cpu import POLICY_VARS, is_quiet
+from alignpipe.pipeline.cpu import POLICY_VARS, LoadProbe, is_quiet
 
 CHOOSE = """
 import json, os, sys
@@ -64,3 +64,21 @@ def test_one_thread_has_nothing_to_wait_for():
     assert got["OMP_WAIT_POLICY"] is None and got["GOMP_SPINCOUNT"] is None
     assert got["message"] == "OpenMP wait policy: one thread, nothing to choose" and not got["chose"]
 
+
+
+def test_niced_processes_do_not_count_as_load():
+    """A niced task yields its core to the stage's threads: the stage's probe (nice=False) leaves its CPU time out,
+    the benchmarks' probe (nice=True) keeps it. One niced burner, read while it is a zombie (a reaped child's time
+    would count as the probe's own); its exact CPU time then comes from wait4."""
+    both, bare = LoadProbe(nice=True), LoadProbe(nice=False)
+    burner = subprocess.Popen([sys.executable, "-c", "import os; os.nice(19)\n" + BURN.format(s=1)])
+    while open(f"/proc/{burner.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.02)
+    with_nice, without = both.read(), bare.read()
+    _, status, usage = os.wait4(burner.pid, 0)
+    burner.returncode = 0
+    assert status == 0
+    burned = usage.ru_utime + usage.ru_stime
+    counted = (with_nice.others_cores - without.others_cores) * with_nice.window_s
+    assert burned > 0.2  # it ran (a contended machine still gives a nice-19 task some CPU over a second)
+    assert counted >= burned - 0.1, (counted, burned)  # /proc/stat ticks are 10 ms

@@ -8,7 +8,10 @@ step 1.5–1.7× faster. On a machine where other processes want the cores the s
 (a spinning thread waits for a partner that is not scheduled; longer spins are worse: 2× at 3000) while PASSIVE
 barely slows down (benchmarks/notes/sft.md). libgomp reads the policy once, when torch loads, so the stage
 process chooses it before importing torch, from the load other processes put on the machine while it checked
-its inputs (execute(), at least MIN_WINDOW_S):
+its inputs (execute(), at least MIN_WINDOW_S). CPU time of niced processes does not count: a task at nice > 0
+yields its core to the stage's nice-0 threads (at nice 19 it gets ~1.5 % of a contended core), so it does not
+starve a spinning partner. alignpipe's own background work runs niced for that reason (the MLflow tracker's
+thread importing mlflow in the runner, counted as load, once turned a quiet machine's stage PASSIVE: 0.75x):
 
     quiet (the CPUs others leave free cover the threads, to QUIET_CORES)  ->  GOMP_SPINCOUNT=1000
     busy                                                                   ->  OMP_WAIT_POLICY=PASSIVE
@@ -34,14 +37,15 @@ POLICY_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # libgomp reads these; GOMP
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def proc_stat() -> tuple[float, float, int]:
-    """(busy, steal) CPU seconds of the whole machine since boot and its CPU count, from /proc/stat."""
+def proc_stat(nice: bool = True) -> tuple[float, float, int]:
+    """(busy, steal) CPU seconds of the whole machine since boot and its CPU count, from /proc/stat. `nice`:
+    whether time of niced processes counts as busy."""
     with open("/proc/stat") as f:
         lines = f.read().splitlines()
     v = [int(x) for x in lines[0].split()[1:]]
     # user nice system idle iowait irq softirq steal [guest, guest_nice: already inside user and nice]
     cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
-    return (v[0] + v[1] + v[2] + v[5] + v[6]) / _TICK, v[7] / _TICK, cpus
+    return (v[0] + (v[1] if nice else 0) + v[2] + v[5] + v[6]) / _TICK, v[7] / _TICK, cpus
 
 
 def own_cpu() -> float:
@@ -62,13 +66,14 @@ class Load:
 
 class LoadProbe:
     """Cores other processes kept busy since the probe started: machine busy time minus our own CPU time
-    (this process's threads and its waited-for children). Without /proc/stat (not Linux) it measures nothing
-    and `read` returns None."""
+    (this process's threads and its waited-for children); `nice=False` leaves niced processes out. Without
+    /proc/stat (not Linux) it measures nothing and `read` returns None."""
 
-    def __init__(self) -> None:
+    def __init__(self, nice: bool = True) -> None:
+        self.nice = nice
         self.t0, self.own0 = time.monotonic(), own_cpu()
         try:
-            self.busy0, self.steal0, _ = proc_stat()
+            self.busy0, self.steal0, _ = proc_stat(nice)
         except OSError:
             self.busy0 = self.steal0 = None
 
@@ -77,7 +82,7 @@ class LoadProbe:
         if self.busy0 is None or self.steal0 is None:
             return None
         wall, own = max(time.monotonic() - self.t0, 1e-9), own_cpu() - self.own0
-        busy, steal, cpus = proc_stat()
+        busy, steal, cpus = proc_stat(self.nice)
         return Load(min(float(cpus), max(0.0, (busy - self.busy0) - own) / wall),
                     min(float(cpus), (steal - self.steal0) / wall), wall, own)
 

@@ -132,7 +132,7 @@ def _open_inputs(task: Task, store: Store | None, level: str = "full") -> dict[s
 
 def execute(task: Task) -> dict[str, str]:
     """Run the stage and publish its outputs; returns output name -> artifact id."""
-    probe = LoadProbe()  # its window: resolving, checking and opening inputs, until the stage loads torch
+    probe = LoadProbe(nice=False)  # its window: resolving, checking and opening inputs, until the stage loads torch
     try:
         sdef = resolve_stage(task.uses)
     except StageLookupError as e:
