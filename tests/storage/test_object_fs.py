@@ -73,3 +73,41 @@ def test_a_missing_bucket_is_one_line(s3):
     fs = ObjectFS(s3.replace("s3://b-", "s3://nosuch-") + "/ws")
     with pytest.raises(UserError, match=r"workspace s3://nosuch-\w+/ws: the bucket 'nosuch-\w+' does not exist"):
         fs.check_root()
+
+
+def test_one_client_per_environment_and_a_changed_endpoint_is_honoured(s3, monkeypatch, tmp_path):
+    """Stores on the same backend share one client (a new one costs a session: ~0.1-0.2 s per Store on S3), but the
+    client follows the environment: pointed at another server, a workspace sees that server's objects. The other
+    server is a separate process (moto's servers in one process share their buckets)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    first = ObjectFS(s3 + "/ws")
+    first.write_bytes("refs/a.json", b"on the first server")
+    assert ObjectFS(s3 + "/other").fs is first.fs
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    other = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket=s3.split("://")[1])
+                break
+            except Exception:  # noqa: BLE001 — not listening yet
+                time.sleep(0.1)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        second = ObjectFS(s3 + "/ws")
+        assert second.fs is not first.fs and not second.exists("refs/a.json")
+        second.write_bytes("refs/a.json", b"on the second server")
+        assert second.read_bytes("refs/a.json") == b"on the second server"
+        assert first.read_bytes("refs/a.json") == b"on the first server"
+    finally:
+        other.kill()
+        other.wait()
