@@ -6,6 +6,7 @@ grouped bar chart. Charts live next to the results they are drawn from (benchmar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,13 @@ def ab_chart(res: dict[str, Any]) -> Path | None:
     return out
 
 
+def _file_part(unit: str) -> str:
+    """A unit as part of a file name a Markdown link can point at: 'GFLOP/s' -> 'GFLOP_per_s',
+    '% of fp32 peak' -> 'pct_of_fp32_peak'."""
+    s = unit.replace("/", "_per_").replace("%", "pct")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")
+
+
 def pivot_chart(res: dict[str, Any], unit: str) -> Path | None:
     rows = [r for r in res["rows"] if r.get("pivot") and r["unit"] == unit]
     plt = _plt()
@@ -75,7 +83,7 @@ def pivot_chart(res: dict[str, Any], unit: str) -> Path | None:
     ax.legend(fontsize=7)
     ax.set_title(f"{res['title']} — {unit}", fontsize=10)
     fig.tight_layout()
-    out = RESULTS / f"{res['benchmark']}-{unit.replace('/', '_per_')}.png"
+    out = RESULTS / f"{res['benchmark']}-{_file_part(unit)}.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
