@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from bucket_util import SECRET
 
-from alignpipe.pipeline.fs import ObjectFS
+from alignpipe.pipeline.fs import open_fs
 
 RUN = ["run", "--example", "-q", "-w"]
 
@@ -38,7 +38,7 @@ def test_a_missing_bucket(s3):
 
 
 def test_a_prefix_holding_something_else(s3):
-    fs = ObjectFS(s3 + "/data")
+    fs = open_fs(s3 + "/data")
     fs.write_bytes("train.csv", b"a,b\n")
     r = cli(*RUN, s3 + "/data")
     assert r.returncode == 2 and "the prefix holds other objects (train.csv) and no alignpipe workspace" in r.stderr
@@ -92,7 +92,7 @@ def test_no_secret_in_any_output_or_stored_byte(s3, tmp_path):
                cli("verify", "-w", ws), cli("push", "report", "-w", ws, "--to", tmp_path / "local")]
     assert all(r.returncode == 0 for r in outputs), [r.stderr for r in outputs]
     assert not any(SECRET in r.stdout + r.stderr for r in outputs)
-    fs = ObjectFS(ws)
+    fs = open_fs(ws)
     stored = {k: fs.read_bytes(k) for k in fs.find("")}
     assert stored and not [k for k, v in stored.items() if SECRET.encode() in v]
     local = [p for root in (Path(os.environ["ALIGNPIPE_CACHE"]), tmp_path / "local") for p in root.rglob("*")

@@ -16,7 +16,7 @@ import yaml
 from bucket_util import machine
 
 from alignpipe import api
-from alignpipe.pipeline.fs import ObjectFS
+from alignpipe.pipeline.fs import open_fs
 from alignpipe.pipeline.store import MANIFEST, Store
 
 
@@ -47,7 +47,7 @@ def test_the_example_on_a_bucket_equals_a_local_run_and_reruns_cached(s3, tmp_pa
     store = Store(s3 + "/ws")
     assert sorted(store.ids()) == sorted({i for o in outputs(local).values() for i in o.values()})
     assert all(store.verify(i) == [] for i in store.ids())  # full: downloads and re-hashes
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     assert fs.listdir("") == ["alignpipe-workspace.json", "artifacts", "logs", "refs"]  # (reports: by the CLI)
     assert any(k.endswith("/words-1.log") for k in fs.find("logs"))  # stage logs mirrored
 
@@ -60,13 +60,13 @@ def test_the_cli_run_keeps_its_cache_where_told_and_leaves_the_report_in_the_buc
     assert done.returncode == 0, done.stderr
     ids = Store(s3 + "/ws").ids()
     assert ids and all((cache / "artifacts" / f"{i}.complete").exists() for i in ids)  # outputs kept there
-    assert "words example.count" in ObjectFS(s3 + "/ws").read_bytes("report.html").decode()  # for all to open
+    assert "words example.count" in open_fs(s3 + "/ws").read_bytes("report.html").decode()  # for all to open
 
 
 def test_a_byte_changed_in_the_bucket_is_caught_quarantined_and_recomputed(s3):
     first = run(example(s3 + "/ws"))
     art = first.stages["words"].outputs["out"]
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     (name,) = [k for k in fs.find(f"artifacts/{art}") if k != MANIFEST]
     data = bytearray(fs.read_bytes(f"artifacts/{art}/{name}"))
     data[0] ^= 1
@@ -83,7 +83,7 @@ def test_a_byte_changed_in_the_bucket_is_caught_quarantined_and_recomputed(s3):
 def test_kill_9_during_an_upload_leaves_no_artifact_that_looks_published(s3, tmp_path):
     spec = example(s3 + "/ws", big={"uses": "teststages:bulky", "params": {"files": 6, "mb": 8, "seed": 1}})
     reference = run(example(tmp_path / "ref", big=spec["stages"]["big"]))
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     yml = tmp_path / "p.yaml"
     yml.write_text(yaml.safe_dump(spec))
     proc = subprocess.Popen([sys.executable, "-m", "alignpipe", "run", str(yml), "-q"], stdout=subprocess.DEVNULL,
@@ -110,7 +110,7 @@ def test_a_stage_killed_on_one_machine_resumes_on_another_from_the_bucket(s3, tm
     yml.write_text(yaml.safe_dump(spec))
     a = subprocess.Popen([sys.executable, "-m", "alignpipe", "run", str(yml), "-q"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env={**machine(tmp_path, "a"), "ALIGNPIPE_LEASE_TTL": "2"})
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     deadline = time.time() + 60
     while not any(k.endswith("step-000000002/.complete") for k in fs.find("work")):  # 2 steps in the bucket
         assert a.poll() is None and time.time() < deadline

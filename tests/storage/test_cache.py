@@ -10,7 +10,7 @@ import pytest
 
 from alignpipe.pipeline.cache import ArtifactCache
 from alignpipe.pipeline.errors import UserError
-from alignpipe.pipeline.fs import ObjectFS
+from alignpipe.pipeline.fs import open_fs
 from alignpipe.pipeline.store import MANIFEST, Store
 
 
@@ -29,7 +29,7 @@ def test_a_fill_is_rehashed_and_a_damaged_remote_copy_refused(s3, tmp_path, monk
     store, (art,) = published(s3, tmp_path, 1)
     monkeypatch.setenv("ALIGNPIPE_CACHE", str(tmp_path / "other-machine"))
     other = Store(s3 + "/ws")
-    ObjectFS(s3 + "/ws").write_bytes(f"artifacts/{art}/data.bin", b"X" * 1000)  # same size, other bytes
+    open_fs(s3 + "/ws").write_bytes(f"artifacts/{art}/data.bin", b"X" * 1000)  # same size, other bytes
     with pytest.raises(UserError, match=rf"the downloaded files hash to \w{{12}}, not to the artifact id; the remote "
                                         rf"copy is damaged: run `alignpipe verify {art[:12]}`"):
         other.local_dir(art)

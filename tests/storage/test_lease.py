@@ -15,7 +15,7 @@ import yaml
 from bucket_util import machine
 
 from alignpipe.pipeline.errors import UserError
-from alignpipe.pipeline.fs import ObjectFS
+from alignpipe.pipeline.fs import open_fs
 from alignpipe.pipeline.lease import EXCLUSIVE, ObjectLease
 
 
@@ -31,7 +31,7 @@ def test_a_second_run_refuses_then_waits_out_a_dead_holders_lease(s3, tmp_path):
     env_a = {**machine(tmp_path, "a"), "ALIGNPIPE_LEASE_TTL": "3"}
     a = subprocess.Popen([sys.executable, "-m", "alignpipe", "run", str(spec), "-q"], env=env_a,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     deadline = time.time() + 60
     while not fs.exists(EXCLUSIVE) or not json.loads(fs.read_bytes(EXCLUSIVE))["holder"].startswith("run 2"):
         assert a.poll() is None and time.time() < deadline  # the lease, then the run's id in it
@@ -56,7 +56,7 @@ def test_a_second_run_refuses_then_waits_out_a_dead_holders_lease(s3, tmp_path):
 
 
 def test_only_one_of_two_racing_takers_wins_an_expired_lease(s3):
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     fs.write_bytes(EXCLUSIVE, b'{"holder": "run pid 1 on gone", "token": "t", "expires": 0}')
     first = ObjectLease(fs, ttl=30).acquire()
     try:
@@ -69,7 +69,7 @@ def test_only_one_of_two_racing_takers_wins_an_expired_lease(s3):
 
 
 def test_shared_holders_and_an_exclusive_one_exclude_each_other(s3):
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     tasks = [ObjectLease(fs, ttl=30).acquire(shared=True) for _ in range(2)]  # platform tasks side by side
     with pytest.raises(UserError, match="workspace is in use"):
         ObjectLease(fs, ttl=30).acquire()

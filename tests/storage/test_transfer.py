@@ -8,7 +8,7 @@ import sys
 
 from alignpipe import api
 from alignpipe.pipeline import store as store_mod
-from alignpipe.pipeline.fs import ObjectFS
+from alignpipe.pipeline.fs import open_fs
 from alignpipe.pipeline.store import Store
 
 
@@ -29,7 +29,7 @@ def test_push_to_a_bucket_and_pull_back_into_a_fresh_workspace(s3, tmp_path):
     ids = {n: s.outputs["out"] for n, s in first.stages.items()}
     dry = cli("push", "report", "-w", tmp_path / "laptop", "--to", s3 + "/team", "--dry-run")
     assert dry.returncode == 0 and "would copy 3 artifacts" in dry.stdout
-    assert ObjectFS(s3 + "/team").find("artifacts") == {}  # a dry run moves nothing
+    assert open_fs(s3 + "/team").find("artifacts") == {}  # a dry run moves nothing
     push = cli("push", "report", "-w", tmp_path / "laptop", "--to", s3 + "/team")
     assert push.returncode == 0 and "copied 3 artifacts" in push.stdout and "3 cache refs recorded" in push.stdout
     again = cli("push", "report", "-w", tmp_path / "laptop", "--to", s3 + "/team")
@@ -47,7 +47,7 @@ def test_push_to_a_bucket_and_pull_back_into_a_fresh_workspace(s3, tmp_path):
 
 
 def test_gc_removes_an_upload_left_without_its_manifest_once_old_enough(s3, monkeypatch):
-    fs = ObjectFS(s3 + "/ws")
+    fs = open_fs(s3 + "/ws")
     fs.write_bytes("alignpipe-workspace.json", b"{}")
     fs.write_bytes("artifacts/" + "a" * 64 + "/weights.bin", b"half an upload")
     store = Store(s3 + "/ws")

@@ -1,11 +1,11 @@
 """The store's file interface: a few operations on paths relative to a workspace root, with two twins.
 
 - `LocalFS`: a directory. Atomic replace is write-to-temp + fsync + rename; exclusive create is O_EXCL.
-- `ObjectFS`: any fsspec URI — `s3://bucket/prefix` (s3fs; S3-compatible endpoints through the standard
-  `AWS_ENDPOINT_URL` and profile settings), `gs://` (gcsfs, the same code path), `memory://` (tests). An object
-  PUT replaces atomically; exclusive create is a conditional PUT (`If-None-Match: *`), so two machines creating
-  the same manifest end with one. There is no rename: the store publishes by uploading files first and the
-  manifest last (see store.py).
+- `ObjectFS`: any fsspec URI — `gs://` (gcsfs), `memory://` (tests), others fsspec serves. An object PUT replaces
+  atomically; exclusive create is a conditional PUT, so two machines creating the same manifest end with one.
+  There is no rename: the store publishes by uploading files first and the manifest last (see store.py).
+- `s3.S3FS`: `s3://bucket/prefix` (and S3-compatible endpoints through the standard `AWS_ENDPOINT_URL` and
+  profile settings), the same semantics on botocore and s3transfer directly (why: see s3.py).
 
 Paths are POSIX strings relative to the root ("artifacts/<id>/manifest.json"). Credentials come from the
 backends' standard provider chains only; nothing here reads, stores or prints a secret.
@@ -20,14 +20,23 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignpipe.pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from alignpipe.pipeline.s3 import S3FS
 
 TRANSFER_THREADS = 8
 TRANSFER_ATTEMPTS = 4  # a transient network error is retried with exponential backoff (0.5, 1, 2 s)
 CLIENT_ENV = ("AWS_", "GOOGLE_", "GCS", "FSSPEC_")  # environment that configures a backend's client
-_clients: dict[tuple[Any, ...], Any] = {}  # one backend client per (scheme, its environment, process)
+clients: dict[tuple[Any, ...], Any] = {}  # one backend client per (scheme, its environment, process)
+
+
+def client_key(scheme: str) -> tuple[Any, ...]:
+    """A backend client is reused while this stays the same: a new one costs a session and a credential lookup
+    (~0.1-0.2 s for S3), but a changed endpoint or key in the environment must get a new client."""
+    return scheme, os.getpid(), tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(CLIENT_ENV)))
 
 
 @dataclass(frozen=True)
@@ -127,20 +136,19 @@ class ObjectFS:
 
         self._url = url.rstrip("/")
         scheme = self._url.split("://", 1)[0]
-        key = (scheme, os.getpid(), tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(CLIENT_ENV))))
+        key = client_key(scheme)
         try:
-            if key in _clients:  # a new client costs a session and credential lookup (~0.1-0.2 s for S3)
-                self.fs = _clients[key]
+            if key in clients:
+                self.fs = clients[key]
                 self.base = self.fs._strip_protocol(self._url)
             else:  # no listings cache: other processes and machines write the same workspace. fsspec's own
                 # instance cache is keyed by arguments only: a changed endpoint or key in the environment would
                 # get the old client, hence ours
                 self.fs, self.base = fsspec.core.url_to_fs(self._url, use_listings_cache=False,
                                                            skip_instance_cache=True)
-                _clients[key] = self.fs
+                clients[key] = self.fs
         except ImportError as e:
-            extra = {"s3": "s3fs (pip install 'alignpipe[s3]')",
-                     "gs": "gcsfs (pip install 'alignpipe[gcs]')"}.get(scheme, str(e))
+            extra = {"gs": "gcsfs (pip install 'alignpipe[gcs]')"}.get(scheme, str(e))
             raise UserError(f"workspace {url!r}: {scheme}:// needs {extra}") from None
         self.base = self.base.rstrip("/")
 
@@ -151,14 +159,8 @@ class ObjectFS:
         """The bucket (or container) exists and can be listed: one-line errors otherwise. A missing prefix under it
         is fine (the workspace is new)."""
         bucket = self.base.split("/", 1)[0]
-        missing = UserError(f"workspace {self._url}: the bucket {bucket!r} does not exist; create it or fix the URI")
-        if self._s3():  # HEAD the bucket: a missing bucket, denied access and no endpoint differ only here
-            try:
-                retrying(lambda: self.fs.call_s3("head_bucket", Bucket=bucket), f"reach {self._url}")
-            except FileNotFoundError:
-                raise missing from None
-        elif not retrying(lambda: self.fs.exists(bucket), f"reach {self._url}"):
-            raise missing
+        if not retrying(lambda: self.fs.exists(bucket), f"reach {self._url}"):
+            raise UserError(f"workspace {self._url}: the bucket {bucket!r} does not exist; create it or fix the URI")
         self.listdir("")
 
     def _p(self, rel: str) -> str:
@@ -168,8 +170,6 @@ class ObjectFS:
         return retrying(lambda: self.fs.exists(self._p(rel)), f"check {self.url(rel)}")
 
     def read_bytes(self, rel: str) -> bytes:
-        if self._s3():  # one GET (s3fs's cat_file sends a HEAD first)
-            return self.read_with_etag(rel)[0]
         return retrying(lambda: self.fs.cat_file(self._p(rel)), f"read {self.url(rel)}")
 
     def write_bytes(self, rel: str, data: bytes) -> None:
@@ -227,25 +227,11 @@ class ObjectFS:
             retrying(lambda: self.fs.rm([f"{self._p(rel)}/{f}" for f in files]), f"remove {self.url(rel)}")
 
     # -- conditional replace (leases) --------------------------------------------------------------------------
-    # S3 (and S3-compatible stores with conditional writes) do these atomically through the object's ETag; other
-    # backends (memory://, for tests within one process) compare and write without that guarantee.
-    def _s3(self) -> bool:
-        return hasattr(self.fs, "call_s3")
-
+    # fsspec has no conditional PUT on an ETag: these compare and write without an atomicity guarantee (memory://
+    # within one process, for tests). S3 does them atomically (s3.S3FS).
     def read_with_etag(self, rel: str) -> tuple[bytes, str]:
-        if not self._s3():
-            data = self.read_bytes(rel)
-            return data, _digest(data)
-
-        def get() -> tuple[bytes, str]:
-            bucket, key, _ = self.fs.split_path(self._p(rel))
-            try:
-                resp = self.fs.call_s3("get_object", Bucket=bucket, Key=key)
-            except FileNotFoundError:
-                raise
-            return _read_body(resp["Body"]), resp["ETag"]
-
-        return retrying(get, f"read {self.url(rel)}")
+        data = self.read_bytes(rel)
+        return data, _digest(data)
 
     def etag(self, rel: str) -> str | None:
         try:
@@ -257,37 +243,19 @@ class ObjectFS:
         """Replace `rel` only if it is still the version `etag` names; False if it changed (or vanished)."""
         if etag is None:
             return self.create(rel, data)
-        if not self._s3():
-            try:
-                current = self.read_bytes(rel)
-            except FileNotFoundError:
-                return False
-            if _digest(current) != etag:
-                return False
-            self.write_bytes(rel, data)
-            return True
-
-        def put() -> bool:
-            bucket, key, _ = self.fs.split_path(self._p(rel))
-            try:
-                self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=etag)
-                return True
-            except Exception as e:  # PreconditionFailed (changed) or NoSuchKey (deleted): someone else got there
-                if any(k in str(e) for k in ("PreconditionFailed", "pre-conditions", "NoSuchKey", "412")):
-                    return False
-                raise
-            finally:
-                self.fs.invalidate_cache(self._p(rel))
-
-        return retrying(put, f"replace {self.url(rel)}")
+        try:
+            current = self.read_bytes(rel)
+        except FileNotFoundError:
+            return False
+        if _digest(current) != etag:
+            return False
+        self.write_bytes(rel, data)
+        return True
 
     # -- transfers -------------------------------------------------------------------------------------------
     def put_files(self, pairs: Iterable[tuple[Path, str]], progress: Callable[[int], None] | None = None) -> None:
-        """Upload (local file, relative path) pairs in parallel; each retried on transient errors. Large files go
-        multi-part (the backend's own chunking)."""
-        # S3: 8 MB parts, 8 at once within a big file (s3fs's default is one 50 MB part at a time)
-        opts = {"chunksize": 8 * 2**20, "max_concurrency": 8} if self._s3() else {}
-        self._parallel(pairs, lambda lp, rel: self.fs.put_file(str(lp), self._p(rel), **opts), "upload", progress)
+        """Upload (local file, relative path) pairs in parallel; each retried on transient errors."""
+        parallel(pairs, lambda lp, rel: self.fs.put_file(str(lp), self._p(rel)), "upload", progress)
 
     def get_files(self, pairs: Iterable[tuple[str, Path]], progress: Callable[[int], None] | None = None) -> None:
         """Download (relative path, local file) pairs in parallel."""
@@ -295,45 +263,26 @@ class ObjectFS:
             lp.parent.mkdir(parents=True, exist_ok=True)
             self.fs.get_file(self._p(rel), str(lp))
 
-        self._parallel(pairs, get, "download", progress)
+        parallel(pairs, get, "download", progress)
 
-    def _parallel(self, pairs: Iterable[tuple[Any, Any]], one: Callable[[Any, Any], None], what: str,
-                  progress: Callable[[int], None] | None) -> None:
-        def task(pair: tuple[Any, Any]) -> None:
-            retrying(lambda: one(*pair), f"{what} {pair}")
-            if progress is not None:
-                progress(1)
 
-        with ThreadPoolExecutor(TRANSFER_THREADS) as pool:
-            for _ in pool.map(task, list(pairs)):
-                pass
+def parallel(pairs: Iterable[tuple[Any, Any]], one: Callable[[Any, Any], None], what: str,
+             progress: Callable[[int], None] | None) -> None:
+    """one(a, b) for every pair on TRANSFER_THREADS threads, each retried on transient errors."""
+    def task(pair: tuple[Any, Any]) -> None:
+        retrying(lambda: one(*pair), f"{what} {pair}")
+        if progress is not None:
+            progress(1)
+
+    with ThreadPoolExecutor(TRANSFER_THREADS) as pool:
+        for _ in pool.map(task, list(pairs)):
+            pass
 
 
 def _digest(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def _read_body(body: Any) -> bytes:
-    """The bytes of a get_object response body (aiobotocore gives a stream whose read() is a coroutine)."""
-    import asyncio
-    import inspect
-
-    data = body.read()
-    if inspect.isawaitable(data):
-        return asyncio.run_coroutine_threadsafe(_await(data), _loop()).result()
-    return data
-
-
-async def _await(x: Any) -> Any:
-    return await x
-
-
-def _loop() -> Any:
-    from fsspec.asyn import get_loop
-
-    return get_loop()
 
 
 def _modified(info: dict[str, Any]) -> float:
@@ -383,8 +332,12 @@ def describe(e: BaseException) -> str:
     return re.sub(r"(?i)(secret|token|signature|credential|key)[^\s,;]*\s*[=:]\s*\S+", r"\1=<hidden>", line)
 
 
-def open_fs(workspace: str | os.PathLike) -> LocalFS | ObjectFS:
+def open_fs(workspace: str | os.PathLike) -> LocalFS | ObjectFS | S3FS:
     text = str(workspace)
+    if text.startswith("s3://"):
+        from alignpipe.pipeline.s3 import S3FS
+
+        return S3FS(text)
     if "://" in text and not text.startswith("file://"):
         return ObjectFS(text)
     return LocalFS(text[len("file://"):] if text.startswith("file://") else text)

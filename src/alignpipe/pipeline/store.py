@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,18 +296,20 @@ def _restamp(f: Path, atime_ns: int, stamp: int) -> None:
         pass  # not ours to touch (read-only store): it is re-hashed next time instead
 
 
-def seal(staging: Path, meta: dict[str, Any], hashed: tuple[str, list[dict[str, Any]]] | None = None
-         ) -> dict[str, Any]:
+def seal(staging: Path, meta: dict[str, Any], hashed: tuple[str, list[dict[str, Any]]] | None = None,
+         sync: bool = True) -> dict[str, Any]:
     """Hash a finished output directory (unless `hashed` is its hash_tree already) and write its manifest, last:
     the payload is fsynced first, so once the manifest exists (even after a power loss) the files it lists are
-    on disk. Returns the manifest."""
+    on disk. `sync=False` leaves the payload's fsync to the caller (a bucket publish does it while uploading, before
+    the directory becomes a cache entry). Returns the manifest."""
     art_id, files = hashed or hash_tree(staging)
     manifest = {"id": art_id, **meta, "files": files, "created": time.time(), "schema_version": SCHEMA_VERSION}
     stamp = seal_stamp_ns(manifest["created"])
     for e in files:
         f = staging / e["path"] if staging.is_dir() else staging
         _restamp(f, f.stat().st_atime_ns, stamp)
-    fsync_tree(staging)
+    if sync:
+        fsync_tree(staging)
     LocalFS(staging).write_bytes(MANIFEST, manifest_bytes(manifest))
     return manifest
 
@@ -358,20 +361,26 @@ class Store:
         if self.has(hashed[0]):  # identical content already published: keep the first
             shutil.rmtree(staging, ignore_errors=True)
             return self.get(hashed[0])
-        return self.put_sealed(staging, seal(staging, meta, hashed))
+        return self.put_sealed(staging, seal(staging, meta, hashed, sync=not self.remote), synced=not self.remote)
 
-    def put_sealed(self, staging: Path, manifest: dict[str, Any]) -> Artifact:
+    def put_sealed(self, staging: Path, manifest: dict[str, Any], synced: bool = False) -> Artifact:
         """Put a directory whose files `manifest` describes (its manifest.json written here if missing) into the
-        store as that artifact; consumes `staging`. Publishing and imports from other workspaces end here."""
+        store as that artifact; consumes `staging`. Publishing and imports from other workspaces end here.
+        `synced`: staging's payload is on disk already (fsynced)."""
         art_id = manifest["id"]
         if not (staging / MANIFEST).exists():
-            fsync_tree(staging)
+            if not synced:
+                fsync_tree(staging)
+            synced = True
             LocalFS(staging).write_bytes(MANIFEST, manifest_bytes(manifest))
         if self.remote:
             rel = f"artifacts/{art_id}"
-            self.fs.put_files((staging / e["path"], f"{rel}/{e['path']}") for e in manifest["files"])
-            if not self.fs.create(f"{rel}/{MANIFEST}", manifest_bytes(manifest)):
-                manifest = self.get(art_id).manifest  # another machine published the same content meanwhile
+            with ThreadPoolExecutor(1) as pool:  # the local copy reaches the disk while the upload runs
+                fsynced = pool.submit(fsync_tree if not synced else lambda _: None, staging)
+                self.fs.put_files((staging / e["path"], f"{rel}/{e['path']}") for e in manifest["files"])
+                if not self.fs.create(f"{rel}/{MANIFEST}", manifest_bytes(manifest)):
+                    manifest = self.get(art_id).manifest  # another machine published the same content meanwhile
+                fsynced.result()
             self.cache.add(art_id, staging)  # this machine has the files already: no download to read them
             return Artifact(art_id, self.cache.path(art_id), manifest)
         final = self.artifacts_dir / art_id
