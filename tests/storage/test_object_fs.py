@@ -160,3 +160,18 @@ def test_one_client_per_environment_and_a_changed_endpoint_is_honoured(s3, monke
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_concurrent_conditional_write_is_transient_and_a_lost_condition_is_not():
+    """S3 answers 409 ConditionalRequestConflict while another conditional write to the key is in flight: asked
+    again (retrying's backoff); a failed precondition (412) is an answer, and access denied is the user's to fix."""
+    from botocore.exceptions import ClientError
+
+    from alignpipe.pipeline.fs import classify
+
+    def error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"}}, "PutObject")
+
+    assert classify(error("ConditionalRequestConflict")) == "transient"
+    assert classify(error("PreconditionFailed")) != "transient"
+    assert classify(error("AccessDenied")).startswith("access denied")

@@ -316,7 +316,7 @@ def classify(e: BaseException) -> str:
                                "403", "credentials", "unable to locate")):
         return "access denied; check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) and the bucket's policy"
     if any(k in text for k in ("slowdown", "throttl", "timeout", "timed out", "connection reset", "500", "502",
-                               "503", "504", "temporarily")):
+                               "503", "504", "temporarily", "conditionalrequestconflict")):
         return "transient"
     if any(k in text for k in ("could not connect", "connection refused", "name or service", "endpoint",
                                "nodename", "connecterror", "connection error")):

@@ -16,14 +16,12 @@ Requests are retried by `fs.retrying` (transient errors, exponential backoff), n
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from alignpipe.pipeline.errors import UserError
 from alignpipe.pipeline.fs import (
-    TRANSFER_ATTEMPTS,
     TRANSFER_THREADS,
     Entry,
     client_key,
@@ -35,7 +33,7 @@ from alignpipe.pipeline.fs import (
 PART = 8 * 2**20  # multi-part above this size, in parts of this size (10 at once): `aws s3 cp`'s defaults
 READ_CHUNK = 2**16  # larger reads are mmap-backed allocations: 1 MB chunks fetched 50 MB in 0.17 s, these 0.08 s
 NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
-CHANGED = {"PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict", "409"}
+CHANGED = {"PreconditionFailed", "412", *NOT_FOUND}  # a conditional PUT lost: the object changed or vanished
 
 
 def _code(e: BaseException) -> str:
@@ -99,44 +97,41 @@ class S3FS:
         retrying(head, f"reach {self._url}")
         self.listdir("")
 
+    def _head(self, rel: str) -> dict[str, Any] | None:
+        """The object's HEAD response, or None if there is no such object (not retried: callers are)."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
+        except Exception as e:
+            if _code(e) in NOT_FOUND:
+                return None
+            raise
+
+    def _get(self, rel: str) -> dict[str, Any]:
+        """The object's GET response (the body still to read); FileNotFoundError if there is none."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(rel))
+        except Exception as e:
+            if _code(e) in NOT_FOUND:
+                raise FileNotFoundError(self.url(rel)) from None
+            raise
+
     def exists(self, rel: str) -> bool:
         """Whether the object `rel` exists (an object, not a prefix: the store asks only about files)."""
-        def head() -> bool:
-            try:
-                self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
-                return True
-            except Exception as e:
-                if _code(e) in NOT_FOUND:
-                    return False
-                raise
+        return retrying(lambda: self._head(rel) is not None, f"check {self.url(rel)}")
 
-        return retrying(head, f"check {self.url(rel)}")
+    def etag(self, rel: str) -> str | None:
+        head = retrying(lambda: self._head(rel), f"check {self.url(rel)}")
+        return None if head is None else head["ETag"]
 
     def read_bytes(self, rel: str) -> bytes:
         return self.read_with_etag(rel)[0]
 
     def read_with_etag(self, rel: str) -> tuple[bytes, str]:
         def get() -> tuple[bytes, str]:
-            try:
-                resp = self.client.get_object(Bucket=self.bucket, Key=self._key(rel))
-                return resp["Body"].read(), resp["ETag"]
-            except Exception as e:
-                if _code(e) in NOT_FOUND:
-                    raise FileNotFoundError(self.url(rel)) from None
-                raise
+            resp = self._get(rel)
+            return resp["Body"].read(), resp["ETag"]
 
         return retrying(get, f"read {self.url(rel)}")
-
-    def etag(self, rel: str) -> str | None:
-        def head() -> str | None:
-            try:
-                return self.client.head_object(Bucket=self.bucket, Key=self._key(rel))["ETag"]
-            except Exception as e:
-                if _code(e) in NOT_FOUND:
-                    return None
-                raise
-
-        return retrying(head, f"check {self.url(rel)}")
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         retrying(lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data),
@@ -154,20 +149,16 @@ class S3FS:
         return self._put_if(rel, data, {"IfMatch": etag}, "replace")
 
     def _put_if(self, rel: str, data: bytes, condition: dict[str, str], what: str) -> bool:
+        """A conditional PUT: False if the condition failed. A concurrent conditional write in flight
+        (ConditionalRequestConflict) is transient: `retrying` asks again."""
         def put() -> bool:
-            for attempt in range(TRANSFER_ATTEMPTS):
-                try:
-                    self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data, **condition)
-                    return True
-                except Exception as e:
-                    code = _code(e)
-                    if code in ("ConditionalRequestConflict", "409") and attempt < TRANSFER_ATTEMPTS - 1:
-                        time.sleep(0.1 * 2**attempt)  # a concurrent conditional write is in flight: ask again
-                        continue
-                    if code in CHANGED:
-                        return False
-                    raise
-            return False
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=data, **condition)
+                return True
+            except Exception as e:
+                if _code(e) in CHANGED:
+                    return False
+                raise
 
         return retrying(put, f"{what} {self.url(rel)}")
 
@@ -232,15 +223,9 @@ class S3FS:
         2.2x faster than s3transfer's ranged GETs; the caller re-hashes what arrives)."""
         def get(rel: str, lp: Path) -> None:
             lp.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                body = self.client.get_object(Bucket=self.bucket, Key=self._key(rel))["Body"]
-            except Exception as e:
-                if _code(e) in NOT_FOUND:
-                    raise FileNotFoundError(self.url(rel)) from None
-                raise
+            body = self._get(rel)["Body"]
             with open(lp, "wb") as f:
                 for chunk in body.iter_chunks(READ_CHUNK):
                     f.write(chunk)
 
         parallel(pairs, get, "download", progress)
-

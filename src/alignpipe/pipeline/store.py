@@ -361,22 +361,22 @@ class Store:
         if self.has(hashed[0]):  # identical content already published: keep the first
             shutil.rmtree(staging, ignore_errors=True)
             return self.get(hashed[0])
-        return self.put_sealed(staging, seal(staging, meta, hashed, sync=not self.remote), synced=not self.remote)
+        return self.put_sealed(staging, seal(staging, meta, hashed, sync=not self.remote))
 
-    def put_sealed(self, staging: Path, manifest: dict[str, Any], synced: bool = False) -> Artifact:
+    def put_sealed(self, staging: Path, manifest: dict[str, Any]) -> Artifact:
         """Put a directory whose files `manifest` describes (its manifest.json written here if missing) into the
-        store as that artifact; consumes `staging`. Publishing and imports from other workspaces end here.
-        `synced`: staging's payload is on disk already (fsynced)."""
+        store as that artifact; consumes `staging`. Publishing and imports from other workspaces end here. For a
+        bucket, a staging directory that came with its manifest is fsynced while it uploads (a publish leaves
+        that to here), before it becomes this machine's cache entry."""
         art_id = manifest["id"]
-        if not (staging / MANIFEST).exists():
-            if not synced:
-                fsync_tree(staging)
-            synced = True
+        synced = not (staging / MANIFEST).exists()
+        if synced:
+            fsync_tree(staging)
             LocalFS(staging).write_bytes(MANIFEST, manifest_bytes(manifest))
         if self.remote:
             rel = f"artifacts/{art_id}"
             with ThreadPoolExecutor(1) as pool:  # the local copy reaches the disk while the upload runs
-                fsynced = pool.submit(fsync_tree if not synced else lambda _: None, staging)
+                fsynced = pool.submit(lambda: synced or fsync_tree(staging))
                 self.fs.put_files((staging / e["path"], f"{rel}/{e['path']}") for e in manifest["files"])
                 if not self.fs.create(f"{rel}/{MANIFEST}", manifest_bytes(manifest)):
                     manifest = self.get(art_id).manifest  # another machine published the same content meanwhile
