@@ -10,8 +10,15 @@ and reward scores. Tensors travel as they are (torch.distributed point-to-point,
 compute exactly what they compute in the trainer's process, so a split placement makes the same PPO updates as
 the colocated one. An `offload` group runs in the trainer's process, on the CPU.
 
-What runs today: one process per group (colocated in one process; split: 2; explicit groups: one process each,
-the actor and critic together), and data-parallel replicas of the whole trainer when its one group holds every
+A critic on devices of its own (placement: separate, or a group holding the critic without the actor) trains in its
+rank: it answers each rollout batch with its values V_old (and the scores of any frozen model it holds), then runs
+the value half of every PPO update while the trainer runs the policy half (rl.ppo.Partner: the same rollout, the
+same minibatch order from the trainer's generator state, gradient norms exchanged before every step so a NaN on
+either side stops both). Its weights, optimizer and schedule reach the trainer's checkpoint, and its trained
+weights the published value model, through the process group (`RemoteCritic`): no shared disk is assumed.
+
+What runs today: one process per group (colocated in one process; split: 2; separate: 4; explicit groups: one
+process each), and data-parallel replicas of the whole trainer when its one group holds every
 model on every process (colocated over N processes, or offload: the frozen models in each replica's process; see
 alignpipe.distributed.replicas). Replicas of a group beside other groups (split over 4 processes) and
 FSDP-sharded groups are planned (alignpipe.distributed.placement) but refused at run time with a message; see
@@ -20,8 +27,10 @@ docs/scaling.md.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from alignpipe.distributed.placement import PPOPlan
@@ -70,10 +79,7 @@ def local_devices(resources: dict[str, Any], world_size: int) -> Any:
 def roles(plan: PPOPlan, world_size: int, stage: str) -> Roles:
     """Ranks for the plan's groups, refusing what the run time cannot run yet (say so, and what would run)."""
     on_devices = [g for g in plan.groups if g.devices]
-    trainer = next((g for g in on_devices if "actor" in g.models), None)
-    if trainer is None or ("critic" in plan.sizes and "critic" not in trainer.models):
-        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} puts the critic apart from the actor; the "
-                          "critic trains with the actor in one process today — group them (e.g. placement: split)")
+    trainer = next(g for g in on_devices if "actor" in g.models)  # the planner puts trained models on devices
     offloaded = tuple(m for g in plan.groups if not g.devices for m in g.models)
     if on_devices == [trainer] and trainer.devices == world_size > 1 and trainer.shard == 1:
         return Roles({m: 0 for g in plan.groups for m in g.models}, offloaded, replicas=world_size)
@@ -91,8 +97,9 @@ def roles(plan: PPOPlan, world_size: int, stage: str) -> Roles:
 
 @dataclass
 class Scoring:
-    """The trainer's view of the frozen models: `submit` a rollout batch, then `results` {model: tensor}. Local
-    models compute at submit; serving ranks compute while the trainer runs its own forward."""
+    """The trainer's view of the frozen models (and of a critic in another rank): `submit` a rollout batch, then
+    `results` {model: tensor}. Local models compute at submit; serving ranks compute while the trainer runs its own
+    forward."""
 
     local: Frozen
     serving: dict[int, tuple[str, ...]] = field(default_factory=dict)
@@ -101,8 +108,8 @@ class Scoring:
 
     def submit(self, batch: Any, texts: list[str], prompts: list[Any]) -> None:
         for rank in self.serving:
-            _send(self.world, (batch, texts, prompts), rank)
-        self._pending = _compute(self.local, batch, texts, prompts)
+            _send(self.world, ("score", (batch, texts, prompts)), rank)
+        self._pending = compute_frozen(self.local, batch, texts, prompts)
 
     def results(self) -> dict[str, Any]:
         out = dict(self._pending)
@@ -117,18 +124,124 @@ class Scoring:
             _send(self.world, None, rank)
 
 
-def serve(world: Any, frozen: Frozen, trainer: int = 0) -> int:
-    """A serving rank: score every batch the trainer sends until it says it is done; the batches served."""
+Handler = Callable[[Any], Any]
+NO_REPLY = object()  # a handler's return value: the trainer expects no answer to this request
+
+
+def serve(world: Any, handlers: dict[str, Handler] | Frozen, trainer: int = 0) -> int:
+    """A serving rank: answer every request the trainer sends — (kind, payload) to `handlers[kind]`, whose result
+    goes back unless it is NO_REPLY — until it says it is done; the rollout batches scored. Given frozen models
+    ({name: f(batch, texts, prompts)}) instead of handlers, it scores batches with them."""
+    if "score" not in handlers:
+        frozen = handlers
+        handlers = {"score": lambda request: compute_frozen(frozen, *request)}
     served = 0
     while True:
-        request = _recv(world, trainer)
-        if request is None:
+        message = _recv(world, trainer)
+        if message is None:
             return served
-        _send(world, _compute(frozen, *request), trainer)
-        served += 1
+        kind, payload = message
+        reply = handlers[kind](payload)
+        if reply is not NO_REPLY:
+            _send(world, reply, trainer)
+        served += kind == "score"
 
 
-def _compute(frozen: Frozen, batch: Any, texts: list[str], prompts: list[Any]) -> dict[str, Any]:
+@dataclass
+class Link:
+    """Two ranks each running one half of a PPO update (rl.ppo.Partner): after every minibatch's backward they swap
+    gradient norms and statistics, the trainer sending first."""
+
+    world: Any
+    peer: int
+
+    def exchange(self, norms: dict[str, float], stats: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+        if self.world.rank == 0:
+            _send(self.world, (norms, stats), self.peer)
+            return _recv(self.world, self.peer)
+        theirs = _recv(self.world, self.peer)
+        _send(self.world, (norms, stats), self.peer)
+        return theirs
+
+
+@dataclass
+class RemoteCritic:
+    """The trainer's handle on a critic training in another rank (see the module doc); that rank answers with
+    `critic_handlers`. Checkpoint and published files travel as bytes through the process group, so the
+    trainer's checkpoint holds the critic's files exactly as a colocated run writes them (model-critic.safetensors,
+    optim-critic.pt, sched-critic.pt): a run may resume under another placement."""
+
+    world: Any
+    rank: int
+
+    @property
+    def link(self) -> Link:
+        return Link(self.world, self.rank)
+
+    def update(self, rollout: Any, advantages: Any, returns: Any, generator: Any) -> None:
+        """Start the critic's half of the update on this rollout; call before the policy's half (ppo_update with
+        `partner=self.link`), which draws from `generator` in the same state."""
+        _send(self.world, ("update", (rollout, advantages, returns, generator.get_state())), self.rank)
+
+    def checkpoint(self, d: Path) -> None:
+        """The critic's weights, optimizer and schedule into checkpoint dir d."""
+        _write_files(self._ask("checkpoint"), d)
+
+    def restore(self, d: Path) -> None:
+        """Load them from checkpoint dir d into the critic's rank."""
+        files = {f.name: f.read_bytes() for f in sorted(d.glob("*-critic.*"))}
+        if not files:
+            raise OSError(f"no critic files (model-critic.safetensors, ...) in {d}")
+        _send(self.world, ("restore", files), self.rank)
+
+    def publish(self, out: Path) -> None:
+        """The trained value model, saved by the critic's rank, into dir `out`."""
+        _write_files(self._ask("publish"), out)
+
+    def _ask(self, kind: str) -> Any:
+        _send(self.world, (kind, None), self.rank)
+        return _recv(self.world, self.rank)
+
+
+def critic_handlers(checkpointer: Any, update: Callable[[Any, Any], None], save: Callable[[Path], None]
+                    ) -> dict[str, Handler]:
+    """What a critic's rank does for the trainer beside scoring (its "score" handler adds V_old to the frozen
+    models' results): `update((rollout, advantages, returns), generator)` runs the value half of an update and
+    steps the critic's schedule; `checkpointer` (train.Checkpointer over the critic, its optimizer and schedule)
+    writes and reads the checkpoint files; `save(dir)` writes the value model to publish."""
+    import torch
+
+    def run_update(request: Any) -> Any:
+        generator = torch.Generator()
+        generator.set_state(request[-1])
+        update(request[:-1], generator)
+        return NO_REPLY
+
+    def restore(files: dict[str, bytes]) -> Any:
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_files(files, Path(tmp))
+            checkpointer.read_weights(Path(tmp))
+        return NO_REPLY
+
+    return {"update": run_update, "restore": restore, "checkpoint": lambda _: _read_files(checkpointer.write_weights),
+            "publish": lambda _: _read_files(save)}
+
+
+def _read_files(write: Callable[[Path], None]) -> dict[str, bytes]:
+    """What `write(dir)` puts in a fresh dir, {name: bytes} (flat)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp))
+        return {f.name: f.read_bytes() for f in sorted(Path(tmp).iterdir()) if f.is_file()}
+
+
+def _write_files(files: dict[str, bytes], d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+
+
+def compute_frozen(frozen: Frozen, batch: Any, texts: list[str], prompts: list[Any]) -> dict[str, Any]:
+    """What the frozen models compute for a rollout batch, without grad."""
     import torch
 
     with torch.no_grad():

@@ -308,7 +308,9 @@ def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: 
     """Save a plain HF directory (safetensors weights, config, generation config, tokenizer).
 
     A LoRA-wrapped model is merged into a copy first, so `model` stays wrapped and trainable and the saved
-    artifact loads with `from_pretrained` without peft.
+    artifact loads with `from_pretrained` without peft. It saves in any process: transformers 5's save_pretrained
+    silently writes only the tokenizer on a rank other than 0 of an initialized torch.distributed group (PPO's
+    critic saves the value model in its own rank).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -316,7 +318,20 @@ def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: 
         model = copy.deepcopy(model).merge_and_unload()
     if model.config.vocab_size < len(tokenizer):
         raise ValueError(f"model vocab ({model.config.vocab_size}) is smaller than the tokenizer ({len(tokenizer)})")
-    with _quiet_transformers():
+    with _quiet_transformers(), _saving_on_any_rank(model):
         model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
+    if not (directory / "config.json").is_file():
+        raise RuntimeError(f"save_pretrained wrote no config.json into {directory}")
     return directory
+
+
+@contextmanager
+def _saving_on_any_rank(model: nn.Module) -> Iterator[None]:
+    """transformers 5 asks model.should_save_on_this_rank(), False on a rank > 0; this process saves its own
+    model, so it answers True for the duration (an instance attribute shadowing the method)."""
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process
+    try:
+        yield
+    finally:
+        del model.should_save_on_this_rank

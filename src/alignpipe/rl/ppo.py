@@ -78,6 +78,17 @@ class Replicated(Protocol):
     def reduce_stats(self, stats: dict[str, float]) -> dict[str, float]: ...
 
 
+class Partner(Protocol):
+    """The other half of an update split between two processes (a critic on devices of its own,
+    alignpipe.distributed.critic): one side holds the policy and its optimizer, the other the critic and its
+    optimizer; both call ppo_update with the same rollout, targets and generator state, so they draw the same
+    minibatch order. After each minibatch's backward the halves `exchange` their gradient norms and statistics;
+    neither steps unless every norm is finite, so a NaN on one side stops both before any weight moves."""
+
+    def exchange(self, norms: dict[str, float], stats: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+        ...
+
+
 @dataclass(frozen=True)
 class Rollout:
     """One rollout batch, recomputed with the training forward under no_grad (item 7).
@@ -199,7 +210,8 @@ def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def _check_setup(
-    batch_size: int, cfg: PPOConfig, policy_optimizer: torch.optim.Optimizer, value_optimizer
+    batch_size: int, cfg: PPOConfig, policy_optimizer: torch.optim.Optimizer | None, value_optimizer,
+    partner: Partner | None = None,
 ) -> tuple[int, int]:
     minibatch = cfg.minibatch_size or batch_size
     micro = cfg.micro_batch_size or minibatch
@@ -218,7 +230,15 @@ def _check_setup(
             "PPOConfig.critic='shared' trains the value head with the policy optimizer; "
             "pass value_optimizer=None or set critic='separate'"
         )
-    if cfg.critic == "separate":
+    if partner is not None:
+        if cfg.critic != "separate" or (policy_optimizer is None) == (value_optimizer is None):
+            raise ValueError(
+                "an update split with a partner needs PPOConfig.critic='separate' and exactly one optimizer here: "
+                "the policy's (the partner trains the critic) or the value model's (the partner the policy)"
+            )
+    elif policy_optimizer is None:
+        raise ValueError("ppo_update needs a policy_optimizer (or a partner that holds the policy)")
+    elif cfg.critic == "separate":
         if value_optimizer is None:
             raise ValueError(
                 "PPOConfig.critic='separate' needs a value_optimizer over the critic's parameters; "
@@ -244,13 +264,17 @@ def single_pass(cfg: PPOConfig, batch_size: int) -> bool:
     return cfg.ppo_epochs == 1 and minibatch == batch_size and (cfg.micro_batch_size or minibatch) == minibatch
 
 
-def _check_forward(outputs: tuple[torch.Tensor, ...], shape: tuple[int, int]) -> None:
-    for name, x in zip(("new_logprobs", "new_values", "entropy"), outputs, strict=True):
-        if tuple(x.shape) != shape:
+def _check_forward(outputs: tuple[torch.Tensor | None, ...], shape: tuple[int, int], wanted: tuple[bool, ...]
+                   ) -> None:
+    for name, x, want in zip(("new_logprobs", "new_values", "entropy"), outputs, wanted, strict=True):
+        if (x is None) == want:
+            raise ValueError(f"forward_fn returned {'no' if want else 'a'} {name}; this half of the update "
+                             f"{'needs' if want else 'does not compute'} it")
+        if x is not None and tuple(x.shape) != shape:
             raise ValueError(f"forward_fn returned {name} of shape {tuple(x.shape)}, expected {shape}")
 
 
-def _minibatch_step(
+def _minibatch_step(  # noqa: PLR0913 — the rollout, its targets, the forward, its rows, config, peers
     rollout: Rollout,
     advantages: torch.Tensor,
     returns: torch.Tensor,
@@ -259,48 +283,50 @@ def _minibatch_step(
     micro: int,
     cfg: PPOConfig,
     replicas: Replicated | None = None,
+    parts: tuple[bool, bool] = (True, True),
 ) -> dict[str, float]:
     """Forward/backward over one minibatch (in micro-batches); gradients accumulate, no optimizer step. With
-    replicas, over the rows this replica owns, weighted by the whole minibatch's token count."""
+    replicas, over the rows this replica owns, weighted by the whole minibatch's token count. `parts`: (policy
+    loss, value loss) computed here; a half of a split update (Partner) computes one, and its forward_fn returns
+    None for the other's outputs (logprobs and entropy, or values)."""
     mask = rollout.response_mask
     num_tokens = mask[indices.to(mask.device)].sum().item()
-    stats = {
-        "policy_loss": 0.0,
-        "value_loss": 0.0,
-        "entropy": 0.0,
-        "clipfrac": 0.0,
-        "value_clipfrac": 0.0,
-        "approx_kl": 0.0,
-        "ratio_mean": 0.0,
-        "ratio_min": float("inf"),
-        "ratio_max": float("-inf"),
-    }
+    policy, value = parts
+    stats = {**(dict.fromkeys(("policy_loss", "entropy", "clipfrac", "approx_kl", "ratio_mean"), 0.0)
+                | {"ratio_min": float("inf"), "ratio_max": float("-inf")} if policy else {}),
+             **(dict.fromkeys(("value_loss", "value_clipfrac"), 0.0) if value else {})}
+
+    def add(key: str, x: float) -> None:
+        stats[key] += x
+
     mine = indices if replicas is None else replicas.owned(indices)
     for idx_cpu in mine.split(micro) if len(mine) else ():
         idx = idx_cpu.to(mask.device)
-        new_logprobs, new_values, entropy = forward_fn(idx_cpu)  # (b, T) each
-        _check_forward((new_logprobs, new_values, entropy), (len(idx), mask.shape[1]))
+        new_logprobs, new_values, entropy = forward_fn(idx_cpu)  # (b, T) each, or None
+        _check_forward((new_logprobs, new_values, entropy), (len(idx), mask.shape[1]), (policy, value, policy))
         m = mask[idx]  # (b, T)
         share = m.sum().item() / num_tokens  # this micro-batch's weight in the minibatch token mean
-        pg = policy_loss(new_logprobs, rollout.logprobs_old[idx], advantages[idx], m, cfg.clip_eps, num_tokens)
-        vf = value_loss(new_values, rollout.values_old[idx], returns[idx], m, cfg.value_clip_eps, num_tokens)
-        # Without a bonus the entropy is only logged: detach it so no backward runs through it.
-        entropy = entropy if cfg.ent_coef > 0 else entropy.detach()
-        ent = zero_pads(entropy, m).sum() / num_tokens
-        vf_weight = cfg.vf_coef if cfg.critic == "shared" else 1.0
-        (pg.loss - cfg.ent_coef * ent + vf_weight * vf.loss).backward()
-        stats["policy_loss"] += pg.loss.item()
-        stats["value_loss"] += vf.loss.item()
-        stats["entropy"] += ent.item()
-        for key, value in (
-            ("clipfrac", pg.clipfrac),
-            ("value_clipfrac", vf.clipfrac),
-            ("approx_kl", pg.approx_kl),
-            ("ratio_mean", pg.ratio_mean),
-        ):
-            stats[key] += share * value.item()
-        stats["ratio_min"] = min(stats["ratio_min"], pg.ratio_min.item())
-        stats["ratio_max"] = max(stats["ratio_max"], pg.ratio_max.item())
+        loss = torch.zeros((), device=mask.device)
+        if policy:
+            pg = policy_loss(new_logprobs, rollout.logprobs_old[idx], advantages[idx], m, cfg.clip_eps, num_tokens)
+            # Without a bonus the entropy is only logged: detach it so no backward runs through it.
+            entropy = entropy if cfg.ent_coef > 0 else entropy.detach()
+            ent = zero_pads(entropy, m).sum() / num_tokens
+            loss = loss + pg.loss - cfg.ent_coef * ent
+            add("policy_loss", pg.loss.item())
+        if value:
+            vf = value_loss(new_values, rollout.values_old[idx], returns[idx], m, cfg.value_clip_eps, num_tokens)
+            loss = loss + (cfg.vf_coef if cfg.critic == "shared" else 1.0) * vf.loss
+            add("value_loss", vf.loss.item())
+        loss.backward()
+        if policy:
+            add("entropy", ent.item())
+            for key, x in (("clipfrac", pg.clipfrac), ("approx_kl", pg.approx_kl), ("ratio_mean", pg.ratio_mean)):
+                add(key, share * x.item())
+            stats["ratio_min"] = min(stats["ratio_min"], pg.ratio_min.item())
+            stats["ratio_max"] = max(stats["ratio_max"], pg.ratio_max.item())
+        if value:
+            add("value_clipfrac", share * vf.clipfrac.item())
     return stats if replicas is None else replicas.reduce_stats(stats)
 
 
@@ -313,28 +339,35 @@ class NonFiniteGradient(FloatingPointError):
         super().__init__(", ".join(f"{name} gradient norm is {norm}" for name, norm in norms.items()))
 
 
-def _clip_and_step(optimizers: dict[str, torch.optim.Optimizer], max_grad_norm: float | None) -> dict[str, float]:
-    """Clip each optimizer's gradients; step them all only if every norm is finite. -> {"<name>_grad_norm": norm}"""
+def _clip_and_step(optimizers: dict[str, torch.optim.Optimizer], max_grad_norm: float | None,
+                   partner: Partner | None = None, stats: dict[str, float] | None = None) -> dict[str, float]:
+    """Clip each optimizer's gradients; step them all only if every norm is finite (a partner's too: the halves
+    exchange their norms and `stats` first). -> {"<name>_grad_norm": norm}, plus the partner's statistics."""
     norms = {name: torch.nn.utils.clip_grad_norm_(_params(opt), max_grad_norm or float("inf")).item()
              for name, opt in optimizers.items()}
+    theirs: dict[str, float] = {}
+    if partner is not None:
+        their_norms, theirs = partner.exchange(norms, dict(stats or {}))
+        norms = {**norms, **their_norms}
     bad = {name: norm for name, norm in norms.items() if not math.isfinite(norm)}
     if bad:
         raise NonFiniteGradient(bad)
     for opt in optimizers.values():
         opt.step()
-    return {f"{name}_grad_norm": norm for name, norm in norms.items()}
+    return {**theirs, **{f"{name}_grad_norm": norm for name, norm in norms.items()}}
 
 
-def ppo_update(  # noqa: PLR0913 — the rollout, its targets, the forward, two optimizers, config, order, replicas
+def ppo_update(  # noqa: PLR0913 — the rollout, its targets, the forward, two optimizers, config, order, peers
     rollout: Rollout,
     advantages: torch.Tensor,
     returns: torch.Tensor,
     forward_fn: ForwardFn,
-    policy_optimizer: torch.optim.Optimizer,
+    policy_optimizer: torch.optim.Optimizer | None,
     value_optimizer: torch.optim.Optimizer | None,
     cfg: PPOConfig,
     generator: torch.Generator,
     replicas: Replicated | None = None,
+    partner: Partner | None = None,
 ) -> PPOUpdateResult:
     """`cfg.ppo_epochs` epochs of shuffled minibatches over one rollout batch (items 17, 18, 20).
 
@@ -343,22 +376,25 @@ def ppo_update(  # noqa: PLR0913 — the rollout, its targets, the forward, two 
     (a CPU torch.Generator), so the order is deterministic and resumable; every row is used once per epoch.
     Raises ValueError when the batch sizes do not divide or the optimizers do not match cfg.critic.
     `replicas`: the update is one of several data-parallel replicas' (Replicated); each minibatch's gradient is then
-    the global minibatch's.
+    the global minibatch's. `partner`: this is one half of an update split between processes (Partner): pass only
+    this half's optimizer (policy_optimizer None on the critic's side, value_optimizer None on the policy's) and
+    a generator in the same state on both sides; each step record then holds both halves' statistics.
     """
     batch_size = rollout.batch_size
-    minibatch, micro = _check_setup(batch_size, cfg, policy_optimizer, value_optimizer)
+    minibatch, micro = _check_setup(batch_size, cfg, policy_optimizer, value_optimizer, partner)
+    parts = (policy_optimizer is not None, partner is None or value_optimizer is not None)
     advantages, returns = advantages.detach(), returns.detach()
     result = PPOUpdateResult(explained_variance=explained_variance(rollout.values_old, returns, rollout.response_mask))
     for epoch in range(cfg.ppo_epochs):
         order = torch.randperm(batch_size, generator=generator)  # (B,)
         for number, indices in enumerate(order.split(minibatch)):
-            policy_optimizer.zero_grad(set_to_none=True)
-            if value_optimizer is not None:
-                value_optimizer.zero_grad(set_to_none=True)
-            stats = _minibatch_step(rollout, advantages, returns, forward_fn, indices, micro, cfg, replicas)
-            optimizers = {"policy": policy_optimizer, **({"value": value_optimizer} if value_optimizer else {})}
+            optimizers = {name: opt for name, opt in (("policy", policy_optimizer), ("value", value_optimizer))
+                          if opt is not None}
+            for opt in optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            stats = _minibatch_step(rollout, advantages, returns, forward_fn, indices, micro, cfg, replicas, parts)
             if replicas is not None:
                 replicas.sync_gradients([p for opt in optimizers.values() for p in _params(opt)])
-            stats.update(_clip_and_step(optimizers, cfg.max_grad_norm))  # a NaN never reaches any weight
+            stats.update(_clip_and_step(optimizers, cfg.max_grad_norm, partner, stats))  # no NaN reaches a weight
             result.steps.append({"epoch": epoch, "minibatch": number, **stats})
     return result

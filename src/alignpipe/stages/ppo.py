@@ -155,9 +155,9 @@ class PPOModels:
     """What a rollout and an update touch; dropout is off in all of them (models.build loads them so)."""
 
     tokenizer: Any
-    policy: Any  # π_θ, trainable (LoRA-wrapped when params.lora)
+    policy: Any  # π_θ, trainable (LoRA-wrapped when params.lora); None in a critic's own rank
     reference: Any  # π_ref: a frozen copy of πSFT as loaded from the `policy` artifact
-    critic: Any | None  # critic=separate: the value model
+    critic: Any | None  # critic=separate: the value model (None in the trainer when it trains in a rank of its own)
     value_head: Any | None  # critic=shared: Linear(d, 1, bias=False) on the policy's last hidden state
     critic_source: str  # which input the value model started from
 
@@ -192,21 +192,25 @@ class Sampled:
         def forward(idx: Any) -> tuple[Any, Any, Any]:
             if self.current is not None:  # taken once: a later call runs the (by then updated) models again
                 current, self.current = self.current, None
-                return tuple(x[idx] for x in current)
+                return tuple(None if x is None else x[idx] for x in current)
             out = forward_by_length(m, self.batch.select(idx), temperature)
-            return tuple(F.pad(x, (0, width - x.shape[1])) for x in out)  # (b, T) each
+            return tuple(None if x is None else F.pad(x, (0, width - x.shape[1])) for x in out)  # (b, T) each
 
         return forward
 
 
 def forward_by_length(m: PPOModels, batch: Any, temperature: float, entropy: bool = True) -> tuple[Any, ...]:
     """`training_forward` over a PromptResponseBatch in chunks of rows of similar length (map_by_length):
-    (logprobs, values[, entropy]), each (B, T)."""
+    (logprobs, values[, entropy]), each (B, T), None for what the models held here do not compute."""
+    held = (m.policy is not None, m.critic is not None or m.value_head is not None, m.policy is not None)
+    held = held if entropy else held[:2]
+
     def fn(sub: Any) -> tuple[Any, ...]:
         out = training_forward(m, sub.input_ids, sub.attention_mask, sub.prompt_len, temperature, entropy)
-        return out if entropy else out[:2]
+        return tuple(x for x, h in zip(out, held, strict=False) if h)
 
-    return batch.map_by_length(fn)
+    computed = iter(batch.map_by_length(fn))
+    return tuple(next(computed) if h else None for h in held)
 
 
 def training_forward(  # noqa: PLR0913 — the forward's inputs plus a switch
@@ -216,14 +220,18 @@ def training_forward(  # noqa: PLR0913 — the forward's inputs plus a switch
 
     Logprobs under softmax(logits/τ) with position ids from the mask; values V_t before token t from the same
     columns, through the critic's recorded normalization (separate) or the value head on the policy (shared).
-    entropy=False (the rollout recompute) returns None for it and skips its (b, T, V) pass.
+    entropy=False (the rollout recompute) returns None for it and skips its (b, T, V) pass. A part whose model is
+    in another rank (the critic's, or the policy's seen from the critic's rank) is None.
     """
     from alignpipe.models.build import normalized_scores
     from alignpipe.models.forward import lm_head_pre_hook, response_logprobs, value_sequences
 
     if m.value_head is None:
-        logprobs, ent = response_logprobs(m.policy, ids, mask, prompt_len, temperature, entropy)  # (b, T) each
-        values = normalized_scores(m.critic, value_sequences(m.critic, ids, mask, prompt_len))  # (b, T)
+        logprobs, ent, values = None, None, None
+        if m.policy is not None:
+            logprobs, ent = response_logprobs(m.policy, ids, mask, prompt_len, temperature, entropy)  # (b, T) each
+        if m.critic is not None:
+            values = normalized_scores(m.critic, value_sequences(m.critic, ids, mask, prompt_len))  # (b, T)
         return logprobs, values, ent
     hidden: list = []  # what the LM head sees: the final hidden states of the logit columns, (b, T + 1, d)
     with lm_head_pre_hook(m.policy, lambda _m, args: hidden.append(args[0])):
@@ -244,7 +252,7 @@ def _load_critic(ctx: StageContext, policy: Any, tokenizer: Any) -> tuple[Any | 
         head = torch.nn.Linear(policy.config.hidden_size, 1, bias=False)
         torch.nn.init.zeros_(head.weight)
         return None, head, "policy"
-    source = next(n for n in ("critic_init", "reward_model", "policy") if n in ctx.inputs)
+    source = _critic_source(ctx)
     path = _common.model_dir(ctx, source)
     architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
     try:
@@ -260,9 +268,14 @@ def _load_critic(ctx: StageContext, policy: Any, tokenizer: Any) -> tuple[Any | 
     return critic, None, source
 
 
-def _load_models(ctx: StageContext, tokenizer: Any, reference: bool = True) -> PPOModels:
+def _critic_source(ctx: StageContext) -> str:
+    """The input a separate value model starts from."""
+    return next(n for n in ("critic_init", "reward_model", "policy") if n in ctx.inputs)
+
+
+def _load_models(ctx: StageContext, tokenizer: Any, reference: bool = True, critic: bool = True) -> PPOModels:
     """Policy, frozen reference (a copy of πSFT taken before any checkpoint is restored; None when another process
-    holds it), critic or value head."""
+    holds it), critic (None when another process trains it) or value head."""
     import copy
 
     from alignpipe.models.build import apply_lora
@@ -270,10 +283,10 @@ def _load_models(ctx: StageContext, tokenizer: Any, reference: bool = True) -> P
     p: Params = ctx.params
     policy = _load_policy(ctx, tokenizer)
     ref = copy.deepcopy(policy).eval().requires_grad_(False) if reference else None
-    critic, head, source = _load_critic(ctx, policy, tokenizer)
+    value, head, source = _load_critic(ctx, policy, tokenizer) if critic else (None, None, _critic_source(ctx))
     if p.lora:
         policy = apply_lora(policy, r=p.lora_r, alpha=p.lora_alpha)
-    return PPOModels(tokenizer, policy, ref, critic, head, source)
+    return PPOModels(tokenizer, policy, ref, value, head, source)
 
 
 def _load_policy(ctx: StageContext, tokenizer: Any) -> Any:
@@ -316,8 +329,7 @@ def _placement(ctx: StageContext, world: Any) -> Any:
 
     p: Params = ctx.params
     names = models(p, set(ctx.inputs))
-    source = {"actor": "policy", "reference": "policy", "reward_model": "reward_model",
-              "critic": next(n for n in ("critic_init", "reward_model", "policy") if n in ctx.inputs)}
+    source = {"actor": "policy", "reference": "policy", "reward_model": "reward_model", "critic": _critic_source(ctx)}
     held = [Model(n, shape_from_dir(_common.model_dir(ctx, source[n])), "lm" if n in ("actor", "reference")
                   else "scalar", n in ("actor", "critic")) for n in names]
     work = Workload(p.batch_size, p.micro_batch_size or p.minibatch_size or p.batch_size,
@@ -345,6 +357,52 @@ def _replicas(ctx: StageContext, world: Any, roles: Any, models_: PPOModels) -> 
     replicas = Replicas.of(world, p.batch_size)
     replicas.replicate([x for x in (models_.policy, models_.critic, models_.value_head) if x is not None])
     return replicas
+
+
+def _serve_critic(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None:
+    """The critic's own rank (distributed.groups): per rollout batch, V_old (and the scores of the frozen models it
+    also holds); then the value half of the update, in step with the trainer's policy half (rl.ppo.Partner)."""
+    import torch
+
+    from alignpipe.distributed.groups import Link, compute_frozen, critic_handlers, serve
+    from alignpipe.models.build import save_model
+    from alignpipe.rl.ppo import NonFiniteGradient, ppo_update, single_pass
+    from alignpipe.train import Checkpointer
+
+    p: Params = ctx.params
+    tokenizer = _common.load_tokenizer(ctx, "policy")
+    _common.fix_pad_token(ctx, "policy", tokenizer)
+    critic, _, source = _load_critic(ctx, None, tokenizer)
+    m = PPOModels(tokenizer, None, None, critic, None, source)
+    optimizers, schedulers = _optimizers(m, p)
+    frozen = _frozen(ctx, tokenizer, tuple(n for n in names if n != "critic"))
+    sampled: list[Sampled] = []  # the batch being scored and updated on (its single-pass forward, if any)
+
+    def score(request: tuple[Any, list[str], list[Any]]) -> dict[str, Any]:
+        batch = request[0]
+        out = compute_frozen(frozen, *request)
+        one_pass = single_pass(p, p.batch_size)
+        m.train(one_pass)
+        with torch.set_grad_enabled(one_pass):  # a single pass keeps the graph for the update
+            current = forward_by_length(m, batch, p.temperature)  # (None, values, None): no policy here
+        sampled[:] = [Sampled(batch, [], None, None, current if one_pass else None)]
+        return {**out, "values": current[1].detach()}
+
+    def update(request: tuple[Any, Any, Any], generator: Any) -> None:
+        rollout_, advantages, returns = request
+        m.train(True)
+        try:
+            ppo_update(rollout_, advantages, returns, sampled[0].forward_fn(m, p.temperature), None,
+                       optimizers["critic"], p, generator, partner=Link(world, 0))
+        except NonFiniteGradient:
+            return  # the trainer saw the same norms: it fails the stage, naming them
+        schedulers["critic"].step()
+
+    ckpt = Checkpointer(ctx.checkpoints, models={"critic": critic}, optimizers=optimizers, schedulers=schedulers)
+    handlers = {"score": score, **critic_handlers(ckpt, update, lambda d: save_model(critic, tokenizer, d))}
+    served = serve(world, handlers)
+    ctx.log(f"scored {served} rollout batches with {', '.join(names)}, and trained the critic")
+    world.close()
 
 
 def _serve(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None:
@@ -437,6 +495,7 @@ def rollout(  # noqa: PLR0913 — a rollout's models, prompts, scorers, params, 
             logprobs_old, values_old = forward_by_length(m, batch, p.temperature, entropy=False)  # (B, T) each
     frozen = scoring.results()
     ref_logprobs, scores = frozen["reference"], frozen["reward"].float()  # (B, T), (B,)
+    remote_values = frozen.get("values")  # V_old from a critic training in a rank of its own
     if tuple(scores.shape) != (len(chosen),):
         raise StageFailed(f"the reward returned {tuple(scores.shape)} scores for {len(chosen)} responses")
     current = None
@@ -444,6 +503,8 @@ def rollout(  # noqa: PLR0913 — a rollout's models, prompts, scorers, params, 
         m.train(True)
         current = forward_by_length(m, batch, p.temperature)  # (B, T) each, with grad
         logprobs_old, values_old = current[0], current[1]  # Rollout keeps detached copies
+    if remote_values is not None:
+        values_old = remote_values
     rollout_ = Rollout(logprobs_old=logprobs_old, values_old=values_old, ref_logprobs=ref_logprobs,
                        response_mask=mask, scores=scores,
                        eos_emitted=batch.ended(m.tokenizer.eos_token_id))
@@ -461,7 +522,7 @@ def _optimizers(m: PPOModels, p: Params) -> tuple[dict, dict]:
     from alignpipe.train import linear_warmup_decay, make_adamw
 
     trained = m.policy if m.value_head is None else torch.nn.ModuleDict({"policy": m.policy, "head": m.value_head})
-    optimizers = {"policy": make_adamw(trained, p.lr, 0.0, eps=p.adam_eps)}
+    optimizers = {} if m.policy is None else {"policy": make_adamw(trained, p.lr, 0.0, eps=p.adam_eps)}
     if m.critic is not None:
         optimizers["critic"] = make_adamw(m.critic, p.lr if p.critic_lr is None else p.critic_lr, 0.0, eps=p.adam_eps)
     return optimizers, {k: linear_warmup_decay(o, p.rollouts) for k, o in optimizers.items()}
@@ -531,7 +592,7 @@ def _summary(p: Params, history: list[dict], elapsed: float, m: PPOModels, rewar
 def run(ctx: StageContext) -> None:
     import torch
 
-    from alignpipe.distributed.groups import Scoring
+    from alignpipe.distributed.groups import RemoteCritic, Scoring
     from alignpipe.distributed.world import World
     from alignpipe.models.build import save_model
     from alignpipe.rl.ppo import NonFiniteGradient, compute_advantages, ppo_update
@@ -547,8 +608,10 @@ def run(ctx: StageContext) -> None:
     # -- placement: which of actor, critic, reference and reward model this process holds
     world = World.from_env()
     plan, roles = _placement(ctx, world)
-    if world.rank and roles.replicas == 1:  # a process of frozen models: it scores the trainer's rollouts
-        return _serve(ctx, world, roles.held_by(world.rank))
+    critic_rank = roles.ranks.get("critic", 0)  # > 0: the critic trains in a rank of its own
+    if world.rank and roles.replicas == 1:  # a process of frozen models (or the critic): it serves the trainer
+        serving = _serve_critic if world.rank == critic_rank else _serve
+        return serving(ctx, world, roles.held_by(world.rank))
     if world.is_main:
         ctx.log(f"placement {plan.describe()}: {plan.reason}")
 
@@ -565,8 +628,9 @@ def run(ctx: StageContext) -> None:
     order = EpochBatches(len(kept), p.batch_size, sub_seed(ctx.seed, "order"), drop_last=True)
 
     # -- model: policy, frozen reference, critic, reward (the frozen ones here or in their own processes)
-    models = _load_models(ctx, tokenizer, reference=roles.ranks["reference"] == 0)
+    models = _load_models(ctx, tokenizer, reference=roles.ranks["reference"] == 0, critic=critic_rank == 0)
     scoring = Scoring(_frozen(ctx, tokenizer, roles.held_by(0), models.reference), roles.serving, world)
+    remote = RemoteCritic(world, critic_rank) if critic_rank else None
     replicas = _replicas(ctx, world, roles, models)  # or None: this process is the only trainer
     if world.is_main:
         ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
@@ -579,8 +643,8 @@ def run(ctx: StageContext) -> None:
     trained = {"policy": models.policy, "critic": models.critic, "value_head": models.value_head}
     ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={k: v for k, v in trained.items() if v is not None},
                         optimizers=optimizers, schedulers=schedulers, generators={"minibatches": generator},
-                        batches={"prompts": order}, log=ctx.log, world=world)
-    resumed = ckpt.restore()
+                        batches={"prompts": order}, log=ctx.log, world=world if replicas is not None else None)
+    resumed = ckpt.restore(None if remote is None else remote.restore)
     state = resumed.state if resumed else {"history": [], "elapsed": 0.0}
     if resumed:
         kl_ctl.load_state_dict(state["kl"])
@@ -597,9 +661,12 @@ def run(ctx: StageContext) -> None:
         models.train()
         try:
             forward = sampled.forward_fn(models, p.temperature)
+            if remote is not None:  # the critic's rank runs the value half meanwhile
+                remote.update(sampled.rollout, adv.advantages, adv.returns, generator)
             result = ppo_update(sampled.rollout, adv.advantages, adv.returns,
                                 forward if replicas is None else replicas.local(forward), optimizers["policy"],
-                                optimizers.get("critic"), cfg, generator, replicas)
+                                optimizers.get("critic"), cfg, generator, replicas,
+                                None if remote is None else remote.link)
         except NonFiniteGradient as e:  # raised before the optimizer stepped: no NaN reaches a weight
             name, norm = next(iter(e.norms.items()))
             raise non_finite(f"rollout {r + 1} {name} gradient norm", norm, step=r + 1, checkpoints=ctx.checkpoints,
@@ -618,8 +685,11 @@ def run(ctx: StageContext) -> None:
             _log_rollout(ctx, r, p, stats)
         if (r + 1) % p.checkpoint_every == 0 and r + 1 < p.rollouts:
             ckpt.save(r + 1, {**state, "kl": kl_ctl.state_dict(),
-                              "elapsed": state["elapsed"] + time.monotonic() - started})
+                              "elapsed": state["elapsed"] + time.monotonic() - started},
+                      files=None if remote is None else remote.checkpoint)
 
+    if remote is not None:  # the trained value model, before the critic's rank is told to stop
+        remote.publish(ctx.output_dir("value"))
     scoring.close()
     if world.rank:  # a replica: rank 0 holds the same weights and publishes them
         world.close()
@@ -635,7 +705,8 @@ def run(ctx: StageContext) -> None:
     models.train(False)
     with torch.no_grad():
         save_model(models.policy, tokenizer, ctx.output_dir("policy"))
-        _save_value(models, ctx.output_dir("value"), ctx.work_dir / "value-export")
+        if remote is None:
+            _save_value(models, ctx.output_dir("value"), ctx.work_dir / "value-export")
     ctx.annotate("policy", **summary, reference=ctx.inputs["policy"].id, skipped=skipped, lora=p.lora,
                  placement=plan.as_dict())
     last = state["history"][-1]

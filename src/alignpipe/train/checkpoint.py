@@ -95,14 +95,7 @@ class Checkpointer:
         def write(d: Path) -> None:
             if self.world is not None and self.world.size > 1:
                 self.world.broadcast(str(d))  # the other ranks write their own files into d meanwhile
-            if self.sharded:
-                self._write_shards(d)
-            for name, model in {} if self.sharded else self.models.items():
-                save_model(model, str(d / f"model-{name}.safetensors"))
-            for name, opt in {} if self.sharded else self.optimizers.items():
-                torch.save(opt.state_dict(), d / f"optim-{name}.pt")
-            for name, sched in self.schedulers.items():
-                torch.save(sched.state_dict(), d / f"sched-{name}.pt")
+            self.write_weights(d)
             self._write_own(d, step, state)
             if files is not None:
                 files(d)
@@ -117,6 +110,28 @@ class Checkpointer:
             self.world.barrier()
             return d
         return self.checkpoints.save(int(step), write).path
+
+    def write_weights(self, d: Path) -> None:
+        """The models, optimizers and schedulers into checkpoint dir d (model-*, optim-*, sched-* or sharded/)."""
+        if self.sharded:
+            self._write_shards(d)
+        for name, model in {} if self.sharded else self.models.items():
+            save_model(model, str(d / f"model-{name}.safetensors"))
+        for name, opt in {} if self.sharded else self.optimizers.items():
+            torch.save(opt.state_dict(), d / f"optim-{name}.pt")
+        for name, sched in self.schedulers.items():
+            torch.save(sched.state_dict(), d / f"sched-{name}.pt")
+
+    def read_weights(self, d: Path) -> None:
+        """write_weights' inverse: load them in place from checkpoint dir d."""
+        if self.sharded:
+            self._read_shards(d)
+        for name, model in {} if self.sharded else self.models.items():
+            load_model(model, str(d / f"model-{name}.safetensors"), strict=True)
+        for name, opt in {} if self.sharded else self.optimizers.items():
+            opt.load_state_dict(torch.load(d / f"optim-{name}.pt", weights_only=True))
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(torch.load(d / f"sched-{name}.pt", weights_only=True))
 
     def _state(self) -> dict[str, Any]:
         """The FSDP-sharded models' and optimizers' state dicts, as torch.distributed.checkpoint reads and writes
@@ -153,9 +168,10 @@ class Checkpointer:
                 "batches": {n: b.state_dict() for n, b in self.batches.items()}, "state": dict(state or {})}
         (d / f"state{suffix}.json").write_text(json.dumps(meta, sort_keys=True))
 
-    def restore(self) -> Resumed | None:
+    def restore(self, extra: Callable[[Path], None] | None = None) -> Resumed | None:
         """Load the newest complete checkpoint into the registered objects; None if there is none (or it was
-        written by a run with another key, which is then discarded)."""
+        written by a run with another key, which is then discarded). `extra(dir)` restores what save's `files`
+        added; its errors are reported as the checkpoint's."""
         latest = self.checkpoints.latest()
         if latest is None:
             return None
@@ -169,14 +185,9 @@ class Checkpointer:
                 self.checkpoints.clear()
             return None
         try:
-            if self.sharded:
-                self._read_shards(d)
-            for name, model in {} if self.sharded else self.models.items():
-                load_model(model, str(d / f"model-{name}.safetensors"), strict=True)
-            for name, opt in {} if self.sharded else self.optimizers.items():
-                opt.load_state_dict(torch.load(d / f"optim-{name}.pt", weights_only=True))
-            for name, sched in self.schedulers.items():
-                sched.load_state_dict(torch.load(d / f"sched-{name}.pt", weights_only=True))
+            self.read_weights(d)
+            if extra is not None:
+                extra(d)
             suffix = self._own_suffix(d, meta)
             meta = json.loads((d / f"state{suffix}.json").read_text())
             for name, b in self.batches.items():
