@@ -56,21 +56,23 @@ def stage_log(ws: Path, run_id: str, stage: str) -> str:
     return next((ws / "logs" / run_id).glob(f"{stage}-*.log")).read_text()
 
 
-def kill_rank_at_first_checkpoint(spec: Path, ws: Path, stage: str, fingerprint: str, rank: int) -> dict:
+def kill_rank_at_first_checkpoint(spec: Path, ws: Path, stage: str, fingerprint: str | None, rank: int) -> dict:
     """Run `--only STAGE --force STAGE`, kill -9 rank `rank` once the stage's first checkpoint is complete, and
-    return the failed run's result (the runner reports the stage failed)."""
+    return the failed run's result (the runner reports the stage failed). fingerprint None: the stage's work dir is
+    the first one with a checkpoint."""
     import signal
     import time
 
     cmd = [sys.executable, "-m", "alignpipe", "run", str(spec), "--only", stage, "--force", stage, "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    work = ws / "work" / fingerprint
+    pattern = f"{fingerprint or '*'}/ckpt/step-*"
     deadline = time.monotonic() + 180
-    while not any((work / "ckpt").glob("step-*")):
+    while not (found := next((ws / "work").glob(pattern), None)):
         assert proc.poll() is None, "finished before its first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint within 180 s"
         time.sleep(0.005)
+    work = found.parent.parent
     pids = json.loads(next(work.glob("attempts/*/ranks.json")).read_text())
     os.kill(pids[str(rank)], signal.SIGKILL)
     out, _ = proc.communicate(timeout=120)

@@ -1,7 +1,10 @@
-"""PPO's four models placed apart make the same policy as colocated: split (actor+critic | reference+reward model)
-as two processes, explicit groups as three, offload in one — bit for bit on CPU, on the shortened built-in
-pipeline. The plan is in the manifest; a layout the run time cannot run (split over 3 processes: a replicated
-group beside another) is refused before any compute. Replicas of all four models: test_ppo_replicas.py."""
+"""PPO's four models placed apart make the same policy and value model as colocated: split (actor+critic |
+reference+reward model) as two processes, separate (each model its own) as four, explicit groups (the critic with
+the actor, or apart with a frozen model), offload in one — bit for bit on CPU, on the shortened built-in pipeline.
+A critic apart trains in its own rank; kill -9 of it after a checkpoint, then a rerun under another placement,
+resumes from that checkpoint to the same artifacts. The plan is in the manifest; a layout the run time cannot run
+(split over 3 processes: a replicated group beside another) is refused before any compute. Replicas of all four
+models: test_ppo_replicas.py."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import shutil
 
 import pytest
 import yaml
-from dp_util import alignpipe, result, spec_file, stage_log
+from dp_util import alignpipe, kill_rank_at_first_checkpoint, result, spec_file, stage_log
 
 from alignpipe.pipeline.store import Store
 
@@ -23,6 +26,11 @@ CASES = [
                                                                 ["reward_model"]]}, "groups",
      {1: "reference", 2: "reward_model"}),
     ("offload", {"cpus": 1, "placement": "offload"}, "offload", {}),
+    ("separate", {"cpus": 0.5, "procs_per_node": 4, "placement": "separate"}, "separate",
+     {1: "critic, and trained the critic", 2: "reference", 3: "reward_model"}),
+    ("critic-apart", {"cpus": 1, "procs_per_node": 2, "placement": [["actor", "reference"], ["critic",
+                                                                                          "reward_model"]]},
+     "groups", {1: "critic, reward_model, and trained the critic"}),
 ]
 
 
@@ -53,3 +61,44 @@ def test_replicas_of_one_group_beside_another_are_refused_before_compute(upstrea
     assert ppo["attempts"] == 1  # exit 2: bad input, not retried
     assert "needs sharded groups or data-parallel replicas of a group beside other groups, which PPO does not " \
            "run yet" in ppo["error"]
+
+
+def _with_params(path, **params):
+    spec = yaml.safe_load(path.read_text())
+    spec["stages"]["ppo"]["params"].update(params)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_kill_the_critics_rank_then_resume_under_another_placement(upstream, colocated_ppo, tmp_path):
+    """The critic's files travel into rank 0's checkpoint in the colocated format: a run killed while its critic
+    trained apart resumes with the critic beside the actor (split), to the colocated artifacts."""
+    ws = tmp_path / "ws"
+    shutil.copytree(upstream.ws, ws)
+    apart = _with_params(spec_file(tmp_path, ws, {"ppo": {"cpus": 0.5, "procs_per_node": 4, "placement": "separate"}},
+                                   name="apart"), checkpoint_every=2)
+    failed = kill_rank_at_first_checkpoint(apart, ws, "ppo", None, rank=1)["stages"]["ppo"]
+    assert failed["state"] == "failed" and "rank 1 killed by SIGKILL" in failed["error"]
+    checkpoint = next((ws / "work").glob("*/ckpt/step-*2"))
+    assert {"model-critic.safetensors", "optim-critic.pt", "sched-critic.pt", "model-policy.safetensors"} <= {
+        f.name for f in checkpoint.iterdir()}
+    split = _with_params(spec_file(tmp_path, ws, {"ppo": {"cpus": 1, "procs_per_node": 2, "placement": "split"}},
+                                   name="split"), checkpoint_every=2)
+    rerun = result(alignpipe("run", split, "--only", "ppo", "--json"))
+    assert "resuming from checkpoint step 2" in stage_log(ws, rerun["run_id"], "ppo")
+    assert rerun["stages"]["ppo"]["outputs"] == colocated_ppo
+
+
+
+def test_a_single_pass_with_the_critic_apart_equals_colocated(upstream, tmp_path):
+    """One optimizer step per rollout (ppo_epochs 1, one minibatch): each half's update consumes the graph of the
+    forward that computed log π_old or V_old, in its own rank."""
+    outputs = {}
+    for name, resources in (("colocated", {"cpus": 1}),
+                            ("apart", {"cpus": 1, "procs_per_node": 2, "placement": [["actor", "reference"],
+                                                                                     ["critic", "reward_model"]]})):
+        ws = tmp_path / name
+        shutil.copytree(upstream.ws, ws)
+        path = _with_params(spec_file(tmp_path, ws, {"ppo": resources}), ppo_epochs=1)
+        outputs[name] = result(alignpipe("run", path, "--only", "ppo", "--json"))["stages"]["ppo"]["outputs"]
+    assert outputs["apart"] == outputs["colocated"]

@@ -3,6 +3,8 @@
 import copy
 import dataclasses
 import math
+import queue
+import threading
 
 import pytest
 import torch
@@ -283,6 +285,103 @@ def test_max_grad_norm_clips_each_step():
     assert result.steps[0]["policy_grad_norm"] > 1e-3  # logged before clipping
     assert (setup.params()[0] - start[0]).norm().item() == pytest.approx(1e-3, rel=1e-4)
     assert (setup.params()[1] - start[1]).norm().item() == pytest.approx(1e-3, rel=1e-4)
+
+
+# ---- an update split in two halves (rl.ppo.Partner: the critic in a process of its own) -------------------------
+
+
+class QueuePartner:
+    """One half's end of a two-thread exchange (what distributed.groups.Link does between ranks)."""
+
+    def __init__(self, outbox: queue.Queue, inbox: queue.Queue):
+        self.outbox, self.inbox, self.calls = outbox, inbox, 0
+
+    def exchange(self, norms, stats):
+        self.calls += 1
+        self.outbox.put((norms, stats))
+        return self.inbox.get(timeout=30)
+
+
+def split_update(setup: ToySetup, cfg: PPOConfig, policy_forward=None, value_forward=None, seed: int = 0):
+    """The policy half here and the value half in a thread, each with its own optimizer and a generator in the same
+    state: (each half's result or exception, the two partners, the two optimizers)."""
+    adv = compute_advantages(setup.rollout, beta=0.1, cfg=cfg)
+    popt, vopt = torch.optim.Adam([setup.policy], lr=0.1), torch.optim.Adam([setup.critic], lr=0.1)
+    a, b = queue.Queue(), queue.Queue()
+    policy_side, value_side = QueuePartner(a, b), QueuePartner(b, a)
+
+    def policy_half(idx):
+        logprobs, _, entropy = (policy_forward or setup.forward)(idx)
+        return logprobs, None, entropy
+
+    def value_half(idx):
+        return None, (value_forward or setup.forward)(idx)[1], None
+
+    out: dict = {}
+
+    def half(name, forward, policy_opt, value_opt, partner):
+        try:
+            out[name] = ppo_update(setup.rollout, adv.advantages, adv.returns, forward, policy_opt, value_opt, cfg,
+                                   torch.Generator().manual_seed(seed), partner=partner)
+        except Exception as e:  # noqa: BLE001 — handed to the test
+            out[name] = e
+
+    thread = threading.Thread(target=half, args=("value", value_half, None, vopt, value_side))
+    thread.start()
+    half("policy", policy_half, popt, None, policy_side)
+    thread.join(timeout=60)
+    return out["policy"], out["value"], (policy_side, value_side), (popt, vopt)
+
+
+@pytest.mark.parametrize("cfg", [PPOConfig(minibatch_size=4, ppo_epochs=2), PPOConfig(minibatch_size=4,
+                                                                                        micro_batch_size=2)])
+def test_an_update_split_in_two_halves_equals_the_joint_update(cfg):
+    joint, split = ToySetup(seed=5), ToySetup(seed=5)
+    expected = run_update(joint, cfg)
+    policy, value, partners, _ = split_update(split, cfg)
+    assert [torch.equal(x, y) for x, y in zip(split.params(), joint.params(), strict=True)] == [True, True]
+    assert policy.steps == expected.steps  # every statistic of every step, both halves', bit for bit
+    assert value.steps == expected.steps
+    assert [p.calls for p in partners] == [len(expected.steps)] * 2  # one exchange per optimizer step
+    assert policy.explained_variance == expected.explained_variance
+
+
+def test_a_nan_in_one_half_stops_both_before_either_steps():
+    setup = ToySetup(seed=3)
+    cfg = PPOConfig(minibatch_size=4)
+    calls = []
+
+    def poisoned(idx):  # the value half's second minibatch is NaN
+        logprobs, values, entropy = setup.forward(idx)
+        calls.append(idx)
+        return logprobs, values * (float("nan") if len(calls) == 2 else 1.0), entropy
+
+    before = setup.params()
+    policy, value, _, (popt, vopt) = split_update(setup, cfg, value_forward=poisoned)
+    for e in (policy, value):  # each half saw the other's norm
+        assert isinstance(e, NonFiniteGradient) and e.norms == {"value": e.norms["value"]}
+        assert "value gradient norm is nan" in str(e)
+    assert popt.state[setup.policy]["step"].item() == vopt.state[setup.critic]["step"].item() == 1
+    after = setup.params()
+    assert not torch.equal(after[0], before[0])  # the first minibatch stepped both
+    assert torch.isfinite(after[0]).all() and torch.isfinite(after[1]).all()
+
+
+def test_a_half_holds_exactly_one_optimizer_and_returns_only_its_outputs():
+    setup = ToySetup(seed=1)
+    cfg = PPOConfig(minibatch_size=4)
+    adv = compute_advantages(setup.rollout, beta=0.1, cfg=cfg)
+    popt, vopt = torch.optim.Adam([setup.policy], lr=0.1), torch.optim.Adam([setup.critic], lr=0.1)
+    partner = QueuePartner(queue.Queue(), queue.Queue())
+    with pytest.raises(ValueError, match="exactly one optimizer here"):
+        ppo_update(setup.rollout, adv.advantages, adv.returns, setup.forward, popt, vopt, cfg, torch.Generator(),
+                   partner=partner)
+    with pytest.raises(ValueError, match="forward_fn returned a new_values; this half of the update does not"):
+        ppo_update(setup.rollout, adv.advantages, adv.returns, setup.forward, popt, None, cfg, torch.Generator(),
+                   partner=partner)
+    with pytest.raises(ValueError, match="needs a policy_optimizer"):
+        ppo_update(setup.rollout, adv.advantages, adv.returns, setup.forward, None, vopt, cfg, torch.Generator())
+    assert partner.calls == 0
 
 
 # ---- compute_advantages -------------------------------------------------------------------------------------------

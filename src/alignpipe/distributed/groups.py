@@ -128,13 +128,9 @@ Handler = Callable[[Any], Any]
 NO_REPLY = object()  # a handler's return value: the trainer expects no answer to this request
 
 
-def serve(world: Any, handlers: dict[str, Handler] | Frozen, trainer: int = 0) -> int:
+def serve(world: Any, handlers: dict[str, Handler], trainer: int = 0) -> int:
     """A serving rank: answer every request the trainer sends — (kind, payload) to `handlers[kind]`, whose result
-    goes back unless it is NO_REPLY — until it says it is done; the rollout batches scored. Given frozen models
-    ({name: f(batch, texts, prompts)}) instead of handlers, it scores batches with them."""
-    if "score" not in handlers:
-        frozen = handlers
-        handlers = {"score": lambda request: compute_frozen(frozen, *request)}
+    goes back unless it is NO_REPLY — until it says it is done; the rollout batches scored ("score" requests)."""
     served = 0
     while True:
         message = _recv(world, trainer)
@@ -145,6 +141,11 @@ def serve(world: Any, handlers: dict[str, Handler] | Frozen, trainer: int = 0) -
         if reply is not NO_REPLY:
             _send(world, reply, trainer)
         served += kind == "score"
+
+
+def scorer(frozen: Frozen) -> dict[str, Handler]:
+    """The handler of a rank of frozen models: each rollout batch's scores (compute_frozen)."""
+    return {"score": lambda request: compute_frozen(frozen, *request)}
 
 
 @dataclass

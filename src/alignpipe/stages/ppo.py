@@ -407,11 +407,11 @@ def _serve_critic(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None
 
 def _serve(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None:
     """A process of frozen models: it loads them and scores the trainer's rollouts until the trainer is done."""
-    from alignpipe.distributed.groups import serve
+    from alignpipe.distributed.groups import scorer, serve
 
     tokenizer = _common.load_tokenizer(ctx, "policy")
     _common.fix_pad_token(ctx, "policy", tokenizer)
-    served = serve(world, _frozen(ctx, tokenizer, names))
+    served = serve(world, scorer(_frozen(ctx, tokenizer, names)))
     ctx.log(f"scored {served} rollout batches with {', '.join(names)}")
     world.close()
 
