@@ -22,7 +22,8 @@ PLANNED = {
     "end_to_end": "6. End to end: default pipeline wall time per stage (target ≤ 5 min)",
     "quality": "7. Quality at equal budget: gold score and KL, PPO vs RLOO",
     "mlflow_tracking": "8. MLflow tracking's cost to a training stage (target: within 5 %)",
-    "scaling": "9. Scaling out: DDP efficiency, PPO split vs colocated, SFT cost from ~1M to 124M vs TRL",
+    "scaling": "9. Scaling out: DDP efficiency, SFT cost from ~1M to 124M vs TRL",
+    "placement": "9b. PPO placement: split, the critic apart, separate vs colocated",
 }
 
 

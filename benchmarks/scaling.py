@@ -1,4 +1,5 @@
-"""Scaling out on this 2-core machine: data-parallel SFT, PPO's models placed apart, and SFT cost as the model grows.
+"""Scaling out on this 2-core machine: data-parallel SFT and SFT cost as the model grows (PPO's models placed apart:
+the `placement` benchmark).
 
 **Data parallel.** The sft stage on the default pipeline's πSFT base and demonstrations (as the `sft` benchmark:
 batch 16, length-grouped, fp32), as 2 processes × 1 thread (torch.distributed, gloo, DDP; each rank takes half of
@@ -7,12 +8,6 @@ process × 2 threads — the same 2 cores used two ways. Target ≥ 0.9×. The p
 is 2 processes × 1 thread on a global batch of 32 (16 per rank) against 1 process × 1 thread on batch 16 — the
 same work per process, per optimizer step — in ms per step: the gradient all-reduce (gloo over loopback), the
 loss and token-count all-reduce, and waiting for the slower rank.
-
-**PPO placement.** The ppo stage on the default πSFT, Rφ and RL prompts (64 prompts × ≤ 32 new tokens per rollout,
-τ 0.7, fp32), colocated in 1 process × 2 threads against split — actor+critic in one process, reference+Rφ in
-another, 1 thread each: the frozen models score a rollout while the trainer recomputes its own log-probs and values
-(distributed.groups), the batches sent as tensors over torch.distributed. One optimization pass per rollout and the
-pipeline's defaults (4 epochs × minibatches of 8). samples/s over the rollouts after the first.
 
 **Cost as work grows.** alignpipe's sft against TRL's SFTTrainer (the `sft` benchmark's workers: the same token ids,
 training split, batch 16, length-grouped, lr 5e-4, clipping, 2 threads) on GPT-2-shaped models of ~1M (the
@@ -39,9 +34,6 @@ from benchmarks.sft import tokenized_train_split
 BATCH = 16
 DDP_STEPS, DDP_WARMUP = 150, 5
 TWO_RANKS = {"procs_per_node": 2, "cpus": 1}
-PPO_ROLLOUTS = 6  # 1 warm-up + 5 timed
-ONE_PASS = {"ppo_epochs": 1, "minibatch_size": 64}
-SPLIT = {**TWO_RANKS, "placement": "split"}
 # name -> (layers, width, heads, vocabulary: None = the base tokenizer's), steps, warm-up steps
 SIZES = {"~1M": (None, 150, 3), "~10M": ((6, 384, 6, None), 40, 3), "~40M": ((8, 640, 10, None), 14, 2),
          "124M": ((12, 768, 12, 50257), 6, 2)}
@@ -117,25 +109,6 @@ def _ddp_rows(b: Bench, art: dict, info: dict) -> None:
                    f"{sorted(s.value for s in one_ms)[len(one_ms) // 2]:.1f} ms/step")
 
 
-def _ppo_rows(b: Bench, art: dict, info: dict) -> None:
-    wd = b.workdir
-
-    def ppo(key: str, params: dict, resources: dict | None, env: dict | None):
-        cmd = [sys.executable, str(fx.WORKERS / "ours_rl.py"), str(art["sft"]), str(art["reward"]),
-               str(art["rl_prompts"]), str(wd / key), "--rollouts", str(PPO_ROLLOUTS), "--batch", "64",
-               "--new-tokens", "32", "--params", json.dumps(params), "--resources", json.dumps(resources or {})]
-        return _sample(info, key, cmd, "samples_per_s", env)
-
-    cols = b.interleave([ppo("split_1pass", ONE_PASS, SPLIT, ONE_THREAD), ppo("colo_1pass", ONE_PASS, None, None),
-                         ppo("split_default", {}, SPLIT, ONE_THREAD), ppo("colo_default", {}, None, None)],
-                        repeats=3, warmup=0)
-    for (split, colo), what in (((cols[0], cols[1]), "1 epoch × 64"), ((cols[2], cols[3]), "4 epochs × 8")):
-        b.add_row(f"ppo, split vs colocated, {what}", Metric("samples/s", "higher"),
-                  b.series("split: actor+critic | reference+Rφ, 1 thread each", split),
-                  b.series("colocated, 1 process × 2 threads", colo),
-                  note="generation, frozen scoring (overlapped with the trainer's recompute when split), updates")
-
-
 def _size_rows(b: Bench, art: dict, info: dict) -> None:
     wd = b.workdir
     limit = load_result("limit")
@@ -174,15 +147,14 @@ def _size_rows(b: Bench, art: dict, info: dict) -> None:
     b.extra["peak_gflops"] = peak
 
 
-@benchmark("scaling", title="Scaling out: data parallel, PPO placement, cost as work grows", peers=("trl",),
+@benchmark("scaling", title="Scaling out: data parallel, cost as work grows", peers=("trl",),
            order=26)
 def run(b: Bench) -> None:
     art = fx.rlhf_artifacts("reward")
     info: dict[str, list[dict]] = {}
     b.config(machine="2 cores, shared with other engineers' sessions", ddp_backend="gloo over loopback",
-             sft_batch=BATCH, sft_steps=DDP_STEPS, ppo_rollouts=f"{PPO_ROLLOUTS} (first not counted)",
+             sft_batch=BATCH, sft_steps=DDP_STEPS,
              OpenMP_wait_policy=f"{fx.WAIT_POLICIES['spin']} (1-thread ranks: nothing to wait for)")
     _ddp_rows(b, art, info)
-    _ppo_rows(b, art, info)
     _size_rows(b, art, info)
     b.extra["workers"] = info

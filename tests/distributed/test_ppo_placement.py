@@ -3,8 +3,8 @@ reference+reward model) as two processes, separate (each model its own) as four,
 the actor, or apart with a frozen model), offload in one — bit for bit on CPU, on the shortened built-in pipeline.
 A critic apart trains in its own rank; kill -9 of it after a checkpoint, then a rerun under another placement,
 resumes from that checkpoint to the same artifacts. The plan is in the manifest; a layout the run time cannot run
-(split over 3 processes: a replicated group beside another) is refused before any compute. Replicas of all four
-models: test_ppo_replicas.py."""
+(a critic apart on 2 processes) is refused before any compute. Replicas (all four models on each process, or
+beside a group of frozen models): test_ppo_replicas.py."""
 
 from __future__ import annotations
 
@@ -48,10 +48,11 @@ def test_placed_apart_equals_colocated(upstream, colocated_ppo, tmp_path, case):
     assert plan["layout"] == layout and len(plan["groups"]) == 1 + len(served) + (layout == "offload")
 
 
-def test_replicas_of_one_group_beside_another_are_refused_before_compute(upstream, tmp_path):
+def test_a_replicated_critic_apart_is_refused_before_compute(upstream, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(upstream.ws, ws)
-    path = spec_file(tmp_path, ws, {"ppo": {"cpus": 0.5, "procs_per_node": 3, "placement": "split"}})
+    path = spec_file(tmp_path, ws, {"ppo": {"cpus": 0.5, "procs_per_node": 3,
+                                            "placement": [["actor", "reference"], ["critic", "reward_model"]]}})
     spec = yaml.safe_load(path.read_text())
     spec["stages"]["ppo"]["retries"] = 2
     path.write_text(yaml.safe_dump(spec))
@@ -59,7 +60,7 @@ def test_replicas_of_one_group_beside_another_are_refused_before_compute(upstrea
     assert r.returncode == 1
     ppo = json.loads(r.stdout.splitlines()[-1])["stages"]["ppo"]
     assert ppo["attempts"] == 1  # exit 2: bad input, not retried
-    assert "needs sharded groups or data-parallel replicas of a group beside other groups, which PPO does not " \
+    assert "critic+reward_model on 2 devices replicates the actor or a critic apart from it, which PPO does not " \
            "run yet" in ppo["error"]
 
 

@@ -1,7 +1,8 @@
-"""PPO with data-parallel actor replicas (gloo, 2 processes, all four models on each) on the shortened built-in
-pipeline: the 2-process run follows the 1-process run's curves (each prompt's sample drawn as one process draws it,
-advantages, KL and statistics over the global batch, minibatch gradients summed over the ranks), records its world
-size and replicas, and a kill -9 of a rank followed by a rerun publishes the uninterrupted 2-process artifact."""
+"""PPO with data-parallel actor replicas on the shortened built-in pipeline (gloo): 2 processes with all four models
+on each, and split over 3 — 2 replicas of actor+critic beside one process of reference+reward model that scores
+for both. Each follows the 1-process run's curves (each prompt's sample drawn as one process draws it, advantages,
+KL and statistics over the global batch, minibatch gradients summed over the replicas only), records its world size
+and replicas, and a kill -9 of a replica followed by a rerun publishes its uninterrupted artifact."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from alignpipe.pipeline.store import Store
 
 pytestmark = pytest.mark.slow
 TWO = {"cpus": 1, "procs_per_node": 2}
+SPLIT3 = {"cpus": 0.5, "procs_per_node": 3, "placement": "split"}  # actor+critic on 2 | reference+reward_model on 1
 # minibatches of 4 of the 8 rollout rows: a rank holds 0 to 4 rows of each; a checkpoint after rollout 2 of 4
 PPO = {"minibatch_size": 4, "checkpoint_every": 2}
 
@@ -29,17 +31,18 @@ def _spec(root, ws, resources: dict | None, name: str):
 
 @pytest.fixture(scope="module")
 def runs(upstream):
-    """ppo as 1 process and as 2 replicas, each on its own copy of the upstream workspace."""
+    """ppo as 1 process, as 2 replicas and split over 3, each on its own copy of the upstream workspace."""
     out = {}
-    for name, resources in (("one", None), ("two", TWO)):
+    for name, resources in (("one", None), ("two", TWO), ("split3", SPLIT3)):
         ws = upstream.root / f"ppo-replicas-{name}"
         shutil.copytree(upstream.ws, ws)
         out[name] = ws, result(alignpipe("run", _spec(upstream.root, ws, resources, name), "--only", "ppo", "--json"))
     return out
 
 
-def test_two_replicas_follow_the_one_process_curves(runs):
-    (ws1, res1), (ws2, res2) = runs["one"], runs["two"]
+@pytest.mark.parametrize("name", ["two", "split3"])
+def test_replicas_follow_the_one_process_curves(runs, name):
+    (ws1, res1), (ws2, res2) = runs["one"], runs[name]
     for metric in ("score", "kl", "policy_loss", "value_loss", "policy_grad_norm", "value_grad_norm", "beta"):
         one, two = curve(ws1, res1["run_id"], "ppo", metric), curve(ws2, res2["run_id"], "ppo", metric)
         assert len(one) == 4 and one.keys() == two.keys()
@@ -47,16 +50,20 @@ def test_two_replicas_follow_the_one_process_curves(runs):
     # the same samples: equal lengths per rollout
     assert curve(ws1, res1["run_id"], "ppo", "response_length") == curve(ws2, res2["run_id"], "ppo", "response_length")
     policy = Store(ws2).get(res2["stages"]["ppo"]["outputs"]["policy"]).manifest["summary"]
-    assert policy["world_size"] == 2 and policy["placement"]["replicas"] == 2
-    assert policy["placement"]["layout"] == "colocated"
+    assert policy["world_size"] == {"two": 2, "split3": 3}[name] and policy["placement"]["replicas"] == 2
+    assert policy["placement"]["layout"] == {"two": "colocated", "split3": "split"}[name]
+    if name == "split3":  # one process scores both replicas' shares of every rollout batch
+        assert "[ppo rank 2] scored 8 rollout batches with reference, reward_model for trainer ranks 0, 1" in \
+            stage_log(ws2, res2["run_id"], "ppo")
     assert Store(ws1).get(res1["stages"]["ppo"]["outputs"]["policy"]).manifest["summary"]["world_size"] == 1
 
 
-def test_kill_a_replica_then_rerun_resumes_to_the_uninterrupted_artifact(upstream, runs, tmp_path):
-    ws2, res2 = runs["two"]
+@pytest.mark.parametrize(("name", "resources"), [("two", TWO), ("split3", SPLIT3)])
+def test_kill_a_replica_then_rerun_resumes_to_the_uninterrupted_artifact(upstream, runs, tmp_path, name, resources):
+    ws2, res2 = runs[name]
     ws = tmp_path / "ws"
     shutil.copytree(upstream.ws, ws)
-    path = _spec(tmp_path, ws, TWO, "kill")
+    path = _spec(tmp_path, ws, resources, "kill")
     fp = Store(ws2).get(res2["stages"]["ppo"]["outputs"]["policy"]).manifest["producer"]["fingerprint"]
     failed = kill_rank_at_first_checkpoint(path, ws, "ppo", fp, rank=1)["stages"]["ppo"]
     assert failed["state"] == "failed" and "rank 1 killed by SIGKILL" in failed["error"]

@@ -2,13 +2,17 @@
 the trainer's rollouts reach the frozen models that sit in other processes.
 
 The stage's ranks (alignpipe.distributed.launch: local processes, or one Ray actor each) take the plan's groups in
-order: the group holding the actor (and the critic) is rank 0, the trainer — it samples the rollouts, runs the
-updates, checkpoints and publishes; every other group is a rank of its own that loads only its frozen models and
-serves the trainer: for each rollout batch the trainer sends the tokens (and texts, for a reward function) to
-every serving rank, computes its own no-grad forward while they score, then collects their reference log-probs
-and reward scores. Tensors travel as they are (torch.distributed point-to-point, gloo or NCCL): the frozen models
-compute exactly what they compute in the trainer's process, so a split placement makes the same PPO updates as
-the colocated one. An `offload` group runs in the trainer's process, on the CPU.
+order, a rank per device: the group holding the actor (and the critic) comes first, its ranks the trainers — they
+sample the rollouts and run the updates, rank 0 checkpoints and publishes; every other group's ranks load only
+their models and serve the trainers: for each rollout batch a trainer sends the tokens (and texts, for a reward
+function) to its serving ranks, computes its own no-grad forward while they score, then collects their reference
+log-probs and reward scores. Tensors travel as they are (torch.distributed point-to-point, gloo or NCCL): the
+frozen models compute exactly what they compute in the trainer's process, so a split placement makes the same PPO
+updates as the colocated one. An `offload` group runs in the trainer's processes, on the CPU.
+
+A trainer group of several ranks is data-parallel replicas of the trainer (alignpipe.distributed.replicas), their
+collectives confined to their own process group (World.subgroup) so that the serving ranks are never waited on:
+replica i is served by rank i mod n of every other group of n ranks, which answers its replicas in turn.
 
 A critic on devices of its own (placement: separate, or a group holding the critic without the actor) trains in its
 rank: it answers each rollout batch with its values V_old (and the scores of any frozen model it holds), then runs
@@ -17,12 +21,10 @@ same minibatch order from the trainer's generator state, gradient norms exchange
 either side stops both). Its weights, optimizer and schedule reach the trainer's checkpoint, and its trained
 weights the published value model, through the process group (`RemoteCritic`): no shared disk is assumed.
 
-What runs today: one process per group (colocated in one process; split: 2; separate: 4; explicit groups: one
-process each), and data-parallel replicas of the whole trainer when its one group holds every
-model on every process (colocated over N processes, or offload: the frozen models in each replica's process; see
-alignpipe.distributed.replicas). Replicas of a group beside other groups (split over 4 processes) and
-FSDP-sharded groups are planned (alignpipe.distributed.placement) but refused at run time with a message; see
-docs/scaling.md.
+What runs today: every layout whose groups hold whole replicas — one process per group (colocated; split: 2;
+separate: 4; explicit groups), replicas of the trainer alone (colocated over N processes, or offload) or beside
+groups of frozen models (split over 3 or more). Refused at run time with a message (docs/scaling.md): FSDP-sharded
+groups, and a critic apart from a replicated actor (or replicated itself).
 """
 
 from __future__ import annotations
@@ -41,23 +43,43 @@ Frozen = dict[str, Callable[[Any, list[str], list[Any]], Any]]  # model -> f(bat
 
 @dataclass(frozen=True)
 class Roles:
-    """Which rank holds each model; `offloaded` ones run in the trainer's process on the CPU."""
+    """Which ranks hold which models: each on-device group of the plan with its ranks, the trainer's group (the
+    actor's) first; `offloaded` models run in the trainer's processes, on the CPU. A group of several ranks holds a
+    replica of its models on each: the trainer's are data-parallel replicas of the trainer (distributed.replicas),
+    and trainer replica i is served by rank i mod n of every other group of n ranks."""
 
-    ranks: dict[str, int]
+    groups: tuple[tuple[str, ...], ...]
+    ranks: tuple[tuple[int, ...], ...]
     offloaded: tuple[str, ...] = ()
-    replicas: int = 1  # > 1: every rank is a data-parallel replica of the trainer, holding every model (rank 0's)
-
-    def held_by(self, rank: int) -> tuple[str, ...]:
-        return tuple(m for m, r in self.ranks.items() if r == rank)
 
     @property
-    def serving(self) -> dict[int, tuple[str, ...]]:
-        """rank -> the frozen models it serves (ranks other than the trainer's)."""
-        out: dict[int, tuple[str, ...]] = {}
-        for m, r in self.ranks.items():
-            if r:
-                out[r] = (*out.get(r, ()), m)
-        return out
+    def trainers(self) -> tuple[int, ...]:
+        return self.ranks[0]
+
+    @property
+    def replicas(self) -> int:
+        return len(self.ranks[0])
+
+    @property
+    def critic_rank(self) -> int | None:
+        """The rank of a critic training apart from the actor; None when it trains with the actor (or is shared)."""
+        return next((r[0] for g, r in zip(self.groups[1:], self.ranks[1:], strict=True) if "critic" in g), None)
+
+    def trainer_holds(self, model: str) -> bool:
+        return model in self.groups[0] or model in self.offloaded
+
+    def held_by(self, rank: int) -> tuple[str, ...]:
+        group = next(i for i, ranks in enumerate(self.ranks) if rank in ranks)
+        return self.groups[group] + (self.offloaded if group == 0 else ())
+
+    def serving(self, trainer: int) -> dict[int, tuple[str, ...]]:
+        """rank -> the models it computes for trainer rank `trainer` (the ranks of the other groups)."""
+        i = self.trainers.index(trainer)
+        return {ranks[i % len(ranks)]: g for g, ranks in zip(self.groups[1:], self.ranks[1:], strict=True)}
+
+    def trainers_of(self, rank: int) -> list[int]:
+        """The trainer ranks that serving rank `rank` computes for."""
+        return [t for t in self.trainers if rank in self.serving(t)]
 
 
 def local_devices(resources: dict[str, Any], world_size: int) -> Any:
@@ -77,22 +99,23 @@ def local_devices(resources: dict[str, Any], world_size: int) -> Any:
 
 
 def roles(plan: PPOPlan, world_size: int, stage: str) -> Roles:
-    """Ranks for the plan's groups, refusing what the run time cannot run yet (say so, and what would run)."""
+    """Ranks for the plan's groups, in order, the actor's group first; refusing what the run time cannot run yet
+    (say so, and what would run)."""
     on_devices = [g for g in plan.groups if g.devices]
     trainer = next(g for g in on_devices if "actor" in g.models)  # the planner puts trained models on devices
-    offloaded = tuple(m for g in plan.groups if not g.devices for m in g.models)
-    if on_devices == [trainer] and trainer.devices == world_size > 1 and trainer.shard == 1:
-        return Roles({m: 0 for g in plan.groups for m in g.models}, offloaded, replicas=world_size)
-    too_wide = [g for g in on_devices if g.devices > 1 or g.shard > 1]
-    if too_wide or len(on_devices) != world_size:
-        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} needs sharded groups or data-parallel "
-                          f"replicas of a group beside other groups, which PPO does not run yet: give each group "
-                          f"one process (procs_per_node × nodes = number of groups, here {len(on_devices)}), e.g. "
-                          "placement: split with 2 processes, or replicate all four models on every process "
-                          "(placement: colocated or offload, any number of processes, sharding not fsdp)")
     order = [trainer, *(g for g in on_devices if g is not trainer)]
-    ranks = {m: r for r, g in enumerate(order) for m in g.models}
-    return Roles({**ranks, **dict.fromkeys(offloaded, 0)}, offloaded)
+    if any(g.shard > 1 for g in order) or sum(g.devices for g in order) != world_size:
+        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} needs sharded groups, which PPO does not run "
+                          f"yet: give every group whole replicas on {world_size} processes (sharding: ddp), e.g. "
+                          "placement: split, or all four models on every process (placement: colocated or offload)")
+    if any("critic" in g.models and (g.devices > 1 or trainer.devices > 1) for g in order[1:]):
+        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} replicates the actor or a critic apart "
+                          "from it, which PPO does not run yet (a critic apart trains as one process beside one "
+                          "actor process): give each of their groups one process, or group the critic with the actor")
+    starts = [sum(g.devices for g in order[:i]) for i in range(len(order))]
+    offloaded = tuple(m for g in plan.groups if not g.devices for m in g.models)
+    return Roles(tuple(g.models for g in order),
+                 tuple(tuple(range(a, a + g.devices)) for a, g in zip(starts, order, strict=True)), offloaded)
 
 
 @dataclass
@@ -128,19 +151,23 @@ Handler = Callable[[Any], Any]
 NO_REPLY = object()  # a handler's return value: the trainer expects no answer to this request
 
 
-def serve(world: Any, handlers: dict[str, Handler], trainer: int = 0) -> int:
-    """A serving rank: answer every request the trainer sends — (kind, payload) to `handlers[kind]`, whose result
-    goes back unless it is NO_REPLY — until it says it is done; the rollout batches scored ("score" requests)."""
-    served = 0
-    while True:
-        message = _recv(world, trainer)
-        if message is None:
-            return served
-        kind, payload = message
-        reply = handlers[kind](payload)
-        if reply is not NO_REPLY:
-            _send(world, reply, trainer)
-        served += kind == "score"
+def serve(world: Any, handlers: dict[str, Handler], trainers: list[int] | None = None) -> int:
+    """A serving rank: answer every request its trainers send — (kind, payload) to `handlers[kind]`, whose result
+    goes back unless it is NO_REPLY — until each says it is done; the rollout batches scored ("score" requests).
+    Trainer replicas (default: rank 0 alone) are answered in turn: they run in step, one request each."""
+    active, served = list(trainers if trainers is not None else [0]), 0
+    while active:
+        for trainer in list(active):
+            message = _recv(world, trainer)
+            if message is None:
+                active.remove(trainer)
+                continue
+            kind, payload = message
+            reply = handlers[kind](payload)
+            if reply is not NO_REPLY:
+                _send(world, reply, trainer)
+            served += kind == "score"
+    return served
 
 
 def scorer(frozen: Frozen) -> dict[str, Handler]:

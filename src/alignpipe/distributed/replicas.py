@@ -62,7 +62,7 @@ class Replicas:
 
         names = ("logprobs_old", "values_old", "ref_logprobs", "response_mask", "scores", "eos_emitted")
         box: list[Any] = [None] * self.world.size
-        dist.all_gather_object(box, {n: getattr(rollout, n).cpu() for n in names})
+        dist.all_gather_object(box, {n: getattr(rollout, n).cpu() for n in names}, group=self.world.group)
         return Rollout(**{n: torch.cat([part[n] for part in box]) for n in names})
 
     def mean(self, total: float, count: int) -> float:
@@ -88,7 +88,7 @@ class Replicas:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads] + [
             torch.tensor([float(p.grad is not None) for p in params], dtype=grads[0].dtype, device=grads[0].device)])
-        dist.all_reduce(flat)
+        dist.all_reduce(flat, group=self.world.group)
         sizes = [g.numel() for g in grads]
         *parts, computed = flat.split([*sizes, len(params)])
         for p, part, any_rank in zip(params, parts, computed.tolist(), strict=True):
@@ -111,4 +111,4 @@ class Replicas:
         with torch.no_grad():
             for module in modules:
                 for p in module.parameters():
-                    dist.broadcast(p.data, src=0)
+                    dist.broadcast(p.data, group=self.world.group, group_src=0)

@@ -58,6 +58,7 @@ class World:
     local_rank: int = 0
     backend: str | None = None
     gpu: bool = False  # this rank trains on its GPU (cuda:local_rank); else on the CPU
+    group: Any = None  # the process group of a `subgroup` (rank and size are then within it); None: every rank
 
     @classmethod
     def from_env(cls) -> World:
@@ -78,6 +79,25 @@ class World:
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=TIMEOUT)
         return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend, gpu)
+
+    def subgroup(self, ranks: list[int]) -> World | None:
+        """Some of the world's ranks as a world of their own, whose collectives leave the other ranks alone (PPO's
+        actor replicas beside ranks of frozen models); None on a rank outside it. Every rank of the world calls it
+        with the same ranks (torch.distributed.new_group is collective)."""
+        if self.size == 1 or list(ranks) == list(range(self.size)):
+            return self
+        if self.rank not in ranks:
+            if len(ranks) > 1:
+                import torch.distributed as dist
+
+                dist.new_group(list(ranks))
+            return None
+        if len(ranks) == 1:
+            return World(local_rank=self.local_rank, gpu=self.gpu)
+        import torch.distributed as dist
+
+        return World(list(ranks).index(self.rank), len(ranks), self.local_rank, self.backend, self.gpu,
+                     dist.new_group(list(ranks)))
 
     @property
     def is_main(self) -> bool:
@@ -105,7 +125,7 @@ class World:
         import torch.distributed as dist
 
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=self.group)
         return t.tolist()
 
     def gather(self, *values: float) -> list[list[float]]:
@@ -155,7 +175,7 @@ class World:
         if self.size > 1:
             import torch.distributed as dist
 
-            dist.barrier()
+            dist.barrier(group=self.group)
 
     def broadcast(self, obj: T) -> T:
         """Rank 0's `obj`, on every rank."""
@@ -164,13 +184,14 @@ class World:
         import torch.distributed as dist
 
         box = [obj if self.is_main else None]
-        dist.broadcast_object_list(box, src=0, device=self.device)
+        dist.broadcast_object_list(box, group=self.group, device=self.device, group_src=0)
         return box[0]
 
     def close(self) -> None:
         """Leave the process group together: rank 0 hosts its store (MASTER_PORT), and a rank still tearing down
-        when rank 0 exits would wait on it until the timeout. The other ranks wait here while rank 0 publishes."""
-        if self.size > 1:
+        when rank 0 exits would wait on it until the timeout. The other ranks wait here while rank 0 publishes. A
+        subgroup is not closed: the whole world is, by every rank."""
+        if self.size > 1 and self.group is None:
             import torch.distributed as dist
 
             if dist.is_initialized():

@@ -342,13 +342,14 @@ def _placement(ctx: StageContext, world: Any) -> Any:
     return plan, roles(plan, world.size, ctx.stage)
 
 
-def _replicas(ctx: StageContext, world: Any, roles: Any, models_: PPOModels) -> Any:
-    """Data-parallel replicas of the trainer (distributed.replicas) when every rank holds every model, else None;
-    every replica starts from rank 0's weights."""
+def _replicas(ctx: StageContext, world: Any, models_: PPOModels) -> Any:
+    """Data-parallel replicas of the trainer (distributed.replicas) over the trainer ranks' `world` (a subgroup when
+    other ranks hold frozen models), or None when there is one trainer; every replica starts from rank 0's
+    weights."""
     from alignpipe.distributed.replicas import Replicas
 
     p: Params = ctx.params
-    if roles.replicas == 1:
+    if world.size == 1:
         return None
     if p.batch_size < world.size:
         raise StageFailed(f"stage {ctx.stage!r}: params.batch_size {p.batch_size} gives some of the "
@@ -359,7 +360,7 @@ def _replicas(ctx: StageContext, world: Any, roles: Any, models_: PPOModels) -> 
     return replicas
 
 
-def _serve_critic(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None:
+def _serve_critic(ctx: StageContext, world: Any, roles: Any) -> None:
     """The critic's own rank (distributed.groups): per rollout batch, V_old (and the scores of the frozen models it
     also holds); then the value half of the update, in step with the trainer's policy half (rl.ppo.Partner)."""
     import torch
@@ -370,6 +371,7 @@ def _serve_critic(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None
     from alignpipe.train import Checkpointer
 
     p: Params = ctx.params
+    names = roles.held_by(world.rank)
     tokenizer = _common.load_tokenizer(ctx, "policy")
     _common.fix_pad_token(ctx, "policy", tokenizer)
     critic, _, source = _load_critic(ctx, None, tokenizer)
@@ -405,14 +407,17 @@ def _serve_critic(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None
     world.close()
 
 
-def _serve(ctx: StageContext, world: Any, names: tuple[str, ...]) -> None:
-    """A process of frozen models: it loads them and scores the trainer's rollouts until the trainer is done."""
+def _serve(ctx: StageContext, world: Any, roles: Any) -> None:
+    """A process of frozen models: it loads them and scores its trainers' rollouts until they are done."""
     from alignpipe.distributed.groups import scorer, serve
 
+    names, trainers = roles.held_by(world.rank), roles.trainers_of(world.rank)
     tokenizer = _common.load_tokenizer(ctx, "policy")
     _common.fix_pad_token(ctx, "policy", tokenizer)
-    served = serve(world, scorer(_frozen(ctx, tokenizer, names)))
-    ctx.log(f"scored {served} rollout batches with {', '.join(names)}")
+    served = serve(world, scorer(_frozen(ctx, tokenizer, names)) if trainers else {}, trainers)
+    whose = f" for trainer ranks {', '.join(map(str, trainers))}" if len(trainers) > 1 else ""
+    ctx.log(f"scored {served} rollout batches with {', '.join(names)}{whose}" if trainers else
+            f"holds {', '.join(names)} but serves no trainer: its group has more processes than the actor's")
     world.close()
 
 
@@ -608,10 +613,9 @@ def run(ctx: StageContext) -> None:
     # -- placement: which of actor, critic, reference and reward model this process holds
     world = World.from_env()
     plan, roles = _placement(ctx, world)
-    critic_rank = roles.ranks.get("critic", 0)  # > 0: the critic trains in a rank of its own
-    if world.rank and roles.replicas == 1:  # a process of frozen models (or the critic): it serves the trainer
-        serving = _serve_critic if world.rank == critic_rank else _serve
-        return serving(ctx, world, roles.held_by(world.rank))
+    trainers = world.subgroup(list(roles.trainers))  # the actor's replicas (None in a serving rank); collective
+    if trainers is None:  # a process of frozen models (or the critic): it serves the trainers
+        return (_serve_critic if world.rank == roles.critic_rank else _serve)(ctx, world, roles)
     if world.is_main:
         ctx.log(f"placement {plan.describe()}: {plan.reason}")
 
@@ -628,10 +632,12 @@ def run(ctx: StageContext) -> None:
     order = EpochBatches(len(kept), p.batch_size, sub_seed(ctx.seed, "order"), drop_last=True)
 
     # -- model: policy, frozen reference, critic, reward (the frozen ones here or in their own processes)
-    models = _load_models(ctx, tokenizer, reference=roles.ranks["reference"] == 0, critic=critic_rank == 0)
-    scoring = Scoring(_frozen(ctx, tokenizer, roles.held_by(0), models.reference), roles.serving, world)
-    remote = RemoteCritic(world, critic_rank) if critic_rank else None
-    replicas = _replicas(ctx, world, roles, models)  # or None: this process is the only trainer
+    models = _load_models(ctx, tokenizer, reference=roles.trainer_holds("reference"),
+                          critic=roles.critic_rank is None)
+    scoring = Scoring(_frozen(ctx, tokenizer, roles.held_by(world.rank), models.reference),
+                      roles.serving(world.rank), world)
+    remote = None if roles.critic_rank is None else RemoteCritic(world, roles.critic_rank)
+    replicas = _replicas(ctx, trainers, models)  # or None: this process is the only trainer
     if world.is_main:
         ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
 
@@ -643,7 +649,7 @@ def run(ctx: StageContext) -> None:
     trained = {"policy": models.policy, "critic": models.critic, "value_head": models.value_head}
     ckpt = Checkpointer(ctx.checkpoints, key=run_key(ctx), models={k: v for k, v in trained.items() if v is not None},
                         optimizers=optimizers, schedulers=schedulers, generators={"minibatches": generator},
-                        batches={"prompts": order}, log=ctx.log, world=world if replicas is not None else None)
+                        batches={"prompts": order}, log=ctx.log, world=trainers if replicas is not None else None)
     resumed = ckpt.restore(None if remote is None else remote.restore)
     state = resumed.state if resumed else {"history": [], "elapsed": 0.0}
     if resumed:
