@@ -9,7 +9,9 @@ its models in one process × 2 threads (colocated) against, 1 thread per process
   scores while the trainer samples-then-recomputes log π and log π_ref, and runs the value half of every update
   while the trainer runs the policy half (rl.ppo.Partner), the two swapping gradient norms once per minibatch;
 - **separate**: actor | critic | reference | Rφ — OpenRLHF's layout, 4 processes on 2 cores (oversubscribed: shown
-  for what it costs here, not as a recommendation on this machine).
+  for what it costs here, not as a recommendation on this machine);
+- **replicas**: all four models on each of 2 processes, each sampling and updating on half of every batch
+  (distributed.replicas) — what the planner picks for `procs_per_node: 2` with these small models.
 
 Each at one optimization pass per rollout (1 epoch × 64) and at the pipeline's defaults (4 epochs × minibatches of
 8). samples/s over the rollouts after the first; interleaved, 3 quiet rounds. Every placement makes the colocated
@@ -36,10 +38,13 @@ LAYOUTS = {  # name -> (label, resources, env)
               ONE_THREAD),
     "separate": ("separate: 4 processes × 1 thread on 2 cores", {"procs_per_node": 4, "cpus": 0.5,
                                                                  "placement": "separate"}, ONE_THREAD),
+    "replicas": ("replicas: all four models on each of 2 processes, 1 thread each",
+                 {"procs_per_node": 2, "cpus": 1, "placement": "colocated"}, ONE_THREAD),
 }
 
 
-@benchmark("placement", title="PPO placement: split, the critic apart, separate vs colocated", peers=(), order=27)
+@benchmark("placement", title="PPO placement: split, the critic apart, separate, replicas vs colocated",
+           peers=(), order=27)
 def run(b: Bench) -> None:
     art = fx.rlhf_artifacts("reward")
     info: dict[str, list[dict]] = {}

@@ -23,7 +23,7 @@ PLANNED = {
     "quality": "7. Quality at equal budget: gold score and KL, PPO vs RLOO",
     "mlflow_tracking": "8. MLflow tracking's cost to a training stage (target: within 5 %)",
     "scaling": "9. Scaling out: DDP efficiency, SFT cost from ~1M to 124M vs TRL",
-    "placement": "9b. PPO placement: split, the critic apart, separate vs colocated",
+    "placement": "9b. PPO placement: split, the critic apart, separate, replicas vs colocated",
 }
 
 
