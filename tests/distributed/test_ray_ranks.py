@@ -1,7 +1,8 @@
 """Ranks as Ray actors on a real two-node local Ray cluster (tests/distributed/ray_cluster.py): a 2-rank DDP sft
-stage with one rank per node follows the 1-process loss curve; PPO split (actor+critic | reference+reward model)
-as two Ray actors makes the colocated run's policy; a failing rank stops the other; nodes beyond the cluster are
-refused at validation."""
+stage with one rank per node follows the 1-process loss curve; PPO split (actor+critic | reference+reward model),
+and the critic apart (actor+reference | critic+reward model, the update split between the two), as two Ray actors
+on two nodes make the colocated run's policy and value model; a failing rank stops the other; nodes beyond the
+cluster are refused at validation."""
 
 from __future__ import annotations
 
@@ -50,15 +51,20 @@ def test_two_node_ddp_sft_one_rank_per_node(cluster, upstream, tmp_path):
     assert Store(ws).get(res["stages"]["sft"]["outputs"]["model"]).manifest["summary"]["world_size"] == 2
 
 
-def test_ppo_split_as_two_ray_actors_makes_the_colocated_policy(cluster, upstream, colocated_ppo, tmp_path):
+@pytest.mark.parametrize(("placement", "served"), [
+    ("split", "reference, reward_model"),
+    ([["actor", "reference"], ["critic", "reward_model"]], "critic, reward_model, and trained the critic"),
+], ids=["split", "critic-apart"])
+def test_ppo_placed_apart_as_two_ray_actors_makes_the_colocated_artifacts(cluster, upstream, colocated_ppo, tmp_path,
+                                                                          placement, served):
     ws = tmp_path / "ws"
     shutil.copytree(upstream.ws, ws)
-    res = result(on_ray(cluster, "run", spec_file(tmp_path, ws, {"ppo": {**ONE_PER_NODE, "placement": "split"}}),
+    res = result(on_ray(cluster, "run", spec_file(tmp_path, ws, {"ppo": {**ONE_PER_NODE, "placement": placement}}),
                         "--only", "ppo", "--json"))
     log = stage_log(ws, res["run_id"], "ppo")
     nodes = ranks_on_nodes(log)
     assert len(nodes) == 2 and nodes[0][1] != nodes[1][1]
-    assert "[ppo rank 1] scored 4 rollout batches with reference, reward_model" in log
+    assert f"[ppo rank 1] scored 4 rollout batches with {served}" in log
     assert res["stages"]["ppo"]["outputs"] == colocated_ppo
 
 
