@@ -127,3 +127,13 @@ def test_the_builtin_pipeline_loads_like_a_file_with_its_workspace_under_the_cwd
     stages = ["data", "base", "sft", "pairs", "labels", "reward", "ppo", "evaluate"]
     assert list(pipe.stages) == list(load_pipeline(api.builtin_path()).stages) == stages
     assert load_pipeline(api.builtin_path()).workspace() == api.builtin_path().parent / "workspace"
+
+
+def test_the_two_process_example_in_the_docs_validates_here():
+    """docs/examples/rlhf-2proc.yaml (README, Scaling out) names its groups right and fits a 2-core machine."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "rlhf-2proc.yaml"
+    r = cli("validate", example)
+    assert r.returncode == 0, r.stderr
+    assert "8 stages" in r.stdout
