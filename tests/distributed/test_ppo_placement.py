@@ -1,10 +1,10 @@
 """PPO's four models placed apart make the same policy and value model as colocated: split (actor+critic |
 reference+reward model) as two processes, separate (each model its own) as four, explicit groups (the critic with
-the actor, or apart with a frozen model), offload in one — bit for bit on CPU, on the shortened built-in pipeline.
-A critic apart trains in its own rank; kill -9 of it after a checkpoint, then a rerun under another placement,
-resumes from that checkpoint to the same artifacts. The plan is in the manifest; a layout the run time cannot run
-(a critic apart on 2 processes) is refused before any compute. Replicas (all four models on each process, or
-beside a group of frozen models): test_ppo_replicas.py."""
+the actor, or apart with a frozen model), offload in one — bit for bit on CPU, on the shortened built-in pipeline. A
+critic apart trains in its own rank; kill -9 of it after a checkpoint, then a rerun under another placement, resumes
+from that checkpoint to the same artifacts. The plan is in the manifest; a layout the run time cannot run (a critic
+apart on 2 processes beside 1 actor process) is refused before any compute. Replicas (all four models on each
+process, or beside a group of frozen models): test_ppo_replicas.py."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_placed_apart_equals_colocated(upstream, colocated_ppo, tmp_path, case):
     assert plan["layout"] == layout and len(plan["groups"]) == 1 + len(served) + (layout == "offload")
 
 
-def test_a_replicated_critic_apart_is_refused_before_compute(upstream, tmp_path):
+def test_a_critic_apart_on_more_processes_than_the_actor_is_refused_before_compute(upstream, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(upstream.ws, ws)
     path = spec_file(tmp_path, ws, {"ppo": {"cpus": 0.5, "procs_per_node": 3,
@@ -60,8 +60,8 @@ def test_a_replicated_critic_apart_is_refused_before_compute(upstream, tmp_path)
     assert r.returncode == 1
     ppo = json.loads(r.stdout.splitlines()[-1])["stages"]["ppo"]
     assert ppo["attempts"] == 1  # exit 2: bad input, not retried
-    assert "critic+reward_model on 2 devices replicates the actor or a critic apart from it, which PPO does not " \
-           "run yet" in ppo["error"]
+    assert "critic+reward_model on 2 devices gives the critic apart from the actor another number of processes " \
+           "than the actor: each actor replica trains with a critic replica of its own" in ppo["error"]
 
 
 def _with_params(path, **params):

@@ -21,10 +21,14 @@ same minibatch order from the trainer's generator state, gradient norms exchange
 either side stops both). Its weights, optimizer and schedule reach the trainer's checkpoint, and its trained
 weights the published value model, through the process group (`RemoteCritic`): no shared disk is assumed.
 
+A critic apart beside actor replicas is replicated as many times: trainer replica i trains with critic rank i (its
+V_old for the trainer's share, the value half of its share of every minibatch), the critics' gradients summed in a
+process group of their own.
+
 What runs today: every layout whose groups hold whole replicas — one process per group (colocated; split: 2;
 separate: 4; explicit groups), replicas of the trainer alone (colocated over N processes, or offload) or beside
-groups of frozen models (split over 3 or more). Refused at run time with a message (docs/scaling.md): FSDP-sharded
-groups, and a critic apart from a replicated actor (or replicated itself).
+groups of frozen models (split over 3 or more) or beside as many critic replicas. Refused at run time with a message
+(docs/scaling.md): FSDP-sharded groups, and a critic apart on another number of processes than the actor.
 """
 
 from __future__ import annotations
@@ -61,9 +65,14 @@ class Roles:
         return len(self.ranks[0])
 
     @property
-    def critic_rank(self) -> int | None:
-        """The rank of a critic training apart from the actor; None when it trains with the actor (or is shared)."""
-        return next((r[0] for g, r in zip(self.groups[1:], self.ranks[1:], strict=True) if "critic" in g), None)
+    def critic_ranks(self) -> tuple[int, ...]:
+        """The ranks of a critic training apart from the actor, one per trainer replica; () when it trains with the
+        actor (or is a value head on it)."""
+        return next((r for g, r in zip(self.groups[1:], self.ranks[1:], strict=True) if "critic" in g), ())
+
+    def critic_of(self, trainer: int) -> int | None:
+        """The rank of trainer rank `trainer`'s critic, when the critic is apart."""
+        return self.critic_ranks[self.trainers.index(trainer)] if self.critic_ranks else None
 
     def trainer_holds(self, model: str) -> bool:
         return model in self.groups[0] or model in self.offloaded
@@ -108,10 +117,11 @@ def roles(plan: PPOPlan, world_size: int, stage: str) -> Roles:
         raise StageFailed(f"stage {stage!r}: placement {plan.describe()} needs sharded groups, which PPO does not run "
                           f"yet: give every group whole replicas on {world_size} processes (sharding: ddp), e.g. "
                           "placement: split, or all four models on every process (placement: colocated or offload)")
-    if any("critic" in g.models and (g.devices > 1 or trainer.devices > 1) for g in order[1:]):
-        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} replicates the actor or a critic apart "
-                          "from it, which PPO does not run yet (a critic apart trains as one process beside one "
-                          "actor process): give each of their groups one process, or group the critic with the actor")
+    if any("critic" in g.models and g.devices != trainer.devices for g in order[1:]):
+        raise StageFailed(f"stage {stage!r}: placement {plan.describe()} gives the critic apart from the actor "
+                          "another number of processes than the actor: each actor replica trains with a critic "
+                          "replica of its own; give both groups as many processes (e.g. groups of equal size), or "
+                          "group the critic with the actor")
     starts = [sum(g.devices for g in order[:i]) for i in range(len(order))]
     offloaded = tuple(m for g in plan.groups if not g.devices for m in g.models)
     return Roles(tuple(g.models for g in order),
@@ -178,13 +188,14 @@ def scorer(frozen: Frozen) -> dict[str, Handler]:
 @dataclass
 class Link:
     """Two ranks each running one half of a PPO update (rl.ppo.Partner): after every minibatch's backward they swap
-    gradient norms and statistics, the trainer sending first."""
+    gradient norms and statistics, the trainer (`first`) sending first."""
 
     world: Any
     peer: int
+    first: bool
 
     def exchange(self, norms: dict[str, float], stats: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
-        if self.world.rank == 0:
+        if self.first:
             _send(self.world, (norms, stats), self.peer)
             return _recv(self.world, self.peer)
         theirs = _recv(self.world, self.peer)
@@ -204,7 +215,7 @@ class RemoteCritic:
 
     @property
     def link(self) -> Link:
-        return Link(self.world, self.rank)
+        return Link(self.world, self.rank, first=True)
 
     def update(self, rollout: Any, advantages: Any, returns: Any, generator: Any) -> None:
         """Start the critic's half of the update on this rollout; call before the policy's half (ppo_update with

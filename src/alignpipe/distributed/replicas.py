@@ -100,8 +100,9 @@ class Replicas:
         keys = list(stats)
         every = self.world.gather(*(stats[k] for k in keys))
         out = {k: sum(rank[i] for rank in every) for i, k in enumerate(keys)}
-        out["ratio_min"] = min(rank[keys.index("ratio_min")] for rank in every)
-        out["ratio_max"] = max(rank[keys.index("ratio_max")] for rank in every)
+        for key, extreme in (("ratio_min", min), ("ratio_max", max)):
+            if key in stats:  # (a critic's replicas have only the value loss's statistics)
+                out[key] = extreme(rank[keys.index(key)] for rank in every)
         return out
 
     def replicate(self, modules: list[torch.nn.Module]) -> None:

@@ -360,9 +360,11 @@ def _replicas(ctx: StageContext, world: Any, models_: PPOModels) -> Any:
     return replicas
 
 
-def _serve_critic(ctx: StageContext, world: Any, roles: Any) -> None:
-    """The critic's own rank (distributed.groups): per rollout batch, V_old (and the scores of the frozen models it
-    also holds); then the value half of the update, in step with the trainer's policy half (rl.ppo.Partner)."""
+def _serve_critic(ctx: StageContext, world: Any, roles: Any, critics: Any) -> None:
+    """The critic's own rank (distributed.groups): per rollout batch, V_old of its trainer's rows (and the scores of
+    the frozen models it also holds); then the value half of the update, in step with the trainer's policy half
+    (rl.ppo.Partner). With actor replicas the critic's ranks (`critics`, a subgroup) are replicas too: each takes its
+    trainer's share of every minibatch and their gradients are summed among them (distributed.replicas)."""
     import torch
 
     from alignpipe.distributed.groups import Link, compute_frozen, critic_handlers, serve
@@ -378,6 +380,8 @@ def _serve_critic(ctx: StageContext, world: Any, roles: Any) -> None:
     m = PPOModels(tokenizer, None, None, critic, None, source)
     optimizers, schedulers = _optimizers(m, p)
     frozen = _frozen(ctx, tokenizer, tuple(n for n in names if n != "critic"))
+    replicas = _replicas(ctx, critics, m)  # or None: one actor, one critic
+    trainer = roles.trainers_of(world.rank)[0]
     sampled: list[Sampled] = []  # the batch being scored and updated on (its single-pass forward, if any)
 
     def score(request: tuple[Any, list[str], list[Any]]) -> dict[str, Any]:
@@ -393,17 +397,19 @@ def _serve_critic(ctx: StageContext, world: Any, roles: Any) -> None:
     def update(request: tuple[Any, Any, Any], generator: Any) -> None:
         rollout_, advantages, returns = request
         m.train(True)
+        forward = sampled[0].forward_fn(m, p.temperature)
         try:
-            ppo_update(rollout_, advantages, returns, sampled[0].forward_fn(m, p.temperature), None,
-                       optimizers["critic"], p, generator, partner=Link(world, 0))
+            ppo_update(rollout_, advantages, returns, forward if replicas is None else replicas.local(forward), None,
+                       optimizers["critic"], p, generator, replicas, partner=Link(world, trainer, first=False))
         except NonFiniteGradient:
             return  # the trainer saw the same norms: it fails the stage, naming them
         schedulers["critic"].step()
 
     ckpt = Checkpointer(ctx.checkpoints, models={"critic": critic}, optimizers=optimizers, schedulers=schedulers)
     handlers = {"score": score, **critic_handlers(ckpt, update, lambda d: save_model(critic, tokenizer, d))}
-    served = serve(world, handlers)
-    ctx.log(f"scored {served} rollout batches with {', '.join(names)}, and trained the critic")
+    served = serve(world, handlers, [trainer])
+    ctx.log(f"scored {served} rollout batches with {', '.join(names)}, and trained the critic"
+            + (f" (replica of trainer rank {trainer})" if replicas is not None else ""))
     world.close()
 
 
@@ -614,8 +620,11 @@ def run(ctx: StageContext) -> None:
     world = World.from_env()
     plan, roles = _placement(ctx, world)
     trainers = world.subgroup(list(roles.trainers))  # the actor's replicas (None in a serving rank); collective
-    if trainers is None:  # a process of frozen models (or the critic): it serves the trainers
-        return (_serve_critic if world.rank == roles.critic_rank else _serve)(ctx, world, roles)
+    critics = world.subgroup(list(roles.critic_ranks)) if roles.critic_ranks else None  # a critic's replicas
+    if critics is not None:  # the critic apart, one replica per actor replica: it serves its trainer
+        return _serve_critic(ctx, world, roles, critics)
+    if trainers is None:  # a process of frozen models: it serves its trainers
+        return _serve(ctx, world, roles)
     if world.is_main:
         ctx.log(f"placement {plan.describe()}: {plan.reason}")
 
@@ -632,11 +641,10 @@ def run(ctx: StageContext) -> None:
     order = EpochBatches(len(kept), p.batch_size, sub_seed(ctx.seed, "order"), drop_last=True)
 
     # -- model: policy, frozen reference, critic, reward (the frozen ones here or in their own processes)
-    models = _load_models(ctx, tokenizer, reference=roles.trainer_holds("reference"),
-                          critic=roles.critic_rank is None)
+    models = _load_models(ctx, tokenizer, reference=roles.trainer_holds("reference"), critic=not roles.critic_ranks)
     scoring = Scoring(_frozen(ctx, tokenizer, roles.held_by(world.rank), models.reference),
                       roles.serving(world.rank), world)
-    remote = None if roles.critic_rank is None else RemoteCritic(world, roles.critic_rank)
+    remote = RemoteCritic(world, roles.critic_of(world.rank)) if roles.critic_ranks else None
     replicas = _replicas(ctx, trainers, models)  # or None: this process is the only trainer
     if world.is_main:
         ctx.log(f"{len(kept)} prompts, {p.rollouts} rollouts × {p.batch_size}; critic from {models.critic_source!r}")
@@ -694,7 +702,7 @@ def run(ctx: StageContext) -> None:
                               "elapsed": state["elapsed"] + time.monotonic() - started},
                       files=None if remote is None else remote.checkpoint)
 
-    if remote is not None:  # the trained value model, before the critic's rank is told to stop
+    if remote is not None and world.is_main:  # the trained value model, before the critic's rank is told to stop
         remote.publish(ctx.output_dir("value"))
     scoring.close()
     if world.rank:  # a replica: rank 0 holds the same weights and publishes them
