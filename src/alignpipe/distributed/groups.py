@@ -61,10 +61,6 @@ class Roles:
         return self.ranks[0]
 
     @property
-    def replicas(self) -> int:
-        return len(self.ranks[0])
-
-    @property
     def critic_ranks(self) -> tuple[int, ...]:
         """The ranks of a critic training apart from the actor, one per trainer replica; () when it trains with the
         actor (or is a value head on it)."""
@@ -161,11 +157,11 @@ Handler = Callable[[Any], Any]
 NO_REPLY = object()  # a handler's return value: the trainer expects no answer to this request
 
 
-def serve(world: Any, handlers: dict[str, Handler], trainers: list[int] | None = None) -> int:
+def serve(world: Any, handlers: dict[str, Handler], trainers: list[int]) -> int:
     """A serving rank: answer every request its trainers send — (kind, payload) to `handlers[kind]`, whose result
     goes back unless it is NO_REPLY — until each says it is done; the rollout batches scored ("score" requests).
-    Trainer replicas (default: rank 0 alone) are answered in turn: they run in step, one request each."""
-    active, served = list(trainers if trainers is not None else [0]), 0
+    Trainer replicas are answered in turn: they run in step, one request each."""
+    active, served = list(trainers), 0
     while active:
         for trainer in list(active):
             message = _recv(world, trainer)

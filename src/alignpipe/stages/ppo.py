@@ -384,10 +384,11 @@ def _serve_critic(ctx: StageContext, world: Any, roles: Any, critics: Any) -> No
     trainer = roles.trainers_of(world.rank)[0]
     sampled: list[Sampled] = []  # the batch being scored and updated on (its single-pass forward, if any)
 
+    one_pass = single_pass(p, p.batch_size)
+
     def score(request: tuple[Any, list[str], list[Any]]) -> dict[str, Any]:
         batch = request[0]
         out = compute_frozen(frozen, *request)
-        one_pass = single_pass(p, p.batch_size)
         m.train(one_pass)
         with torch.set_grad_enabled(one_pass):  # a single pass keeps the graph for the update
             current = forward_by_length(m, batch, p.temperature)  # (None, values, None): no policy here
